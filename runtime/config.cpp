@@ -1,0 +1,413 @@
+#include "runtime/config.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cctype>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <unistd.h>
+
+namespace troupe::runtime {
+
+namespace {
+
+struct invalid {
+  std::string what;
+};
+
+/// Reads one YAML mapping against a fixed set of keys; whatever is left
+/// unread when `finish()` runs is an unknown key.
+class map_reader {
+public:
+  map_reader(const YAML::Node& node, std::string path, const std::string& file)
+      : node_(node), path_(std::move(path)), file_(file) {
+    if (!node.IsMap())
+      fail(node, (path_.empty() ? std::string{"config"} : "'" + path_ + "'") +
+                     " must be a mapping");
+  }
+
+  [[noreturn]] void fail(const YAML::Node& at, const std::string& msg) const {
+    auto mark = at.Mark();
+    std::ostringstream os;
+    os << file_;
+    if (!mark.is_null())
+      os << ':' << mark.line + 1 << ':' << mark.column + 1;
+    os << ": " << msg;
+    throw invalid{os.str()};
+  }
+
+  std::string key_path(const std::string& key) const {
+    return path_.empty() ? key : path_ + "." + key;
+  }
+
+  std::optional<YAML::Node> get(const std::string& key) {
+    seen_.insert(key);
+    auto n = node_[key];
+    if (!n || n.IsNull())
+      return std::nullopt;
+    return n;
+  }
+
+  YAML::Node require(const std::string& key) {
+    auto n = get(key);
+    if (!n)
+      fail(node_, "missing required key '" + key_path(key) + "'");
+    return *n;
+  }
+
+  std::string scalar(const YAML::Node& n, const std::string& key) const {
+    if (!n.IsScalar())
+      fail(n, "'" + key_path(key) + "' must be a string");
+    return n.Scalar();
+  }
+
+  void read(const std::string& key, std::string& out) {
+    if (auto n = get(key))
+      out = scalar(*n, key);
+  }
+
+  void read(const std::string& key, int64_t& out, int64_t min, int64_t max) {
+    if (auto n = get(key)) {
+      auto s = scalar(*n, key);
+      char* end = nullptr;
+      errno = 0;
+      long long v = std::strtoll(s.c_str(), &end, 10);
+      if (s.empty() || *end != '\0' || errno != 0)
+        fail(*n, "'" + key_path(key) + "' must be an integer, got '" + s + "'");
+      if (v < min || v > max)
+        fail(*n, "'" + key_path(key) + "' must be between " + std::to_string(min) + " and " +
+                     std::to_string(max) + ", got " + s);
+      out = v;
+    }
+  }
+
+  void read(const std::string& key, uint64_t& out, uint64_t min, uint64_t max) {
+    int64_t v = static_cast<int64_t>(out);
+    read(key, v, static_cast<int64_t>(min), static_cast<int64_t>(max));
+    out = static_cast<uint64_t>(v);
+  }
+
+  void read(const std::string& key, double& out, double min, double max) {
+    if (auto n = get(key)) {
+      auto s = scalar(*n, key);
+      char* end = nullptr;
+      double v = std::strtod(s.c_str(), &end);
+      if (s.empty() || *end != '\0')
+        fail(*n, "'" + key_path(key) + "' must be a number, got '" + s + "'");
+      if (v < min || v > max)
+        fail(*n, "'" + key_path(key) + "' must be between " + std::to_string(min) + " and " +
+                     std::to_string(max));
+      out = v;
+    }
+  }
+
+  void read(const std::string& key, std::chrono::milliseconds& out) {
+    if (auto n = get(key)) {
+      auto s = scalar(*n, key);
+      auto d = parse_duration(s);
+      if (!d)
+        fail(*n, "'" + key_path(key) + "' must be a duration like 500ms, 30s or 10m, got '" +
+                     s + "'");
+      out = *d;
+    }
+  }
+
+  void read(const std::string& key, std::vector<std::string>& out) {
+    if (auto n = get(key)) {
+      if (!n->IsSequence())
+        fail(*n, "'" + key_path(key) + "' must be a list of strings");
+      out.clear();
+      for (auto item : *n)
+        out.push_back(scalar(item, key));
+    }
+  }
+
+  /// Reports the first key that nobody asked for.
+  void finish() const {
+    for (auto it = node_.begin(); it != node_.end(); ++it) {
+      auto key = it->first.Scalar();
+      if (!seen_.contains(key))
+        fail(it->first, "unknown key '" + key_path(key) + "'");
+    }
+  }
+
+  const std::string& file() const { return file_; }
+  const std::string& path() const { return path_; }
+  const YAML::Node& node() const { return node_; }
+
+private:
+  YAML::Node node_;
+  std::string path_;
+  const std::string& file_;
+  std::set<std::string> seen_;
+};
+
+void check_one_of(map_reader& r, const YAML::Node& at, const std::string& key,
+                  const std::string& value, std::initializer_list<const char*> allowed) {
+  for (auto a : allowed)
+    if (value == a)
+      return;
+  std::string list;
+  for (auto a : allowed)
+    list += (list.empty() ? "" : ", ") + std::string{a};
+  r.fail(at, "'" + r.key_path(key) + "' must be one of " + list + ", got '" + value + "'");
+}
+
+void parse_listen(map_reader& r, const YAML::Node& at, const std::string& text,
+                  gateway_config& gw) {
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0)
+    r.fail(at, "'gateway.listen' must be HOST:PORT, got '" + text + "'");
+  gw.host = text.substr(0, colon);
+  auto port = text.substr(colon + 1);
+  char* end = nullptr;
+  long v = std::strtol(port.c_str(), &end, 10);
+  if (port.empty() || *end != '\0' || v < 0 || v > 65535)
+    r.fail(at, "'gateway.listen' has a bad port '" + port + "'");
+  gw.port = static_cast<uint16_t>(v);
+}
+
+backend_config parse_backend(const YAML::Node& n, const std::string& path,
+                             const std::string& file) {
+  map_reader r{n, path, file};
+  backend_config b;
+  auto type_node = r.require("type");
+  b.type = r.scalar(type_node, "type");
+  check_one_of(r, type_node, "type", b.type, {"openai", "lemonade", "simulated"});
+  r.read("url", b.url);
+  std::string model;
+  r.read("model", model);
+  r.read("models", b.models);
+  if (!model.empty())
+    b.models.insert(b.models.begin(), model);
+  r.read("api_key", b.api_key);
+  r.read("connect_timeout", b.connect_timeout);
+  r.read("first_token_timeout", b.first_token_timeout);
+  r.read("idle_timeout", b.idle_timeout);
+  r.read("health_interval", b.health_interval);
+  r.read("ttft_ms", b.ttft_ms, 0, 600000);
+  r.read("tokens_per_s", b.tokens_per_s, 0.001, 1e7);
+  if (b.type == "lemonade" && b.url.empty())
+    b.url = "http://localhost:8000/api/v1";
+  if (b.type == "openai" && b.url.empty())
+    r.fail(n, "'" + r.key_path("url") + "' is required for an openai backend");
+  if (!b.url.empty() && b.url.rfind("http://", 0) != 0)
+    r.fail(n, "'" + r.key_path("url") + "' must start with http:// (got '" + b.url + "')");
+  while (!b.url.empty() && b.url.back() == '/')
+    b.url.pop_back();
+  r.finish();
+  return b;
+}
+
+std::string default_node_id() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof buf - 1) == 0 && buf[0] != '\0')
+    return buf;
+  return "node";
+}
+
+node_config parse(const YAML::Node& root, const std::string& file) {
+  node_config cfg;
+  cfg.source = file;
+  map_reader top{root, "", file};
+
+  if (auto n = top.get("node")) {
+    map_reader r{*n, "node", file};
+    r.read("id", cfg.id);
+    if (auto roles = r.get("roles")) {
+      r.read("roles", cfg.roles);
+      for (auto item : *roles)
+        check_one_of(r, item, "roles", item.Scalar(), {"gateway", "agents", "inference"});
+    }
+    r.finish();
+  }
+  if (cfg.id.empty())
+    cfg.id = default_node_id();
+
+  if (auto n = top.get("gateway")) {
+    map_reader r{*n, "gateway", file};
+    if (auto listen = r.get("listen"))
+      parse_listen(r, *listen, r.scalar(*listen, "listen"), cfg.gateway);
+    if (auto auth = r.get("auth")) {
+      if (auth->IsScalar()) {
+        check_one_of(r, *auth, "auth", auth->Scalar(), {"none"});
+      } else {
+        map_reader a{*auth, "gateway.auth", file};
+        a.read("keys_file", cfg.gateway.keys_file);
+        a.finish();
+      }
+    }
+    r.finish();
+  }
+
+  if (auto n = top.get("limits")) {
+    map_reader r{*n, "limits", file};
+    r.read("max_frame_bytes", cfg.limits.max_frame_bytes, 64, 1ull << 30);
+    r.read("max_connections", cfg.limits.max_connections, 1, 10000000);
+    r.read("max_outbound_bytes", cfg.limits.max_outbound_bytes, 1024, 1ull << 32);
+    r.read("max_pending_turns", cfg.limits.max_pending_turns, 1, 100000);
+    r.read("turn_timeout", cfg.limits.turn_timeout);
+    r.finish();
+  }
+
+  if (auto n = top.get("cluster"))
+    top.fail(*n, "'cluster' is not supported by this build yet: run a single node");
+
+  if (auto n = top.get("state")) {
+    map_reader r{*n, "state", file};
+    r.read("path", cfg.state_path);
+    if (auto redis = r.get("redis"))
+      r.fail(*redis, "'state.redis' is not supported by this build yet");
+    r.finish();
+  }
+
+  if (auto n = top.get("mcp"))
+    top.fail(*n, "'mcp' is not supported by this build yet");
+
+  if (auto n = top.get("inference")) {
+    map_reader r{*n, "inference", file};
+    if (auto accs = r.get("accelerators")) {
+      if (!accs->IsSequence())
+        r.fail(*accs, "'inference.accelerators' must be a list");
+      std::set<std::string> ids;
+      size_t i = 0;
+      for (auto item : *accs) {
+        auto path = "inference.accelerators[" + std::to_string(i++) + "]";
+        map_reader a{item, path, file};
+        accelerator_config acc;
+        auto id_node = a.require("id");
+        acc.id = a.scalar(id_node, "id");
+        if (!ids.insert(acc.id).second)
+          a.fail(id_node, "duplicate accelerator id '" + acc.id + "'");
+        if (auto kind = a.get("kind")) {
+          acc.kind = a.scalar(*kind, "kind");
+          check_one_of(a, *kind, "kind", acc.kind, {"npu", "gpu", "cpu"});
+        }
+        a.read("slots", acc.slots, 1, 100000);
+        a.read("max_queue", acc.max_queue, 0, 1000000);
+        acc.backend = parse_backend(a.require("backend"), path + ".backend", file);
+        a.finish();
+        cfg.accelerators.push_back(std::move(acc));
+      }
+    }
+    r.finish();
+  }
+
+  if (auto n = top.get("agents")) {
+    map_reader r{*n, "agents", file};
+    r.read("idle_timeout", cfg.idle_timeout);
+    if (auto types = r.get("types")) {
+      if (!types->IsMap())
+        r.fail(*types, "'agents.types' must be a mapping of type name to settings");
+      for (auto it = types->begin(); it != types->end(); ++it) {
+        auto name = it->first.Scalar();
+        auto path = "agents.types." + name;
+        if (name.empty() || name.find('/') != std::string::npos)
+          r.fail(it->first, "agent type name '" + name + "' must be non-empty without '/'");
+        agent_type_config t;
+        t.name = name;
+        if (!it->second.IsNull()) {
+          map_reader a{it->second, path, file};
+          a.read("system", t.system);
+          a.read("model", t.model);
+          if (auto prefer = a.get("prefer")) {
+            a.read("prefer", t.prefer);
+            for (auto item : *prefer)
+              check_one_of(a, item, "prefer", item.Scalar(), {"npu", "gpu", "cpu"});
+          }
+          a.read("tools", t.tools);
+          a.read("max_steps", t.max_steps, 1, 1000);
+          a.read("temperature", t.temperature, 0, 2);
+          a.read("max_tokens", t.max_tokens, 0, 10000000);
+          a.finish();
+        }
+        cfg.agent_types[name] = std::move(t);
+      }
+    }
+    r.finish();
+  }
+  top.finish();
+
+  if (cfg.accelerators.empty() && cfg.has_role("inference")) {
+    accelerator_config sim;
+    sim.id = "sim0";
+    sim.kind = "cpu";
+    sim.slots = 8;
+    sim.backend.type = "simulated";
+    cfg.accelerators.push_back(sim);
+    cfg.simulated_default = true;
+  }
+  if (cfg.agent_types.empty()) {
+    agent_type_config chat;
+    chat.name = "chat";
+    chat.tools = {"calculator", "clock", "agent"};
+    cfg.agent_types["chat"] = chat;
+  }
+  return cfg;
+}
+
+} // namespace
+
+bool node_config::has_role(const std::string& r) const {
+  return std::find(roles.begin(), roles.end(), r) != roles.end();
+}
+
+std::optional<std::chrono::milliseconds> parse_duration(const std::string& text) {
+  if (text.empty())
+    return std::nullopt;
+  size_t i = 0;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.'))
+    ++i;
+  if (i == 0)
+    return std::nullopt;
+  char* end = nullptr;
+  auto num_text = text.substr(0, i);
+  double v = std::strtod(num_text.c_str(), &end);
+  if (*end != '\0')
+    return std::nullopt;
+  auto unit = text.substr(i);
+  double ms;
+  if (unit == "ms")
+    ms = v;
+  else if (unit == "s" || unit.empty())
+    ms = v * 1000;
+  else if (unit == "m")
+    ms = v * 60000;
+  else if (unit == "h")
+    ms = v * 3600000;
+  else
+    return std::nullopt;
+  return std::chrono::milliseconds{static_cast<int64_t>(ms)};
+}
+
+std::variant<node_config, config_error> load_config_text(const std::string& text,
+                                                         const std::string& source) {
+  try {
+    auto root = YAML::Load(text);
+    if (!root || root.IsNull())
+      root = YAML::Node{YAML::NodeType::Map};
+    return parse(root, source);
+  } catch (const invalid& e) {
+    return config_error{e.what};
+  } catch (const YAML::Exception& e) {
+    std::ostringstream os;
+    os << source;
+    if (!e.mark.is_null())
+      os << ':' << e.mark.line + 1 << ':' << e.mark.column + 1;
+    os << ": " << e.msg;
+    return config_error{os.str()};
+  }
+}
+
+std::variant<node_config, config_error> load_config_file(const std::string& path) {
+  std::ifstream in{path};
+  if (!in)
+    return config_error{path + ": cannot open config file"};
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return load_config_text(ss.str(), path);
+}
+
+} // namespace troupe::runtime

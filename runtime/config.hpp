@@ -1,0 +1,99 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace troupe::runtime {
+
+/// How a worker reaches its model server (DESIGN.md "Backends").
+struct backend_config {
+  std::string type = "simulated"; // openai | lemonade | simulated
+  std::string url;                // e.g. http://127.0.0.1:8080/v1
+  std::vector<std::string> models; // `model:` and/or `models:`; empty = any
+  std::string api_key;
+  std::chrono::milliseconds connect_timeout{2000};
+  std::chrono::milliseconds first_token_timeout{60000};
+  std::chrono::milliseconds idle_timeout{30000};
+  std::chrono::milliseconds health_interval{5000};
+  // simulated only
+  int64_t ttft_ms = 50;
+  double tokens_per_s = 200;
+};
+
+/// One accelerator entry = one inference worker actor.
+struct accelerator_config {
+  std::string id;
+  std::string kind = "cpu"; // npu | gpu | cpu
+  int64_t slots = 4;
+  int64_t max_queue = 256; // requests waiting beyond `slots`
+  backend_config backend;
+};
+
+struct agent_type_config {
+  std::string name;
+  std::string system = "You are a helpful assistant.";
+  std::string model; // empty = any model
+  std::vector<std::string> prefer;
+  std::vector<std::string> tools;
+  int64_t max_steps = 8;
+  double temperature = 0.7;
+  int64_t max_tokens = 0;
+};
+
+struct gateway_config {
+  std::string host = "127.0.0.1";
+  uint16_t port = 7800;
+  std::string keys_file; // empty = auth none
+};
+
+struct limits_config {
+  uint64_t max_frame_bytes = 1 << 20;
+  uint64_t max_connections = 20000;
+  /// Bytes queued to one WebSocket client before it is disconnected as slow.
+  uint64_t max_outbound_bytes = 8 << 20;
+  /// Turns queued on one agent behind the running one.
+  uint64_t max_pending_turns = 32;
+  /// Upper bound for a REST `execute` or a turn, end to end.
+  std::chrono::milliseconds turn_timeout{300000};
+};
+
+struct node_config {
+  std::string source; // file the config came from, for messages
+  std::string id;
+  std::vector<std::string> roles{"gateway", "agents", "inference"};
+  gateway_config gateway;
+  limits_config limits;
+  std::string state_path;
+  std::vector<accelerator_config> accelerators;
+  /// True when no accelerator was configured and the embedded simulated
+  /// backend stands in; the node says so loudly at start.
+  bool simulated_default = false;
+  std::chrono::milliseconds idle_timeout{600000};
+  std::map<std::string, agent_type_config> agent_types;
+
+  bool has_role(const std::string& r) const;
+};
+
+/// A config that could not be used; `what` is `file:line:col: message`.
+struct config_error {
+  std::string what;
+};
+
+/// Loads and validates a YAML config. Unknown keys, wrong types, missing
+/// required fields and bad values are errors naming the key, file and line.
+/// Returns the config or the error.
+std::variant<node_config, config_error> load_config_file(const std::string& path);
+
+/// Same as `load_config_file` for text already in memory.
+std::variant<node_config, config_error> load_config_text(const std::string& text,
+                                                         const std::string& source);
+
+/// Parses "500ms", "30s", "10m", "1h" or a bare number of seconds.
+std::optional<std::chrono::milliseconds> parse_duration(const std::string& text);
+
+} // namespace troupe::runtime

@@ -1,0 +1,36 @@
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace troupe::runtime {
+
+/// Error codes of the public protocol (DESIGN.md "Public API"). Every
+/// subsystem's failures map onto these in one place before reaching a client.
+enum class errc {
+  success = 0,
+  bad_request,
+  unauthorized,
+  unknown_type,
+  unknown_agent,
+  overloaded,
+  backend_unavailable,
+  cancelled,
+  timeout,
+  internal,
+};
+
+/// The wire name of a code, e.g. "backend_unavailable".
+std::string_view to_string(errc code);
+
+/// HTTP status a REST reply carries for a code.
+int http_status(errc code);
+
+/// A failure with a code and a human-readable reason.
+struct failure {
+  errc code = errc::internal;
+  std::string_view what() const { return message; }
+  std::string message;
+};
+
+} // namespace troupe::runtime

@@ -1,0 +1,116 @@
+#include "runtime/config.hpp"
+
+#include <gtest/gtest.h>
+
+using namespace troupe::runtime;
+
+namespace {
+
+node_config ok(const std::string& yaml) {
+  auto r = load_config_text(yaml, "t.yaml");
+  if (auto err = std::get_if<config_error>(&r)) {
+    ADD_FAILURE() << err->what;
+    return {};
+  }
+  return std::get<node_config>(r);
+}
+
+std::string bad(const std::string& yaml) {
+  auto r = load_config_text(yaml, "t.yaml");
+  if (auto err = std::get_if<config_error>(&r))
+    return err->what;
+  ADD_FAILURE() << "config was accepted:\n" << yaml;
+  return {};
+}
+
+} // namespace
+
+TEST(Config, ReadsTheDesignExample) {
+  auto cfg = ok(R"(
+node:
+  id: gpu-1
+  roles: [gateway, agents, inference]
+gateway:
+  listen: 127.0.0.1:7801
+  auth: none
+limits: {max_frame_bytes: 2048, max_connections: 10}
+inference:
+  accelerators:
+    - id: gpu0
+      kind: gpu
+      slots: 8
+      backend: {type: openai, url: "http://127.0.0.1:8080/v1", model: qwen2.5-7b-instruct}
+    - id: npu0
+      kind: npu
+      slots: 2
+      backend: {type: lemonade, model: Qwen2.5-0.5B-Instruct-Hybrid}
+agents:
+  idle_timeout: 10m
+  types:
+    chat:
+      system: You are a helpful assistant.
+      model: qwen2.5-7b-instruct
+      prefer: [npu, gpu, cpu]
+      tools: [calculator, clock]
+      max_steps: 8
+)");
+  EXPECT_EQ(cfg.id, "gpu-1");
+  EXPECT_EQ(cfg.gateway.port, 7801);
+  EXPECT_EQ(cfg.limits.max_frame_bytes, 2048u);
+  ASSERT_EQ(cfg.accelerators.size(), 2u);
+  EXPECT_EQ(cfg.accelerators[0].backend.models.at(0), "qwen2.5-7b-instruct");
+  EXPECT_EQ(cfg.accelerators[1].backend.url, "http://localhost:8000/api/v1");
+  EXPECT_FALSE(cfg.simulated_default);
+  EXPECT_EQ(cfg.idle_timeout, std::chrono::minutes(10));
+  EXPECT_EQ(cfg.agent_types.at("chat").prefer.size(), 3u);
+}
+
+TEST(Config, EmptyConfigFallsBackToTheSimulator) {
+  auto cfg = ok("");
+  ASSERT_EQ(cfg.accelerators.size(), 1u);
+  EXPECT_EQ(cfg.accelerators[0].backend.type, "simulated");
+  EXPECT_TRUE(cfg.simulated_default);
+  EXPECT_TRUE(cfg.agent_types.contains("chat"));
+}
+
+TEST(Config, UnknownKeyIsNamedWithFileAndLine) {
+  auto err = bad("gateway:\n  listen: 127.0.0.1:1\n  lisen: 2\n");
+  EXPECT_EQ(err, "t.yaml:3:3: unknown key 'gateway.lisen'");
+  err = bad("node: {id: a}\nfoo: 1\n");
+  EXPECT_EQ(err, "t.yaml:2:1: unknown key 'foo'");
+}
+
+TEST(Config, WrongTypeIsNamed) {
+  auto err = bad("inference:\n  accelerators:\n    - id: g\n      slots: many\n"
+                 "      backend: {type: simulated}\n");
+  EXPECT_NE(err.find("t.yaml:4:14"), std::string::npos) << err;
+  EXPECT_NE(err.find("'inference.accelerators[0].slots' must be an integer"), std::string::npos);
+}
+
+TEST(Config, MissingRequiredFieldIsNamed) {
+  auto err = bad("inference:\n  accelerators:\n    - id: g\n");
+  EXPECT_NE(err.find("missing required key 'inference.accelerators[0].backend'"),
+            std::string::npos)
+      << err;
+  err = bad("inference:\n  accelerators:\n    - id: g\n      backend: {type: openai}\n");
+  EXPECT_NE(err.find("url"), std::string::npos) << err;
+}
+
+TEST(Config, BadValuesAreRejected) {
+  EXPECT_NE(bad("gateway: {listen: nowhere}").find("HOST:PORT"), std::string::npos);
+  EXPECT_NE(bad("agents: {idle_timeout: soon}").find("duration"), std::string::npos);
+  EXPECT_NE(bad("node: {roles: [gateway, chef]}").find("must be one of"), std::string::npos);
+  EXPECT_NE(bad("inference: {accelerators: [{id: a, kind: tpu, backend: {type: simulated}}]}")
+                .find("kind"),
+            std::string::npos);
+  EXPECT_NE(bad("key: [unclosed").find("t.yaml:"), std::string::npos);
+}
+
+TEST(Config, DurationsParse) {
+  EXPECT_EQ(parse_duration("500ms"), std::chrono::milliseconds(500));
+  EXPECT_EQ(parse_duration("30s"), std::chrono::seconds(30));
+  EXPECT_EQ(parse_duration("2"), std::chrono::seconds(2));
+  EXPECT_EQ(parse_duration("1h"), std::chrono::hours(1));
+  EXPECT_FALSE(parse_duration("x"));
+  EXPECT_FALSE(parse_duration("5 parsecs"));
+}

@@ -1,0 +1,83 @@
+#include "runtime/openai_codec.hpp"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+using namespace troupe::runtime;
+using nlohmann::json;
+
+TEST(OpenAiCodec, RequestCarriesStreamUsageAndTools) {
+  chat_request req;
+  req.model = "m";
+  req.messages = {{"system", "be brief", {}, {}, {}},
+                  {"assistant", "", {{"c1", "clock", "{}"}}, {}, {}},
+                  {"tool", "12:00", {}, "c1", "clock"}};
+  req.tools = {{"clock", "current time", R"({"type":"object","properties":{}})"}};
+  auto j = json::parse(encode_chat_request(req, true));
+  EXPECT_TRUE(j["stream"].get<bool>());
+  EXPECT_TRUE(j["stream_options"]["include_usage"].get<bool>());
+  EXPECT_EQ(j["tools"][0]["function"]["name"], "clock");
+  EXPECT_EQ(j["tools"][0]["function"]["parameters"]["type"], "object");
+  EXPECT_TRUE(j["messages"][1]["content"].is_null());
+  EXPECT_EQ(j["messages"][1]["tool_calls"][0]["function"]["name"], "clock");
+  EXPECT_EQ(j["messages"][2]["tool_call_id"], "c1");
+
+  bool stream = false;
+  std::string err;
+  auto back = decode_chat_request(encode_chat_request(req, true), stream, err);
+  ASSERT_TRUE(back) << err;
+  EXPECT_TRUE(stream);
+  EXPECT_EQ(back->messages.size(), 3u);
+  EXPECT_EQ(back->messages[1].tool_calls[0].name, "clock");
+  EXPECT_EQ(back->tools[0].name, "clock");
+}
+
+TEST(OpenAiCodec, ChunkWithContentToolCallsAndUsage) {
+  std::string err;
+  auto c = decode_chat_chunk(
+      R"({"choices":[{"index":0,"delta":{"content":"Hi","tool_calls":[{"index":1,"id":"x","function":{"name":"clock","arguments":"{"}}]},"finish_reason":null}]})",
+      err);
+  ASSERT_TRUE(c) << err;
+  EXPECT_EQ(c->content, "Hi");
+  ASSERT_EQ(c->tool_calls.size(), 1u);
+  EXPECT_EQ(c->tool_calls[0].index, 1);
+  EXPECT_EQ(c->tool_calls[0].arguments, "{");
+  EXPECT_FALSE(c->has_usage);
+}
+
+TEST(OpenAiCodec, UsageOnlyChunkWithEmptyOrNullChoices) {
+  std::string err;
+  for (auto body : {R"({"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5}})",
+                    R"({"choices":null,"usage":{"prompt_tokens":3,"completion_tokens":5}})"}) {
+    auto c = decode_chat_chunk(body, err);
+    ASSERT_TRUE(c) << err;
+    EXPECT_TRUE(c->has_usage);
+    EXPECT_EQ(c->tokens.total_tokens(), 8);
+    EXPECT_TRUE(c->content.empty());
+  }
+}
+
+TEST(OpenAiCodec, ErrorsInTheStreamAreReported) {
+  std::string err;
+  EXPECT_FALSE(decode_chat_chunk("not json", err));
+  EXPECT_FALSE(decode_chat_chunk(R"({"error":{"message":"model not loaded"}})", err));
+  EXPECT_EQ(err, "model not loaded");
+}
+
+TEST(OpenAiCodec, ServerChunksRoundTrip) {
+  chat_chunk c;
+  c.content = "tok";
+  c.tool_calls = {{0, "id1", "calculator", "{\"e\":1}"}};
+  std::string err;
+  auto back = decode_chat_chunk(encode_chat_chunk("cmpl-1", "m", c), err);
+  ASSERT_TRUE(back) << err;
+  EXPECT_EQ(back->content, "tok");
+  EXPECT_EQ(back->tool_calls[0].name, "calculator");
+  chat_chunk u;
+  u.has_usage = true;
+  u.tokens = {1, 2};
+  back = decode_chat_chunk(encode_chat_chunk("cmpl-1", "m", u), err);
+  ASSERT_TRUE(back);
+  EXPECT_TRUE(back->has_usage);
+  EXPECT_EQ(back->tokens.completion_tokens, 2);
+}

@@ -1,0 +1,84 @@
+#include "runtime/ws_protocol.hpp"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+using namespace troupe::runtime;
+
+namespace {
+
+client_op op_of(std::string_view text) {
+  auto r = decode_client_frame(text);
+  if (auto e = std::get_if<protocol_error>(&r)) {
+    ADD_FAILURE() << text << ": " << e->message;
+    return {};
+  }
+  return std::get<client_op>(r);
+}
+
+protocol_error error_of(std::string_view text) {
+  auto r = decode_client_frame(text);
+  if (!std::holds_alternative<protocol_error>(r)) {
+    ADD_FAILURE() << "accepted: " << text;
+    return {};
+  }
+  return std::get<protocol_error>(r);
+}
+
+} // namespace
+
+TEST(WsProtocol, DecodesEveryOp) {
+  auto s = op_of(R"({"op":"spawn","type":"chat","key":"k1","id":"1"})");
+  EXPECT_EQ(s.kind, client_op_kind::spawn);
+  EXPECT_EQ(s.type, "chat");
+  EXPECT_EQ(s.key, "k1");
+  EXPECT_EQ(s.id, "1");
+  auto m = op_of(R"({"op":"send","agent":"chat/k1","text":"hi","id":2})");
+  EXPECT_EQ(m.kind, client_op_kind::send);
+  EXPECT_EQ(m.id, "2");
+  EXPECT_EQ(op_of(R"({"op":"cancel","id":"2"})").kind, client_op_kind::cancel);
+  EXPECT_EQ(op_of(R"({"op":"attach","agent":"chat/k1"})").kind, client_op_kind::attach);
+  EXPECT_EQ(op_of(R"({"op":"kill","agent":"chat/k1"})").kind, client_op_kind::kill);
+  EXPECT_EQ(op_of(R"({"op":"list"})").kind, client_op_kind::list);
+  EXPECT_EQ(op_of(R"({"op":"ping"})").kind, client_op_kind::ping);
+}
+
+TEST(WsProtocol, BadFramesAreBadRequestsWithTheirId) {
+  EXPECT_EQ(error_of("{not json").message, "malformed JSON");
+  EXPECT_EQ(error_of("[1,2]").message, "frame must be a JSON object");
+  auto e = error_of(R"({"op":"dance","id":"9"})");
+  EXPECT_EQ(e.code, errc::bad_request);
+  EXPECT_EQ(e.message, "unknown op 'dance'");
+  EXPECT_EQ(e.id, "9");
+  EXPECT_EQ(error_of(R"({"op":"send","agent":"chat/k1","id":"3"})").message,
+            "missing field 'text'");
+  EXPECT_EQ(error_of(R"({"op":"send","agent":5,"text":"x"})").message,
+            "field 'agent' must be a string");
+  EXPECT_EQ(error_of(R"({"op":"cancel"})").code, errc::bad_request);
+  EXPECT_EQ(error_of(R"({"id":"1"})").message, "missing field 'op'");
+}
+
+TEST(WsProtocol, EventsEncodeAsDocumented) {
+  agent_event d;
+  d.kind = event_kind::done;
+  d.agent = "chat/k1";
+  d.id = "2";
+  d.answer = "hi";
+  d.tokens = {3, 4};
+  d.steps = 2;
+  auto j = nlohmann::json::parse(seal(d)->json);
+  EXPECT_EQ(j["ev"], "done");
+  EXPECT_EQ(j["usage"]["total_tokens"], 7);
+  EXPECT_EQ(j["steps"], 2);
+
+  agent_event t;
+  t.kind = event_kind::tool_call;
+  t.name = "calculator";
+  t.arguments = R"({"expression":"1+1"})";
+  j = nlohmann::json::parse(seal(t)->json);
+  EXPECT_EQ(j["arguments"]["expression"], "1+1");
+
+  j = nlohmann::json::parse(make_error_event("5", errc::overloaded, "full")->json);
+  EXPECT_EQ(j["code"], "overloaded");
+  EXPECT_EQ(j["id"], "5");
+}
