@@ -117,7 +117,17 @@ simulated_plan plan_simulated_response(const chat_request& req) {
                                  std::move(name), args.dump()});
       plan.finish_reason = "tool_calls";
     };
-    if (auto pos = low.find("count to "); pos != std::string::npos) {
+    std::string use_tool, use_args;
+    if (low.rfind("use ", 0) == 0) {
+      auto rest = text.substr(4);
+      auto sp = rest.find(' ');
+      use_tool = rest.substr(0, sp);
+      use_args = sp == std::string::npos ? "{}" : rest.substr(sp + 1);
+    }
+    if (!use_tool.empty() && offers(req, use_tool)) {
+      auto args = nlohmann::json::parse(use_args, nullptr, false);
+      call(use_tool, args.is_discarded() ? nlohmann::json{{"input", use_args}} : args);
+    } else if (auto pos = low.find("count to "); pos != std::string::npos) {
       long n = std::strtol(low.c_str() + pos + 9, nullptr, 10);
       n = std::clamp(n, 1L, 100000L);
       for (long i = 1; i <= n; ++i)

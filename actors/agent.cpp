@@ -1,0 +1,430 @@
+#include "actors/agent.hpp"
+#include "actors/atoms.hpp"
+#include "actors/messages.hpp"
+#include "runtime/log.hpp"
+#include "runtime/metrics.hpp"
+
+#include <caf/all.hpp>
+
+#include <chrono>
+#include <deque>
+#include <optional>
+#include <set>
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::runtime::tool_outcome)
+
+namespace troupe::actors {
+
+using runtime::errc;
+using runtime::event_kind;
+using std::chrono::steady_clock;
+
+namespace {
+
+struct turn {
+  std::string id;
+  std::string text;
+  caf::actor requester;                  // send: gets this turn's events
+  std::optional<caf::response_promise> promise; // ask: gets the result
+  std::string caller;                    // ask from another agent
+  steady_clock::time_point received = steady_clock::now();
+};
+
+struct agent_metrics {
+  static runtime::metrics_registry& reg() { return runtime::metrics_registry::global(); }
+  runtime::counter& ok = reg().get_counter("troupe_turns_total", "Agent turns by outcome",
+                                           "outcome=\"done\"");
+  runtime::counter& failed = reg().get_counter("troupe_turns_total", "Agent turns by outcome",
+                                               "outcome=\"error\"");
+  runtime::histogram& seconds =
+      reg().get_histogram("troupe_turn_seconds", "Agent turn latency, request to done");
+  runtime::counter& tool_calls =
+      reg().get_counter("troupe_tool_calls_total", "Tool calls run by agents");
+  runtime::counter& retries = reg().get_counter(
+      "troupe_inference_retries_total", "Model calls retried on another worker before any token");
+};
+
+agent_metrics& metrics() {
+  static agent_metrics m;
+  return m;
+}
+
+struct agent_state {
+  runtime::agent_id id;
+  std::string id_str;
+  std::shared_ptr<const runtime::agent_type> type;
+  agent_context ctx;
+  std::vector<runtime::chat_message> history;
+  std::set<caf::actor> subscribers;
+  std::deque<turn> pending;
+  std::optional<turn> current;
+  uint64_t turn_seq = 0;
+  uint64_t ask_seq = 0;
+  // -- the running turn --------------------------------------------------------
+  int64_t step = 0;
+  runtime::usage used;
+  uint64_t job = 0; // current model call; 0 = none
+  uint64_t job_seq = 0;
+  caf::actor worker;
+  std::string worker_id;
+  std::vector<std::string> exclude;
+  std::vector<runtime::tool_call> calls;
+  std::vector<std::optional<runtime::tool_outcome>> outcomes;
+  size_t outstanding = 0;
+  static inline const char* name = "agent";
+};
+
+using agent_actor = caf::stateful_actor<agent_state>;
+
+void start_next(agent_actor* self);
+void run_step(agent_actor* self);
+
+void emit(agent_actor* self, runtime::agent_event ev) {
+  auto& st = self->state;
+  ev.agent = st.id_str;
+  if (st.current)
+    ev.id = st.current->id;
+  auto sealed = runtime::seal(std::move(ev));
+  for (auto& s : st.subscribers)
+    self->send(s, event_atom::value, sealed);
+  if (st.current && st.current->requester && !st.subscribers.contains(st.current->requester))
+    self->send(st.current->requester, event_atom::value, sealed);
+}
+
+void end_turn(agent_actor* self) {
+  auto& st = self->state;
+  if (st.worker && st.job != 0)
+    self->send(st.worker, cancel_atom::value, st.job);
+  st.current.reset();
+  st.job = 0;
+  st.worker = nullptr;
+  st.calls.clear();
+  st.outcomes.clear();
+  st.outstanding = 0;
+  start_next(self);
+}
+
+void finish_ok(agent_actor* self, std::string answer) {
+  auto& st = self->state;
+  auto& t = *st.current;
+  metrics().ok.inc();
+  metrics().seconds.observe(std::chrono::duration<double>(steady_clock::now() - t.received).count());
+  runtime::agent_event ev;
+  ev.kind = event_kind::done;
+  ev.answer = answer;
+  ev.tokens = st.used;
+  ev.steps = st.step + 1;
+  emit(self, std::move(ev));
+  if (t.promise)
+    t.promise->deliver(turn_result{st.id_str, std::move(answer), st.used, st.step + 1});
+  st.job = 0; // the call is complete: nothing to cancel
+  end_turn(self);
+}
+
+void fail_turn(agent_actor* self, turn& t, errc code, const std::string& message) {
+  metrics().failed.inc();
+  auto& st = self->state;
+  runtime::log::info("agent", "turn_failed",
+                     {{"agent", st.id_str},
+                      {"id", t.id},
+                      {"code", std::string{runtime::to_string(code)}},
+                      {"reason", message}});
+  auto sealed = runtime::make_error_event(t.id, code, message, st.id_str);
+  for (auto& s : st.subscribers)
+    self->send(s, event_atom::value, sealed);
+  if (t.requester && !st.subscribers.contains(t.requester))
+    self->send(t.requester, event_atom::value, sealed);
+  if (t.promise)
+    t.promise->deliver(make_error(code, message));
+}
+
+void finish_error(agent_actor* self, errc code, const std::string& message) {
+  fail_turn(self, *self->state.current, code, message);
+  end_turn(self);
+}
+
+void append(agent_actor* self, runtime::chat_message msg) {
+  auto& st = self->state;
+  st.ctx.store->append(st.id, msg);
+  st.history.push_back(std::move(msg));
+}
+
+void start_next(agent_actor* self) {
+  auto& st = self->state;
+  if (st.current || st.pending.empty())
+    return;
+  st.current = std::move(st.pending.front());
+  st.pending.pop_front();
+  ++st.turn_seq;
+  st.step = 0;
+  st.used = {};
+  st.exclude.clear();
+  append(self, {"user", st.current->text, {}, {}, {}});
+  self->delayed_send(self, st.ctx.limits.turn_timeout, timeout_atom::value, st.turn_seq);
+  run_step(self);
+}
+
+void run_step(agent_actor* self) {
+  auto& st = self->state;
+  auto& cfg = st.type->cfg;
+  runtime::chat_request req;
+  req.model = cfg.model;
+  req.temperature = cfg.temperature;
+  req.max_tokens = cfg.max_tokens;
+  req.affinity_key = st.id_str;
+  req.prefer = cfg.prefer;
+  req.messages.reserve(st.history.size() + 1);
+  req.messages.push_back({"system", cfg.system, {}, {}, {}});
+  req.messages.insert(req.messages.end(), st.history.begin(), st.history.end());
+  // The last allowed step offers no tools, so the model has to answer.
+  if (st.step + 1 < cfg.max_steps)
+    req.tools = st.type->specs;
+  auto job = ++st.job_seq;
+  st.job = job;
+  st.worker = nullptr;
+  st.worker_id.clear();
+  infer_job j{job, std::move(req), caf::actor_cast<caf::actor>(self), st.exclude};
+  self->request(st.ctx.router, std::chrono::seconds(30), infer_atom::value, std::move(j))
+      .then(
+          [=](caf::actor& worker, std::string& worker_id) {
+            auto& st = self->state;
+            if (st.job != job) { // cancelled meanwhile: release the slot
+              self->send(worker, cancel_atom::value, job);
+              return;
+            }
+            st.worker = std::move(worker);
+            st.worker_id = std::move(worker_id);
+          },
+          [=](caf::error& err) {
+            auto& st = self->state;
+            if (st.job != job)
+              return;
+            auto f = to_failure(err);
+            finish_error(self, f.code, f.message);
+          });
+}
+
+void run_tools(agent_actor* self);
+
+void after_tools(agent_actor* self) {
+  auto& st = self->state;
+  for (size_t i = 0; i < st.calls.size(); ++i) {
+    auto& out = *st.outcomes[i];
+    append(self, {"tool", out.is_error ? "error: " + out.result : out.result, {}, st.calls[i].id,
+                  st.calls[i].name});
+  }
+  st.calls.clear();
+  st.outcomes.clear();
+  ++st.step;
+  run_step(self);
+}
+
+void tool_finished(agent_actor* self, size_t index, runtime::tool_outcome out) {
+  auto& st = self->state;
+  runtime::agent_event ev;
+  ev.kind = event_kind::tool_result;
+  ev.name = st.calls[index].name;
+  ev.result = out.result;
+  ev.is_error = out.is_error;
+  emit(self, std::move(ev));
+  st.outcomes[index] = std::move(out);
+  if (--st.outstanding == 0)
+    after_tools(self);
+}
+
+void run_tools(agent_actor* self) {
+  auto& st = self->state;
+  st.outcomes.assign(st.calls.size(), std::nullopt);
+  st.outstanding = st.calls.size();
+  for (auto& call : st.calls) {
+    runtime::agent_event ev;
+    ev.kind = event_kind::tool_call;
+    ev.name = call.name;
+    ev.arguments = call.arguments;
+    emit(self, std::move(ev));
+  }
+  auto seq = st.turn_seq;
+  auto calls = st.calls; // tool_finished may end the turn and clear st.calls
+  for (size_t i = 0; i < calls.size(); ++i) {
+    metrics().tool_calls.inc();
+    auto& call = calls[i];
+    if (call.name == "agent" && st.type->can_ask_agents) {
+      auto args = nlohmann::json::parse(call.arguments, nullptr, false);
+      std::string target, message;
+      if (args.is_object()) {
+        target = args.value("agent", "");
+        message = args.value("message", "");
+      }
+      if (target.empty() || !runtime::agent_id::parse(target)) {
+        tool_finished(self, i, {"'agent' must be type/key, got '" + target + "'", true});
+        continue;
+      }
+      if (target == st.id_str) {
+        tool_finished(self, i, {"an agent cannot ask itself", true});
+        continue;
+      }
+      // Half the turn budget, so the asking turn can still answer when the
+      // other agent times out.
+      self->request(st.ctx.directory, st.ctx.limits.turn_timeout / 2, ask_atom::value, target,
+                    message, st.id_str)
+          .then(
+              [=](turn_result& r) {
+                if (self->state.turn_seq == seq && self->state.current)
+                  tool_finished(self, i, {r.answer, false});
+              },
+              [=](caf::error& err) {
+                if (self->state.turn_seq == seq && self->state.current)
+                  tool_finished(self, i, {to_failure(err).message, true});
+              });
+      continue;
+    }
+    auto it = st.type->tools.find(call.name);
+    if (it == st.type->tools.end())
+      tool_finished(self, i, {"unknown tool '" + call.name + "'", true});
+    else
+      tool_finished(self, i, runtime::run_tool(it->second, call.arguments));
+    if (st.turn_seq != seq || !st.current)
+      return;
+  }
+}
+
+caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
+                         std::shared_ptr<const runtime::agent_type> type,
+                         std::vector<runtime::chat_message> history, agent_context ctx) {
+  auto& st = self->state;
+  st.id = std::move(id);
+  st.id_str = st.id.str();
+  st.type = std::move(type);
+  st.ctx = std::move(ctx);
+  st.history = std::move(history);
+
+  self->set_down_handler([self](caf::down_msg& dm) {
+    auto& subs = self->state.subscribers;
+    for (auto it = subs.begin(); it != subs.end(); ++it)
+      if (it->address() == dm.source) {
+        subs.erase(it);
+        return;
+      }
+  });
+  self->set_exit_handler([self](caf::exit_msg& msg) {
+    auto& st = self->state;
+    auto why = msg.reason == caf::exit_reason::user_shutdown ? "agent stopped"
+                                                             : "agent stopped: " + caf::to_string(msg.reason);
+    if (st.current) {
+      if (st.worker && st.job != 0)
+        self->send(st.worker, cancel_atom::value, st.job);
+      fail_turn(self, *st.current, errc::cancelled, why);
+      st.current.reset();
+    }
+    for (auto& t : st.pending)
+      fail_turn(self, t, errc::cancelled, why);
+    st.pending.clear();
+    self->quit(msg.reason);
+  });
+
+  auto enqueue = [self](turn t) -> bool {
+    auto& st = self->state;
+    if (st.pending.size() >= st.ctx.limits.max_pending_turns)
+      return false;
+    st.pending.push_back(std::move(t));
+    start_next(self);
+    return true;
+  };
+
+  return {
+      [=](send_atom, std::string& id, std::string& text, caf::actor& requester) {
+        turn t{id, std::move(text), requester, std::nullopt, {}};
+        if (!enqueue(std::move(t)))
+          self->send(requester, event_atom::value,
+                     runtime::make_error_event(id, errc::overloaded,
+                                               "agent has too many queued turns",
+                                               self->state.id_str));
+      },
+      [=](ask_atom, std::string& text, std::string& caller) -> caf::result<turn_result> {
+        auto rp = self->make_response_promise();
+        turn t{"ask-" + std::to_string(++self->state.ask_seq), std::move(text), nullptr, rp,
+               std::move(caller)};
+        if (!enqueue(std::move(t)))
+          return make_error(errc::overloaded, "agent has too many queued turns");
+        return caf::delegated<turn_result>{};
+      },
+      [=](subscribe_atom, caf::actor& sub) {
+        if (self->state.subscribers.insert(sub).second)
+          self->monitor(sub);
+      },
+      [=](unsub_atom, caf::actor& sub) {
+        self->state.subscribers.erase(sub);
+        self->demonitor(sub);
+      },
+      [=](cancel_atom, std::string& id) {
+        auto& st = self->state;
+        if (st.current && st.current->id == id) {
+          finish_error(self, errc::cancelled, "cancelled by client");
+          return;
+        }
+        for (auto it = st.pending.begin(); it != st.pending.end(); ++it)
+          if (it->id == id) {
+            auto t = std::move(*it);
+            st.pending.erase(it);
+            fail_turn(self, t, errc::cancelled, "cancelled by client");
+            return;
+          }
+      },
+      [=](token_atom, uint64_t job, std::string& text) {
+        if (job != self->state.job)
+          return;
+        runtime::agent_event ev;
+        ev.kind = event_kind::token;
+        ev.text = std::move(text);
+        emit(self, std::move(ev));
+      },
+      [=](done_atom, uint64_t job, runtime::chat_result& result) {
+        auto& st = self->state;
+        if (job != st.job)
+          return;
+        st.job = 0;
+        st.worker = nullptr;
+        st.used += result.tokens;
+        append(self, {"assistant", result.content, result.tool_calls, {}, {}});
+        if (result.tool_calls.empty()) {
+          finish_ok(self, std::move(result.content));
+          return;
+        }
+        st.calls = std::move(result.tool_calls);
+        run_tools(self);
+      },
+      [=](fail_atom, uint64_t job, runtime::failure& f, bool started) {
+        auto& st = self->state;
+        if (job != st.job)
+          return;
+        st.job = 0;
+        bool retryable = f.code == errc::backend_unavailable || f.code == errc::overloaded;
+        if (!started && retryable && !st.worker_id.empty() && st.exclude.size() < 3) {
+          // Nothing reached the client yet: try another worker.
+          metrics().retries.inc();
+          runtime::log::info("agent", "retry_inference",
+                             {{"agent", st.id_str}, {"worker", st.worker_id}, {"reason", f.message}});
+          st.exclude.push_back(st.worker_id);
+          run_step(self);
+          return;
+        }
+        finish_error(self, f.code, f.message);
+      },
+      [=](timeout_atom, uint64_t seq) {
+        auto& st = self->state;
+        if (st.current && st.turn_seq == seq)
+          finish_error(self, errc::timeout,
+                       "turn exceeded " + std::to_string(st.ctx.limits.turn_timeout.count()) + " ms");
+      },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_agent(caf::actor_system& sys, runtime::agent_id id,
+                       std::shared_ptr<const runtime::agent_type> type,
+                       std::vector<runtime::chat_message> history, agent_context ctx) {
+  return sys.spawn(agent_impl, std::move(id), std::move(type), std::move(history), std::move(ctx));
+}
+
+} // namespace troupe::actors

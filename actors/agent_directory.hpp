@@ -1,0 +1,27 @@
+#pragma once
+
+#include "actors/agent.hpp"
+#include "runtime/tool.hpp"
+
+#include <caf/fwd.hpp>
+
+#include <memory>
+
+namespace troupe::actors {
+
+/// Spawns the node's agent directory: it knows every agent activation on
+/// the node, creates agents, activates stored ones on first use (virtual
+/// agents) and kills them.
+///
+/// Protocol:
+///  - `(spawn_atom, type, key)` -> agent id string; an empty key gets a
+///    fresh one; spawning an existing agent returns it (idempotent).
+///  - `(lookup_atom, agent)` -> `caf::actor`, activating it if stored.
+///  - `(ask_atom, agent, text, caller)` -> `turn_result` (delegated).
+///  - `(kill_atom, agent)` -> `true`; the agent's open turns end in `error`.
+///  - `(list_atom)` -> `std::vector<std::string>` of stored agents.
+caf::actor spawn_agent_directory(caf::actor_system& sys,
+                                 std::shared_ptr<const runtime::agent_type_registry> types,
+                                 agent_context ctx);
+
+} // namespace troupe::actors

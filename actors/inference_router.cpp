@@ -1,0 +1,169 @@
+#include "actors/inference_router.hpp"
+#include "actors/atoms.hpp"
+#include "runtime/log.hpp"
+
+#include <caf/all.hpp>
+
+#include <algorithm>
+#include <map>
+#include <tuple>
+#include <unordered_map>
+
+namespace troupe::actors {
+
+using runtime::errc;
+
+namespace {
+
+bool serves(const worker_info& w, const std::string& model) {
+  if (model.empty() || w.models.empty())
+    return true;
+  return std::find(w.models.begin(), w.models.end(), model) != w.models.end();
+}
+
+} // namespace
+
+std::vector<size_t> rank_workers(const std::vector<worker_status>& ws, const infer_job& job,
+                                 const std::string& affinity_worker) {
+  auto& prefer = job.request.prefer;
+  using key = std::tuple<int, size_t, int, double, size_t>;
+  std::vector<std::pair<key, size_t>> ranked;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    auto& w = ws[i];
+    if (!w.load.healthy || !serves(w.info, job.request.model))
+      continue;
+    if (std::find(job.exclude.begin(), job.exclude.end(), w.info.id) != job.exclude.end())
+      continue;
+    int64_t busy = w.load.active + w.load.queued;
+    bool has_free_slot = busy < w.info.slots;
+    size_t pref = std::find(prefer.begin(), prefer.end(), w.info.kind) - prefer.begin();
+    bool affine = w.info.id == affinity_worker;
+    double load = static_cast<double>(busy) / static_cast<double>(std::max<int64_t>(1, w.info.slots));
+    // A free slot beats preference: a busy NPU should not queue work while
+    // a GPU idles. Among free workers, preference, then affinity, then load.
+    ranked.push_back({key{has_free_slot ? 0 : 1, pref, affine ? 0 : 1, load, i}, i});
+  }
+  std::sort(ranked.begin(), ranked.end());
+  std::vector<size_t> out;
+  for (auto& [k, i] : ranked)
+    out.push_back(i);
+  return out;
+}
+
+namespace {
+
+struct worker_entry {
+  caf::actor hdl;
+  worker_status status;
+};
+
+struct router_state {
+  std::map<std::string, worker_entry> workers;
+  /// affinity key -> worker id; bounded, cleared when it grows too big.
+  std::unordered_map<std::string, std::string> affinity;
+  static inline const char* name = "inference_router";
+};
+
+using router_actor = caf::stateful_actor<router_state>;
+
+constexpr size_t max_affinity_entries = 1 << 20;
+
+void try_next(router_actor* self, caf::response_promise rp, infer_job job,
+              std::vector<std::string> order, size_t pos, std::string last_error) {
+  if (pos >= order.size()) {
+    rp.deliver(make_error(errc::overloaded, last_error.empty()
+                                                ? "every worker for this model is full"
+                                                : last_error));
+    return;
+  }
+  auto id = order[pos];
+  auto it = self->state.workers.find(id);
+  if (it == self->state.workers.end())
+    return try_next(self, std::move(rp), std::move(job), std::move(order), pos + 1, last_error);
+  auto hdl = it->second.hdl;
+  // Count it now: the worker's own load report arrives later, and a burst
+  // of requests must not all pick the same worker meanwhile.
+  it->second.status.load.queued += 1;
+  self->request(hdl, std::chrono::seconds(10), infer_atom::value, job)
+      .then(
+          [=](std::string& worker_id) mutable {
+            if (!job.request.affinity_key.empty()) {
+              auto& aff = self->state.affinity;
+              if (aff.size() >= max_affinity_entries)
+                aff.clear();
+              aff[job.request.affinity_key] = worker_id;
+            }
+            rp.deliver(hdl, std::move(worker_id));
+          },
+          [=](caf::error& err) mutable {
+            auto f = to_failure(err);
+            try_next(self, std::move(rp), std::move(job), std::move(order), pos + 1, f.message);
+          });
+}
+
+caf::behavior router_impl(router_actor* self) {
+  self->set_down_handler([self](caf::down_msg& dm) {
+    auto& ws = self->state.workers;
+    for (auto it = ws.begin(); it != ws.end(); ++it)
+      if (it->second.hdl.address() == dm.source) {
+        runtime::log::warn("inference", "worker_down", {{"worker", it->first}});
+        ws.erase(it);
+        return;
+      }
+  });
+  return {
+      [=](register_atom, worker_info& info) {
+        auto hdl = caf::actor_cast<caf::actor>(self->current_sender());
+        self->monitor(hdl);
+        auto id = info.id;
+        worker_status st{std::move(info), {}};
+        st.load.id = id;
+        self->state.workers[id] = worker_entry{hdl, std::move(st)};
+      },
+      [=](load_atom, worker_load& load) {
+        auto it = self->state.workers.find(load.id);
+        if (it != self->state.workers.end())
+          it->second.status.load = std::move(load);
+      },
+      [=](infer_atom, infer_job& job) -> caf::result<caf::actor, std::string> {
+        auto rp = self->make_response_promise();
+        std::vector<worker_status> ws;
+        std::vector<std::string> ids;
+        for (auto& [id, e] : self->state.workers) {
+          ws.push_back(e.status);
+          ids.push_back(id);
+        }
+        std::string affine;
+        if (auto it = self->state.affinity.find(job.request.affinity_key);
+            it != self->state.affinity.end())
+          affine = it->second;
+        auto ranked = rank_workers(ws, job, affine);
+        if (ranked.empty()) {
+          std::string why = "no healthy worker serves model '" +
+                            (job.request.model.empty() ? std::string{"(any)"} : job.request.model) +
+                            "'";
+          for (auto& w : ws)
+            if (!w.load.healthy)
+              why += "; " + w.info.id + ": " + w.load.health_detail;
+          return make_error(errc::backend_unavailable, why);
+        }
+        std::vector<std::string> order;
+        for (auto i : ranked)
+          order.push_back(ids[i]);
+        try_next(self, rp, std::move(job), std::move(order), 0, {});
+        return caf::delegated<caf::actor, std::string>{};
+      },
+      [=](stats_atom) {
+        std::vector<worker_status> out;
+        for (auto& [id, e] : self->state.workers)
+          out.push_back(e.status);
+        return out;
+      },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_inference_router(caf::actor_system& sys) { return sys.spawn(router_impl); }
+
+} // namespace troupe::actors

@@ -1,0 +1,33 @@
+#pragma once
+
+#include "actors/messages.hpp"
+
+#include <caf/fwd.hpp>
+
+#include <string>
+#include <vector>
+
+namespace troupe::actors {
+
+/// A worker as the router sees it, for `/health`, `/api/cluster` and tests.
+struct worker_status {
+  worker_info info;
+  worker_load load;
+};
+
+/// Spawns the router: it picks a worker for every `(infer_atom, infer_job)`
+/// by model served, the agent type's accelerator preference, free slots and
+/// queue depth, and session affinity (`request.affinity_key` returns to the
+/// worker it used last while that worker has room, so the server's prefix
+/// cache is reused). A worker that refuses makes it try the next.
+/// Replies `(caf::actor worker, std::string worker_id)` or an error.
+/// `(stats_atom)` -> `std::vector<worker_status>`.
+caf::actor spawn_inference_router(caf::actor_system& sys);
+
+/// Orders candidates; exposed for unit tests. Returns indexes into `ws`.
+std::vector<size_t> rank_workers(const std::vector<worker_status>& ws, const infer_job& job,
+                                 const std::string& affinity_worker);
+
+} // namespace troupe::actors
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<troupe::actors::worker_status>)

@@ -1,0 +1,249 @@
+#include "actors/inference_worker.hpp"
+#include "actors/atoms.hpp"
+#include "actors/backend.hpp"
+#include "actors/messages.hpp"
+#include "runtime/log.hpp"
+#include "runtime/metrics.hpp"
+
+#include <caf/all.hpp>
+
+#include <chrono>
+#include <deque>
+#include <unordered_map>
+
+namespace troupe::actors {
+
+using runtime::errc;
+using std::chrono::steady_clock;
+
+namespace {
+
+using slot_free_atom = caf::atom_constant<caf::atom("slotfree")>;
+
+struct running_job {
+  infer_job job;
+  std::shared_ptr<stream_handle> handle;
+};
+
+struct worker_metrics {
+  explicit worker_metrics(const std::string& id)
+      : labels("worker=\"" + id + "\""),
+        active(reg().get_gauge("troupe_worker_active_requests", "Model calls running", labels)),
+        queued(reg().get_gauge("troupe_worker_queue_depth", "Model calls waiting for a slot",
+                               labels)),
+        ttft(reg().get_histogram("troupe_worker_ttft_seconds",
+                                 "Time from dispatch to first token", labels)),
+        ok(reg().get_counter("troupe_inference_requests_total", "Model calls by outcome",
+                             labels + ",outcome=\"ok\"")),
+        failed(reg().get_counter("troupe_inference_requests_total", "Model calls by outcome",
+                                 labels + ",outcome=\"error\"")),
+        rejected(reg().get_counter("troupe_inference_requests_total", "Model calls by outcome",
+                                   labels + ",outcome=\"rejected\"")),
+        tokens(reg().get_counter("troupe_tokens_total", "Tokens streamed from model servers",
+                                 labels)) {}
+  static runtime::metrics_registry& reg() { return runtime::metrics_registry::global(); }
+  std::string labels;
+  runtime::gauge& active;
+  runtime::gauge& queued;
+  runtime::histogram& ttft;
+  runtime::counter& ok;
+  runtime::counter& failed;
+  runtime::counter& rejected;
+  runtime::counter& tokens;
+};
+
+struct worker_state {
+  runtime::accelerator_config cfg;
+  std::shared_ptr<backend> be;
+  caf::actor router;
+  std::unordered_map<uint64_t, running_job> active; // by local sequence
+  std::deque<infer_job> queue;
+  uint64_t next_seq = 1;
+  bool healthy = true;
+  std::string health_detail = "not checked yet";
+  uint64_t served = 0;
+  uint64_t failed = 0;
+  std::unique_ptr<worker_metrics> metrics;
+  static inline const char* name = "inference_worker";
+};
+
+using worker_actor = caf::stateful_actor<worker_state>;
+
+void report(worker_actor* self) {
+  auto& st = self->state;
+  st.metrics->active.set(static_cast<int64_t>(st.active.size()));
+  st.metrics->queued.set(static_cast<int64_t>(st.queue.size()));
+  worker_load load{st.cfg.id,
+                   static_cast<int64_t>(st.active.size()),
+                   static_cast<int64_t>(st.queue.size()),
+                   st.healthy,
+                   st.health_detail,
+                   st.served,
+                   st.failed};
+  self->send(st.router, load_atom::value, std::move(load));
+}
+
+void start_job(worker_actor* self, infer_job job) {
+  auto& st = self->state;
+  auto seq = st.next_seq++;
+  auto weak = caf::actor_cast<caf::weak_actor_ptr>(self);
+  auto sink = job.sink;
+  auto job_no = job.job;
+  auto t0 = steady_clock::now();
+  auto* m = st.metrics.get(); // outlives every stream: streams end before the worker does
+  auto first = std::make_shared<bool>(true);
+  auto notify_worker = [weak, seq](bool ok) {
+    if (auto strong = weak.lock())
+      caf::anon_send(caf::actor_cast<caf::actor>(strong), slot_free_atom::value, seq, ok);
+  };
+  stream_callbacks cb;
+  // Tokens go straight from the I/O thread to the agent: the worker only
+  // needs to hear when a slot frees up.
+  cb.on_token = [sink, job_no, t0, m, first](std::string text) {
+    if (*first) {
+      *first = false;
+      m->ttft.observe(std::chrono::duration<double>(steady_clock::now() - t0).count());
+    }
+    m->tokens.inc();
+    caf::anon_send(sink, token_atom::value, job_no, std::move(text));
+  };
+  cb.on_done = [sink, job_no, notify_worker](runtime::chat_result result) {
+    caf::anon_send(sink, done_atom::value, job_no, std::move(result));
+    notify_worker(true);
+  };
+  cb.on_error = [sink, job_no, notify_worker](errc code, std::string reason, bool started) {
+    caf::anon_send(sink, fail_atom::value, job_no, runtime::failure{code, std::move(reason)},
+                   started);
+    notify_worker(false);
+  };
+  auto handle = st.be->start(std::move(job.request), std::move(cb));
+  job.request = {}; // the backend has its own copy; keep only what cancel needs
+  st.active.emplace(seq, running_job{std::move(job), std::move(handle)});
+}
+
+void pump(worker_actor* self) {
+  auto& st = self->state;
+  while (!st.queue.empty() && static_cast<int64_t>(st.active.size()) < st.cfg.slots) {
+    auto job = std::move(st.queue.front());
+    st.queue.pop_front();
+    start_job(self, std::move(job));
+  }
+}
+
+void check_health(worker_actor* self) {
+  auto weak = caf::actor_cast<caf::weak_actor_ptr>(self);
+  self->state.be->check_health([weak](bool ok, std::string detail) {
+    if (auto strong = weak.lock())
+      caf::anon_send(caf::actor_cast<caf::actor>(strong), health_atom::value, ok,
+                     std::move(detail));
+  });
+}
+
+caf::behavior worker_impl(worker_actor* self, runtime::accelerator_config cfg,
+                          std::shared_ptr<backend> be, caf::actor router) {
+  auto& st = self->state;
+  st.cfg = std::move(cfg);
+  st.be = std::move(be);
+  st.router = std::move(router);
+  st.metrics = std::make_unique<worker_metrics>(st.cfg.id);
+  worker_info info{st.cfg.id,    st.cfg.kind,  st.cfg.backend.models,
+                   st.be->describe(), st.cfg.slots, st.cfg.max_queue};
+  self->send(st.router, register_atom::value, std::move(info));
+  check_health(self);
+  runtime::log::info("inference", "worker_started",
+                     {{"worker", st.cfg.id},
+                      {"kind", st.cfg.kind},
+                      {"backend", st.be->describe()},
+                      {"slots", std::to_string(st.cfg.slots)}});
+
+  self->set_exit_handler([self](caf::exit_msg& msg) {
+    // Streams still running would report to a dead actor; abort them and
+    // fail whatever waits, so no caller hangs.
+    auto& st = self->state;
+    for (auto& [seq, r] : st.active)
+      if (r.handle)
+        r.handle->cancel();
+    for (auto& job : st.queue)
+      caf::anon_send(job.sink, fail_atom::value, job.job,
+                     runtime::failure{errc::backend_unavailable, "worker stopped"}, false);
+    st.queue.clear();
+    self->quit(msg.reason);
+  });
+
+  return {
+      [=](infer_atom, infer_job& job) -> caf::result<std::string> {
+        auto& st = self->state;
+        if (!st.healthy) {
+          st.metrics->rejected.inc();
+          return make_error(errc::backend_unavailable,
+                            "worker " + st.cfg.id + " backend unhealthy: " + st.health_detail);
+        }
+        if (static_cast<int64_t>(st.active.size()) < st.cfg.slots) {
+          start_job(self, std::move(job));
+        } else if (static_cast<int64_t>(st.queue.size()) < st.cfg.max_queue) {
+          st.queue.push_back(std::move(job));
+        } else {
+          st.metrics->rejected.inc();
+          return make_error(errc::overloaded, "worker " + st.cfg.id + " is full (" +
+                                                  std::to_string(st.cfg.slots) + " slots, " +
+                                                  std::to_string(st.cfg.max_queue) + " queued)");
+        }
+        report(self);
+        return st.cfg.id;
+      },
+      [=](cancel_atom, uint64_t job) {
+        auto& st = self->state;
+        auto sender = caf::actor_cast<caf::actor>(self->current_sender());
+        for (auto& [seq, r] : st.active)
+          if (r.job.job == job && r.job.sink == sender) {
+            r.handle->cancel(); // the stream reports `cancelled` and frees the slot
+            return;
+          }
+        for (auto it = st.queue.begin(); it != st.queue.end(); ++it)
+          if (it->job == job && it->sink == sender) {
+            self->send(it->sink, fail_atom::value, job,
+                       runtime::failure{errc::cancelled, "cancelled"}, false);
+            st.queue.erase(it);
+            report(self);
+            return;
+          }
+      },
+      [=](slot_free_atom, uint64_t seq, bool ok) {
+        auto& st = self->state;
+        if (st.active.erase(seq) == 0)
+          return;
+        if (ok) {
+          ++st.served;
+          st.metrics->ok.inc();
+        } else {
+          ++st.failed;
+          st.metrics->failed.inc();
+        }
+        pump(self);
+        report(self);
+      },
+      [=](health_atom, bool ok, std::string& detail) {
+        auto& st = self->state;
+        if (ok != st.healthy || detail != st.health_detail) {
+          if (ok != st.healthy)
+            runtime::log::write(ok ? runtime::log::level::info : runtime::log::level::warn,
+                                "inference", ok ? "backend_healthy" : "backend_unhealthy",
+                                {{"worker", st.cfg.id}, {"detail", detail}});
+          st.healthy = ok;
+          st.health_detail = std::move(detail);
+          report(self);
+        }
+        self->delayed_send(self, st.cfg.backend.health_interval, tick_atom::value);
+      },
+      [=](tick_atom) { check_health(self); },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_inference_worker(caf::actor_system& sys, runtime::accelerator_config cfg,
+                                  std::shared_ptr<backend> be, caf::actor router) {
+  return sys.spawn(worker_impl, std::move(cfg), std::move(be), std::move(router));
+}
+
+} // namespace troupe::actors

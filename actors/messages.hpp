@@ -1,0 +1,72 @@
+#pragma once
+
+#include "runtime/errc.hpp"
+#include "runtime/llm.hpp"
+#include "runtime/ws_protocol.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/error.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace troupe::actors {
+
+/// One model call handed to the router and then to a worker. The worker
+/// streams `(token_atom, job, text)` and ends with `(done_atom, job,
+/// chat_result)` or `(fail_atom, job, failure, started)` to `sink`.
+struct infer_job {
+  uint64_t job = 0;
+  runtime::chat_request request;
+  caf::actor sink;
+  /// Workers that already failed this job before its first token.
+  std::vector<std::string> exclude;
+};
+
+/// What a worker tells the router about itself.
+struct worker_info {
+  std::string id;
+  std::string kind; // npu | gpu | cpu
+  std::vector<std::string> models; // empty = serves any model
+  std::string backend;
+  int64_t slots = 0;
+  int64_t max_queue = 0;
+};
+
+/// A worker's load and health, sent to the router on every change.
+struct worker_load {
+  std::string id;
+  int64_t active = 0;
+  int64_t queued = 0;
+  bool healthy = true;
+  std::string health_detail;
+  uint64_t served = 0;
+  uint64_t failed = 0;
+};
+
+/// The end of one agent turn, for callers that wait for it (REST, agent tool).
+struct turn_result {
+  std::string agent;
+  std::string answer;
+  runtime::usage tokens;
+  int64_t steps = 0;
+};
+
+/// Builds a CAF error carrying one of the protocol's codes and a reason.
+caf::error make_error(runtime::errc code, std::string reason);
+
+/// Maps any CAF error (ours, a timeout, a dead receiver) to a protocol failure.
+runtime::failure to_failure(const caf::error& err);
+
+} // namespace troupe::actors
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::infer_job)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::worker_info)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::worker_load)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::turn_result)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::runtime::chat_result)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::runtime::failure)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::runtime::event_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::runtime::errc)

@@ -1,0 +1,241 @@
+#include "actors/node_runtime.hpp"
+#include "actors/agent_directory.hpp"
+#include "actors/atoms.hpp"
+#include "actors/backend.hpp"
+#include "actors/inference_router.hpp"
+#include "actors/inference_worker.hpp"
+#include "actors/messages.hpp"
+#include "actors/ws_session.hpp"
+#include "runtime/log.hpp"
+
+#include <caf/all.hpp>
+
+#include <mutex>
+#include <set>
+#include <thread>
+
+namespace troupe::actors {
+
+using runtime::errc;
+
+namespace {
+
+caf::actor_system_config& configure(caf::actor_system_config& cfg) {
+  auto threads = std::max(2u, std::thread::hardware_concurrency());
+  cfg.set("scheduler.max-threads", static_cast<size_t>(threads));
+  return cfg;
+}
+
+class caf_session_handle final : public session_handle {
+public:
+  caf_session_handle(caf::actor hdl, std::function<void()> on_closed)
+      : hdl_(std::move(hdl)), on_closed_(std::move(on_closed)) {}
+
+  void on_text(std::string frame) override {
+    caf::anon_send(hdl_, frame_atom::value, std::move(frame));
+  }
+  void on_binary() override { caf::anon_send(hdl_, binary_atom::value); }
+  void closed() override {
+    caf::anon_send_exit(hdl_, caf::exit_reason::user_shutdown);
+    if (on_closed_)
+      on_closed_();
+  }
+
+private:
+  caf::actor hdl_;
+  std::function<void()> on_closed_;
+};
+
+} // namespace
+
+struct node_runtime::impl {
+  impl(const runtime::node_config& c, std::shared_ptr<const runtime::agent_type_registry> t,
+       io_threads& io)
+      : cfg(c), types(std::move(t)), system(configure(caf_cfg)) {
+    router = spawn_inference_router(system);
+    if (cfg.has_role("inference"))
+      for (auto& acc : cfg.accelerators)
+        workers.push_back(spawn_inference_worker(system, acc, make_backend(acc, io), router));
+    agent_context ctx;
+    ctx.store = runtime::make_memory_history_store();
+    ctx.router = router;
+    ctx.node = cfg.id;
+    ctx.limits = cfg.limits;
+    directory = spawn_agent_directory(system, types, ctx);
+  }
+
+  runtime::node_config cfg;
+  std::shared_ptr<const runtime::agent_type_registry> types;
+  caf::actor_system_config caf_cfg;
+  caf::actor_system system;
+  caf::actor router;
+  caf::actor directory;
+  std::vector<caf::actor> workers;
+  std::mutex sessions_mutex;
+  std::set<caf::actor> sessions;
+  bool stopped = false;
+};
+
+node_runtime::node_runtime(const runtime::node_config& cfg,
+                           std::shared_ptr<const runtime::agent_type_registry> types,
+                           io_threads& io)
+    : impl_(std::make_unique<impl>(cfg, std::move(types), io)) {}
+
+node_runtime::~node_runtime() { shutdown(); }
+
+const runtime::node_config& node_runtime::config() const { return impl_->cfg; }
+
+bool node_runtime::has_type(const std::string& type) const {
+  return impl_->types->find(type) != nullptr;
+}
+
+std::unique_ptr<session_handle> node_runtime::open_session(std::shared_ptr<frame_sink> sink,
+                                                           std::string fixed_type) {
+  auto hdl = spawn_ws_session(impl_->system, std::move(sink), impl_->directory, impl_->cfg.id,
+                              std::move(fixed_type));
+  {
+    std::lock_guard<std::mutex> guard{impl_->sessions_mutex};
+    impl_->sessions.insert(hdl);
+  }
+  auto* im = impl_.get();
+  return std::make_unique<caf_session_handle>(hdl, [im, hdl] {
+    std::lock_guard<std::mutex> guard{im->sessions_mutex};
+    im->sessions.erase(hdl);
+  });
+}
+
+namespace {
+
+/// Runs `f(self)` in a short-lived actor, the bridge from a callback API to
+/// request/response.
+template <class F>
+void in_actor(caf::actor_system& sys, F f) {
+  sys.spawn([f = std::move(f)](caf::event_based_actor* self) mutable { f(self); });
+}
+
+} // namespace
+
+void node_runtime::execute(std::string type, std::string key, std::string message,
+                           std::function<void(execute_result)> cb) {
+  auto dir = impl_->directory;
+  auto timeout = impl_->cfg.limits.turn_timeout + std::chrono::seconds(5);
+  in_actor(impl_->system, [=](caf::event_based_actor* self) {
+    self->request(dir, std::chrono::seconds(10), spawn_atom::value, type, key)
+        .then(
+            [=](std::string& agent) {
+              self->request(dir, timeout, ask_atom::value, agent, message, std::string{})
+                  .then(
+                      [=](turn_result& r) {
+                        cb({std::nullopt, r.agent, std::move(r.answer), r.tokens, r.steps});
+                      },
+                      [=](caf::error& err) { cb({to_failure(err), agent, {}, {}, 0}); });
+            },
+            [=](caf::error& err) { cb({to_failure(err), {}, {}, {}, 0}); });
+  });
+}
+
+void node_runtime::spawn_agent(
+    std::string type, std::string key,
+    std::function<void(std::optional<runtime::failure>, std::string)> cb) {
+  auto dir = impl_->directory;
+  in_actor(impl_->system, [=](caf::event_based_actor* self) {
+    self->request(dir, std::chrono::seconds(10), spawn_atom::value, type, key)
+        .then([=](std::string& agent) { cb(std::nullopt, agent); },
+              [=](caf::error& err) { cb(to_failure(err), {}); });
+  });
+}
+
+void node_runtime::kill_agent(std::string agent,
+                              std::function<void(std::optional<runtime::failure>)> cb) {
+  auto dir = impl_->directory;
+  in_actor(impl_->system, [=](caf::event_based_actor* self) {
+    self->request(dir, std::chrono::seconds(10), kill_atom::value, agent)
+        .then([=](bool) { cb(std::nullopt); }, [=](caf::error& err) { cb(to_failure(err)); });
+  });
+}
+
+void node_runtime::list_agents(std::function<void(std::vector<std::string>)> cb) {
+  auto dir = impl_->directory;
+  in_actor(impl_->system, [=](caf::event_based_actor* self) {
+    self->request(dir, std::chrono::seconds(10), list_atom::value)
+        .then([=](std::vector<std::string>& agents) { cb(std::move(agents)); },
+              [=](caf::error&) { cb({}); });
+  });
+}
+
+void node_runtime::workers(std::function<void(std::vector<worker_report>)> cb) {
+  auto router = impl_->router;
+  in_actor(impl_->system, [=](caf::event_based_actor* self) {
+    self->request(router, std::chrono::seconds(10), stats_atom::value)
+        .then(
+            [=](std::vector<worker_status>& ws) {
+              std::vector<worker_report> out;
+              for (auto& w : ws)
+                out.push_back({w.info.id, w.info.kind, w.info.backend, w.info.models, w.info.slots,
+                               w.load.active, w.load.queued, w.load.healthy, w.load.health_detail,
+                               w.load.served, w.load.failed});
+              cb(std::move(out));
+            },
+            [=](caf::error&) { cb({}); });
+  });
+}
+
+void node_runtime::complete(
+    runtime::chat_request req, std::function<void(std::string)> on_token,
+    std::function<void(std::optional<runtime::failure>, runtime::chat_result)> on_end) {
+  auto router = impl_->router;
+  auto timeout = impl_->cfg.limits.turn_timeout;
+  impl_->system.spawn([=](caf::event_based_actor* self) mutable -> caf::behavior {
+    auto fail = [=](runtime::failure f) {
+      on_end(std::move(f), {});
+      self->quit();
+    };
+    infer_job job{1, std::move(req), caf::actor_cast<caf::actor>(self), {}};
+    self->request(router, std::chrono::seconds(30), infer_atom::value, std::move(job))
+        .then([](caf::actor&, std::string&) {}, [=](caf::error& err) { fail(to_failure(err)); });
+    self->delayed_send(self, timeout, timeout_atom::value);
+    return {
+        [=](token_atom, uint64_t, std::string& text) { on_token(std::move(text)); },
+        [=](done_atom, uint64_t, runtime::chat_result& r) {
+          on_end(std::nullopt, std::move(r));
+          self->quit();
+        },
+        [=](fail_atom, uint64_t, runtime::failure& f, bool) { fail(std::move(f)); },
+        [=](timeout_atom) { fail({errc::timeout, "completion timed out"}); },
+    };
+  });
+}
+
+void node_runtime::shutdown() {
+  auto& im = *impl_;
+  if (im.stopped)
+    return;
+  im.stopped = true;
+  std::set<caf::actor> sessions;
+  {
+    std::lock_guard<std::mutex> guard{im.sessions_mutex};
+    sessions = im.sessions;
+  }
+  {
+    caf::scoped_actor self{im.system};
+    for (auto& s : sessions)
+      self->send(s, shutdown_atom::value);
+    // Sessions close once their requests have ended; give them the grace
+    // period the session itself uses.
+    for (auto& s : sessions)
+      self->monitor(s);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(2500);
+    size_t down = 0;
+    while (down < sessions.size() && std::chrono::steady_clock::now() < deadline) {
+      self->receive([&](caf::down_msg&) { ++down; },
+                    caf::after(std::chrono::milliseconds(100)) >> [] {});
+    }
+    self->send_exit(im.directory, caf::exit_reason::user_shutdown);
+    for (auto& w : im.workers)
+      self->send_exit(w, caf::exit_reason::user_shutdown);
+    self->send_exit(im.router, caf::exit_reason::user_shutdown);
+  }
+  runtime::log::info("node", "actors_stopped", {{"sessions", std::to_string(sessions.size())}});
+}
+
+} // namespace troupe::actors

@@ -1,0 +1,93 @@
+#pragma once
+
+#include "actors/frame_sink.hpp"
+#include "runtime/config.hpp"
+#include "runtime/errc.hpp"
+#include "runtime/llm.hpp"
+#include "runtime/tool.hpp"
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace troupe::actors {
+
+class io_threads;
+
+/// The gateway's handle on one WebSocket's session actor. Methods post
+/// messages; they never block. Destroying it does not stop the session:
+/// call `closed()` when the socket is gone.
+class session_handle {
+public:
+  virtual ~session_handle() = default;
+  virtual void on_text(std::string frame) = 0;
+  virtual void on_binary() = 0;
+  virtual void closed() = 0;
+};
+
+/// Load and health of one worker, for `/health`, `/api/cluster`, `/metrics`.
+struct worker_report {
+  std::string id;
+  std::string kind;
+  std::string backend;
+  std::vector<std::string> models;
+  int64_t slots = 0;
+  int64_t active = 0;
+  int64_t queued = 0;
+  bool healthy = false;
+  std::string health_detail;
+  uint64_t served = 0;
+  uint64_t failed = 0;
+};
+
+/// Answer of a REST `execute`.
+struct execute_result {
+  std::optional<runtime::failure> error;
+  std::string agent;
+  std::string answer;
+  runtime::usage tokens;
+  int64_t steps = 0;
+};
+
+/// One node's actor system with its router, workers and agent directory.
+/// This is the gateway's whole view of the actors, with no CAF types in it,
+/// so the HTTP code compiles without CAF. Callbacks run on actor threads and
+/// must not block.
+class node_runtime {
+public:
+  node_runtime(const runtime::node_config& cfg,
+               std::shared_ptr<const runtime::agent_type_registry> types, io_threads& io);
+  ~node_runtime();
+
+  const runtime::node_config& config() const;
+  bool has_type(const std::string& type) const;
+
+  std::unique_ptr<session_handle> open_session(std::shared_ptr<frame_sink> sink,
+                                               std::string fixed_type);
+
+  void execute(std::string type, std::string key, std::string message,
+               std::function<void(execute_result)> cb);
+  void spawn_agent(std::string type, std::string key,
+                   std::function<void(std::optional<runtime::failure>, std::string agent)> cb);
+  void kill_agent(std::string agent, std::function<void(std::optional<runtime::failure>)> cb);
+  void list_agents(std::function<void(std::vector<std::string>)> cb);
+  void workers(std::function<void(std::vector<worker_report>)> cb);
+
+  /// One model call routed over the node's workers (`/v1/chat/completions`):
+  /// tokens to `on_token`, then `on_end` once.
+  void complete(runtime::chat_request req, std::function<void(std::string)> on_token,
+                std::function<void(std::optional<runtime::failure>, runtime::chat_result)> on_end);
+
+  /// Graceful stop: sessions cancel their open requests and close, then
+  /// agents and workers stop (each open turn ends in `error`). Blocks up to
+  /// a few seconds.
+  void shutdown();
+
+private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace troupe::actors

@@ -1,0 +1,477 @@
+#include "actors/backend.hpp"
+#include "actors/io_threads.hpp"
+#include "runtime/log.hpp"
+#include "runtime/openai_codec.hpp"
+#include "runtime/sse_parser.hpp"
+#include "runtime/tool_call_accumulator.hpp"
+
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <nlohmann/json.hpp>
+
+#include <mutex>
+#include <optional>
+#include <vector>
+
+namespace troupe::actors {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using runtime::errc;
+
+namespace {
+
+struct endpoint {
+  std::string host;
+  std::string port;
+  std::string base_path; // e.g. "/v1"
+};
+
+endpoint parse_url(const std::string& url) {
+  endpoint ep;
+  auto rest = url.substr(url.find("://") + 3);
+  auto slash = rest.find('/');
+  auto hostport = rest.substr(0, slash);
+  ep.base_path = slash == std::string::npos ? "" : rest.substr(slash);
+  auto colon = hostport.rfind(':');
+  if (colon == std::string::npos) {
+    ep.host = hostport;
+    ep.port = "80";
+  } else {
+    ep.host = hostport.substr(0, colon);
+    ep.port = hostport.substr(colon + 1);
+  }
+  return ep;
+}
+
+/// Idle keep-alive connections to one server. Bounded: beyond `max_idle`
+/// a returned connection is closed.
+class connection_pool {
+public:
+  std::optional<beast::tcp_stream> take() {
+    std::lock_guard<std::mutex> guard{mutex_};
+    if (idle_.empty())
+      return std::nullopt;
+    auto s = std::move(idle_.back());
+    idle_.pop_back();
+    return s;
+  }
+
+  void give(beast::tcp_stream&& s) {
+    std::lock_guard<std::mutex> guard{mutex_};
+    if (idle_.size() < max_idle)
+      idle_.push_back(std::move(s));
+  }
+
+  static constexpr size_t max_idle = 256;
+
+private:
+  std::mutex mutex_;
+  std::vector<beast::tcp_stream> idle_;
+};
+
+struct backend_shared {
+  backend_shared(runtime::backend_config c, net::io_context& x, bool lem)
+      : cfg(std::move(c)), ep(parse_url(cfg.url)), ctx(x), lemonade(lem) {}
+  runtime::backend_config cfg;
+  endpoint ep;
+  net::io_context& ctx;
+  connection_pool pool;
+  bool lemonade = false;
+};
+
+/// One streamed `POST /chat/completions`. Everything runs on `strand_`.
+class openai_call final : public stream_handle, public std::enable_shared_from_this<openai_call> {
+public:
+  openai_call(std::shared_ptr<backend_shared> be, std::string body, stream_callbacks cb)
+      : be_(std::move(be)), strand_(net::make_strand(be_->ctx)), resolver_(strand_),
+        body_(std::move(body)), cb_(std::move(cb)),
+        sse_([this](runtime::sse_event&& ev) { on_event(std::move(ev)); }) {}
+
+  void run() {
+    net::post(strand_, [self = shared_from_this()] {
+      if (auto pooled = self->be_->pool.take()) {
+        self->stream_.emplace(std::move(*pooled));
+        self->reused_ = true;
+        self->do_write();
+      } else {
+        self->do_resolve();
+      }
+    });
+  }
+
+  void cancel() override {
+    net::post(strand_, [self = shared_from_this()] {
+      if (self->finished_)
+        return;
+      self->finish_error(errc::cancelled, "cancelled");
+    });
+  }
+
+private:
+  template <class F>
+  auto on_strand(F f) {
+    return net::bind_executor(strand_, std::move(f));
+  }
+
+  void do_resolve() {
+    reused_ = false;
+    stream_.emplace(strand_);
+    resolver_.async_resolve(be_->ep.host, be_->ep.port,
+                            on_strand([self = shared_from_this()](auto ec, auto results) {
+                              self->on_resolve(ec, results);
+                            }));
+  }
+
+  void on_resolve(beast::error_code ec, tcp::resolver::results_type results) {
+    if (finished_)
+      return;
+    if (ec)
+      return finish_error(errc::backend_unavailable,
+                          "cannot resolve " + be_->ep.host + ": " + ec.message());
+    stream_->expires_after(be_->cfg.connect_timeout);
+    stream_->async_connect(results, on_strand([self = shared_from_this()](auto ec, auto) {
+                             self->on_connect(ec);
+                           }));
+  }
+
+  void on_connect(beast::error_code ec) {
+    if (finished_)
+      return;
+    if (ec)
+      return finish_error(errc::backend_unavailable,
+                          "cannot connect to " + be_->cfg.url + ": " + ec.message());
+    do_write();
+  }
+
+  void do_write() {
+    req_ = {};
+    req_.method(http::verb::post);
+    req_.target(be_->ep.base_path + "/chat/completions");
+    req_.version(11);
+    req_.set(http::field::host, be_->ep.host + ":" + be_->ep.port);
+    req_.set(http::field::content_type, "application/json");
+    req_.set(http::field::accept, "text/event-stream");
+    req_.set(http::field::user_agent, "troupe");
+    if (!be_->cfg.api_key.empty())
+      req_.set(http::field::authorization, "Bearer " + be_->cfg.api_key);
+    req_.body() = body_;
+    req_.prepare_payload();
+    stream_->expires_after(be_->cfg.connect_timeout);
+    http::async_write(*stream_, req_, on_strand([self = shared_from_this()](auto ec, auto) {
+                        self->on_write(ec);
+                      }));
+  }
+
+  /// A pooled connection the server closed meanwhile fails on first use;
+  /// that is no reason to fail the request, so retry once on a fresh one.
+  bool retry_stale(beast::error_code ec) {
+    if (!reused_ || received_any_)
+      return false;
+    (void)ec;
+    beast::error_code ignored;
+    stream_->socket().close(ignored);
+    do_resolve();
+    return true;
+  }
+
+  void on_write(beast::error_code ec) {
+    if (finished_)
+      return;
+    if (ec) {
+      if (retry_stale(ec))
+        return;
+      return finish_error(errc::backend_unavailable, "cannot send request: " + ec.message());
+    }
+    parser_.emplace();
+    parser_->body_limit(boost::none);
+    stream_->expires_after(be_->cfg.first_token_timeout);
+    http::async_read_header(*stream_, buffer_, *parser_,
+                            on_strand([self = shared_from_this()](auto ec, auto) {
+                              self->on_header(ec);
+                            }));
+  }
+
+  void on_header(beast::error_code ec) {
+    if (finished_)
+      return;
+    if (ec) {
+      if (retry_stale(ec))
+        return;
+      if (ec == beast::error::timeout)
+        return finish_error(errc::timeout, "no response from model server within " +
+                                               std::to_string(be_->cfg.first_token_timeout.count()) +
+                                               " ms");
+      return finish_error(errc::backend_unavailable, "model server closed: " + ec.message());
+    }
+    received_any_ = true;
+    status_ = parser_->get().result_int();
+    do_read_body();
+  }
+
+  void do_read_body() {
+    parser_->get().body().data = buf_;
+    parser_->get().body().size = sizeof buf_;
+    http::async_read_some(*stream_, buffer_, *parser_,
+                          on_strand([self = shared_from_this()](auto ec, auto) {
+                            self->on_body(ec);
+                          }));
+  }
+
+  void on_body(beast::error_code ec) {
+    if (ec == http::error::need_buffer)
+      ec = {};
+    if (finished_ && !draining_)
+      return;
+    if (ec) {
+      if (finished_)
+        return close_stream();
+      if (ec == beast::error::timeout)
+        return finish_error(errc::timeout, started_ ? "model server stalled mid-stream"
+                                                    : "no first token in time");
+      return finish_error(errc::backend_unavailable,
+                          std::string{started_ ? "model server died mid-stream: "
+                                               : "model server closed: "} +
+                              ec.message());
+    }
+    size_t n = sizeof buf_ - parser_->get().body().size;
+    std::string_view bytes{buf_, n};
+    if (status_ != 200) {
+      if (error_body_.size() < 4096)
+        error_body_.append(bytes.substr(0, 4096 - error_body_.size()));
+    } else if (!finished_ && !sse_.feed(bytes)) {
+      return finish_error(errc::backend_unavailable, "model server sent an over-long SSE line");
+    }
+    if (parser_->is_done()) {
+      if (status_ != 200) {
+        auto code = status_ == 429 ? errc::overloaded : errc::backend_unavailable;
+        finish_error(code, "model server answered HTTP " + std::to_string(status_) + ": " +
+                               error_body_);
+        return;
+      }
+      if (!finished_) {
+        if (!finish_reason_.empty())
+          finish_ok();
+        else
+          return finish_error(errc::backend_unavailable, "stream ended before [DONE]");
+      }
+      if (parser_->keep_alive()) {
+        stream_->expires_never();
+        be_->pool.give(std::move(*stream_));
+        stream_.reset();
+      } else {
+        close_stream();
+      }
+      return;
+    }
+    stream_->expires_after(started_ || finished_ ? be_->cfg.idle_timeout
+                                                 : be_->cfg.first_token_timeout);
+    do_read_body();
+  }
+
+  void on_event(runtime::sse_event&& ev) {
+    if (finished_)
+      return;
+    if (ev.data == "[DONE]") {
+      finish_ok();
+      return;
+    }
+    std::string err;
+    auto chunk = runtime::decode_chat_chunk(ev.data, err);
+    if (!chunk) {
+      finish_error(errc::backend_unavailable, "model server error: " + err);
+      return;
+    }
+    if (chunk->has_usage)
+      usage_ = chunk->tokens;
+    if (!chunk->finish_reason.empty())
+      finish_reason_ = chunk->finish_reason;
+    for (auto& f : chunk->tool_calls)
+      calls_.add(f);
+    if (!chunk->content.empty()) {
+      started_ = true;
+      content_ += chunk->content;
+      cb_.on_token(std::move(chunk->content));
+    }
+  }
+
+  void finish_ok() {
+    finished_ = true;
+    draining_ = true; // read the rest of the body so the connection can be reused
+    runtime::chat_result result;
+    result.content = std::move(content_);
+    result.tool_calls = calls_.take();
+    result.tokens = usage_;
+    result.finish_reason = finish_reason_.empty() ? "stop" : finish_reason_;
+    cb_.on_done(std::move(result));
+  }
+
+  void finish_error(errc code, std::string reason) {
+    finished_ = true;
+    draining_ = false;
+    close_stream();
+    cb_.on_error(code, std::move(reason), started_);
+  }
+
+  void close_stream() {
+    if (!stream_)
+      return;
+    beast::error_code ignored;
+    stream_->socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_->socket().close(ignored);
+  }
+
+  std::shared_ptr<backend_shared> be_;
+  net::strand<net::io_context::executor_type> strand_;
+  tcp::resolver resolver_;
+  std::optional<beast::tcp_stream> stream_;
+  std::string body_;
+  stream_callbacks cb_;
+  http::request<http::string_body> req_;
+  beast::flat_buffer buffer_;
+  std::optional<http::response_parser<http::buffer_body>> parser_;
+  char buf_[8192];
+  runtime::sse_parser sse_;
+  runtime::tool_call_accumulator calls_;
+  runtime::usage usage_;
+  std::string content_;
+  std::string finish_reason_;
+  std::string error_body_;
+  int status_ = 0;
+  bool reused_ = false;
+  bool received_any_ = false;
+  bool started_ = false;
+  bool finished_ = false;
+  bool draining_ = false;
+};
+
+/// A short non-streaming request (health, model load) with one deadline.
+class simple_request : public std::enable_shared_from_this<simple_request> {
+public:
+  using handler = std::function<void(std::string error, int status, std::string body)>;
+
+  simple_request(std::shared_ptr<backend_shared> be, http::verb method, std::string target,
+                 std::string body, std::chrono::milliseconds timeout, handler cb)
+      : be_(std::move(be)), resolver_(be_->ctx), stream_(be_->ctx), timeout_(timeout),
+        cb_(std::move(cb)) {
+    req_.method(method);
+    req_.target(be_->ep.base_path + target);
+    req_.version(11);
+    req_.set(http::field::host, be_->ep.host + ":" + be_->ep.port);
+    req_.set(http::field::connection, "close");
+    if (!body.empty()) {
+      req_.set(http::field::content_type, "application/json");
+      req_.body() = std::move(body);
+    }
+    if (!be_->cfg.api_key.empty())
+      req_.set(http::field::authorization, "Bearer " + be_->cfg.api_key);
+    req_.prepare_payload();
+  }
+
+  void run() {
+    stream_.expires_after(timeout_);
+    resolver_.async_resolve(be_->ep.host, be_->ep.port,
+                            [self = shared_from_this()](auto ec, auto results) {
+                              if (ec)
+                                return self->cb_(ec.message(), 0, "");
+                              self->stream_.async_connect(results, [self](auto ec, auto) {
+                                if (ec)
+                                  return self->cb_(ec.message(), 0, "");
+                                self->do_write();
+                              });
+                            });
+  }
+
+private:
+  void do_write() {
+    http::async_write(stream_, req_, [self = shared_from_this()](auto ec, auto) {
+      if (ec)
+        return self->cb_(ec.message(), 0, "");
+      self->parser_.body_limit(1 << 20);
+      http::async_read(self->stream_, self->buffer_, self->parser_, [self](auto ec, auto) {
+        if (ec)
+          return self->cb_(ec.message(), 0, "");
+        beast::error_code ignored;
+        self->stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+        self->cb_("", self->parser_.get().result_int(), self->parser_.get().body());
+      });
+    });
+  }
+
+  std::shared_ptr<backend_shared> be_;
+  tcp::resolver resolver_;
+  beast::tcp_stream stream_;
+  std::chrono::milliseconds timeout_;
+  handler cb_;
+  http::request<http::string_body> req_;
+  beast::flat_buffer buffer_;
+  http::response_parser<http::string_body> parser_;
+};
+
+class openai_backend final : public backend {
+public:
+  openai_backend(const runtime::backend_config& cfg, io_threads& io, bool lemonade)
+      : shared_(std::make_shared<backend_shared>(cfg, io.context(), lemonade)) {}
+
+  std::shared_ptr<stream_handle> start(runtime::chat_request req, stream_callbacks cb) override {
+    if (req.model.empty() && !shared_->cfg.models.empty())
+      req.model = shared_->cfg.models.front();
+    auto call = std::make_shared<openai_call>(shared_, runtime::encode_chat_request(req, true),
+                                              std::move(cb));
+    call->run();
+    return call;
+  }
+
+  void check_health(std::function<void(bool, std::string)> cb) override {
+    auto timeout = std::min(shared_->cfg.connect_timeout * 2, std::chrono::milliseconds{5000});
+    auto be = shared_;
+    // Lemonade has its own health route reporting the loaded model; plain
+    // OpenAI servers answer `GET /models`.
+    auto target = be->lemonade ? "/health" : "/models";
+    auto req = std::make_shared<simple_request>(
+        be, http::verb::get, target, "", timeout,
+        [be, cb, timeout](std::string err, int status, std::string body) {
+          if (!err.empty())
+            return cb(false, "unreachable: " + err);
+          if (status != 200)
+            return cb(false, "health route answered HTTP " + std::to_string(status));
+          if (be->lemonade && !be->cfg.models.empty()) {
+            auto j = nlohmann::json::parse(body, nullptr, false);
+            auto loaded = j.is_object() ? j.value("model_loaded", std::string{}) : std::string{};
+            if (loaded != be->cfg.models.front()) {
+              // Ask Lemonade to load our model; healthy once it reports it.
+              nlohmann::json load{{"model_name", be->cfg.models.front()}};
+              std::make_shared<simple_request>(
+                  be, http::verb::post, "/load", load.dump(), std::chrono::minutes(10),
+                  [](std::string, int, std::string) {})
+                  ->run();
+              return cb(false, "loading model " + be->cfg.models.front());
+            }
+          }
+          cb(true, "ok");
+        });
+    req->run();
+  }
+
+  std::string describe() const override {
+    return std::string{shared_->lemonade ? "lemonade " : "openai "} + shared_->cfg.url;
+  }
+
+private:
+  std::shared_ptr<backend_shared> shared_;
+};
+
+} // namespace
+
+std::shared_ptr<backend> make_openai_backend(const runtime::backend_config& cfg, io_threads& io,
+                                             bool lemonade) {
+  return std::make_shared<openai_backend>(cfg, io, lemonade);
+}
+
+} // namespace troupe::actors

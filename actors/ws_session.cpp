@@ -1,0 +1,294 @@
+#include "actors/ws_session.hpp"
+#include "actors/atoms.hpp"
+#include "actors/messages.hpp"
+#include "runtime/log.hpp"
+#include "runtime/metrics.hpp"
+#include "runtime/ws_protocol.hpp"
+
+#include <caf/all.hpp>
+
+#include <map>
+#include <set>
+
+namespace troupe::actors {
+
+using runtime::client_op;
+using runtime::client_op_kind;
+using runtime::errc;
+using runtime::event_kind;
+
+namespace {
+
+constexpr auto directory_timeout = std::chrono::seconds(10);
+constexpr size_t max_inflight = 256;
+
+struct session_state {
+  std::shared_ptr<frame_sink> sink;
+  caf::actor directory;
+  std::string node;
+  std::string fixed_type;
+  std::string fixed_agent; // `/ws/{type}`: the connection's own agent
+  std::vector<std::string> early_frames; // arrived before the own agent existed
+  uint64_t auto_id = 0;
+  std::map<std::string, caf::actor> inflight; // client id -> agent running it
+  std::set<caf::actor> attached;
+  bool shutting_down = false;
+  static inline const char* name = "ws_session";
+};
+
+using session_actor = caf::stateful_actor<session_state>;
+
+void write(session_actor* self, const runtime::event_ptr& ev) {
+  // Aliasing constructor: the frame shares the event's lifetime, no copy.
+  self->state.sink->send(std::shared_ptr<const std::string>(ev, &ev->json));
+}
+
+void write_error(session_actor* self, const std::string& id, errc code, std::string message) {
+  runtime::metrics_registry::global()
+      .get_counter("troupe_ws_errors_total", "Error events sent to WebSocket clients",
+                   "code=\"" + std::string{runtime::to_string(code)} + "\"")
+      .inc();
+  write(self, runtime::make_error_event(id, code, std::move(message)));
+}
+
+void write_simple(session_actor* self, event_kind kind, const std::string& id,
+                  const std::string& agent) {
+  runtime::agent_event ev;
+  ev.kind = kind;
+  ev.id = id;
+  ev.agent = agent;
+  write(self, runtime::seal(std::move(ev)));
+}
+
+void maybe_close(session_actor* self) {
+  auto& st = self->state;
+  if (st.shutting_down && st.inflight.empty()) {
+    st.sink->close(1001, "node shutting down");
+    self->quit();
+  }
+}
+
+/// Looks up an agent, then runs `f(agent)`; failures go to the client.
+template <class F>
+void with_agent(session_actor* self, const std::string& id, const std::string& agent, F f) {
+  self->request(self->state.directory, directory_timeout, lookup_atom::value, agent)
+      .then([=](caf::actor& hdl) mutable { f(hdl); },
+            [=](caf::error& err) {
+              auto fl = to_failure(err);
+              write_error(self, id, fl.code, fl.message);
+            });
+}
+
+void handle_op(session_actor* self, client_op op) {
+  auto& st = self->state;
+  switch (op.kind) {
+    case client_op_kind::ping:
+      write_simple(self, event_kind::pong, op.id, {});
+      break;
+    case client_op_kind::spawn:
+      self->request(st.directory, directory_timeout, spawn_atom::value, op.type, op.key)
+          .then(
+              [=](std::string& agent) {
+                runtime::agent_event ev;
+                ev.kind = event_kind::spawned;
+                ev.agent = agent;
+                ev.id = op.id;
+                ev.node = self->state.node;
+                write(self, runtime::seal(std::move(ev)));
+              },
+              [=](caf::error& err) {
+                auto f = to_failure(err);
+                write_error(self, op.id, f.code, f.message);
+              });
+      break;
+    case client_op_kind::send: {
+      if (st.shutting_down)
+        return write_error(self, op.id, errc::cancelled, "node shutting down");
+      if (op.id.empty())
+        op.id = "auto-" + std::to_string(++st.auto_id);
+      if (st.inflight.contains(op.id))
+        return write_error(self, op.id, errc::bad_request,
+                           "a request with id '" + op.id + "' is still running");
+      if (st.inflight.size() >= max_inflight)
+        return write_error(self, op.id, errc::overloaded, "too many requests in flight");
+      st.inflight[op.id] = nullptr; // reserved until the lookup answers
+      self->request(st.directory, directory_timeout, lookup_atom::value, op.agent)
+          .then(
+              [=](caf::actor& agent) {
+                auto& st = self->state;
+                auto it = st.inflight.find(op.id);
+                if (it == st.inflight.end())
+                  return; // cancelled while looking up
+                it->second = agent;
+                self->send(agent, send_atom::value, op.id, op.text,
+                           caf::actor_cast<caf::actor>(self));
+              },
+              [=](caf::error& err) {
+                if (self->state.inflight.erase(op.id) == 0)
+                  return;
+                auto f = to_failure(err);
+                write_error(self, op.id, f.code, f.message);
+                maybe_close(self);
+              });
+      break;
+    }
+    case client_op_kind::cancel: {
+      auto it = st.inflight.find(op.id);
+      if (it == st.inflight.end())
+        return write_error(self, op.id, errc::bad_request,
+                           "no running request with id '" + op.id + "'");
+      if (it->second) {
+        self->send(it->second, cancel_atom::value, op.id);
+      } else {
+        st.inflight.erase(it);
+        write_error(self, op.id, errc::cancelled, "cancelled by client");
+      }
+      break;
+    }
+    case client_op_kind::attach:
+      with_agent(self, op.id, op.agent, [=](caf::actor& agent) {
+        self->state.attached.insert(agent);
+        self->send(agent, subscribe_atom::value, caf::actor_cast<caf::actor>(self));
+        write_simple(self, event_kind::attached, op.id, op.agent);
+      });
+      break;
+    case client_op_kind::detach:
+      with_agent(self, op.id, op.agent, [=](caf::actor& agent) {
+        self->state.attached.erase(agent);
+        self->send(agent, unsub_atom::value, caf::actor_cast<caf::actor>(self));
+        write_simple(self, event_kind::detached, op.id, op.agent);
+      });
+      break;
+    case client_op_kind::kill:
+      self->request(st.directory, directory_timeout, kill_atom::value, op.agent)
+          .then([=](bool) { write_simple(self, event_kind::killed, op.id, op.agent); },
+                [=](caf::error& err) {
+                  auto f = to_failure(err);
+                  write_error(self, op.id, f.code, f.message);
+                });
+      break;
+    case client_op_kind::list:
+      self->request(st.directory, directory_timeout, list_atom::value)
+          .then(
+              [=](std::vector<std::string>& agents) {
+                runtime::agent_event ev;
+                ev.kind = event_kind::agents;
+                ev.id = op.id;
+                ev.agent_list = std::move(agents);
+                write(self, runtime::seal(std::move(ev)));
+              },
+              [=](caf::error& err) {
+                auto f = to_failure(err);
+                write_error(self, op.id, f.code, f.message);
+              });
+      break;
+  }
+}
+
+void handle_frame(session_actor* self, const std::string& text) {
+  auto& st = self->state;
+  if (!st.fixed_type.empty()) {
+    if (st.fixed_agent.empty()) {
+      if (st.early_frames.size() >= 64)
+        return write_error(self, {}, errc::overloaded, "agent is still starting");
+      st.early_frames.push_back(text);
+      return;
+    }
+    // `/ws/{type}`: a frame that is not a protocol op is a message.
+    auto decoded = runtime::decode_client_frame(text);
+    if (auto op = std::get_if<client_op>(&decoded)) {
+      if (op->kind == client_op_kind::send && op->agent.empty())
+        op->agent = st.fixed_agent;
+      return handle_op(self, std::move(*op));
+    }
+    if (!text.empty() && text.front() == '{') {
+      auto& err = std::get<runtime::protocol_error>(decoded);
+      if (err.message.rfind("unknown op", 0) == 0 || err.message == "missing field 'op'" ||
+          err.message == "malformed JSON")
+        ; // fall through: plain text that happens to start with '{'
+      else
+        return write_error(self, err.id, err.code, err.message);
+    }
+    client_op op;
+    op.kind = client_op_kind::send;
+    op.agent = st.fixed_agent;
+    op.text = text;
+    return handle_op(self, std::move(op));
+  }
+  auto decoded = runtime::decode_client_frame(text);
+  if (auto err = std::get_if<runtime::protocol_error>(&decoded))
+    return write_error(self, err->id, err->code, err->message);
+  handle_op(self, std::move(std::get<client_op>(decoded)));
+}
+
+caf::behavior session_impl(session_actor* self, std::shared_ptr<frame_sink> sink,
+                           caf::actor directory, std::string node, std::string fixed_type) {
+  auto& st = self->state;
+  st.sink = std::move(sink);
+  st.directory = std::move(directory);
+  st.node = std::move(node);
+  st.fixed_type = std::move(fixed_type);
+  if (!st.fixed_type.empty()) {
+    self->request(st.directory, directory_timeout, spawn_atom::value, st.fixed_type, std::string{})
+        .then(
+            [=](std::string& agent) {
+              auto& st = self->state;
+              st.fixed_agent = agent;
+              runtime::agent_event ev;
+              ev.kind = event_kind::spawned;
+              ev.agent = agent;
+              ev.node = st.node;
+              write(self, runtime::seal(std::move(ev)));
+              auto early = std::move(st.early_frames);
+              for (auto& f : early)
+                handle_frame(self, f);
+            },
+            [=](caf::error& err) {
+              auto f = to_failure(err);
+              write_error(self, {}, f.code, f.message);
+              self->state.sink->close(1008, f.message);
+              self->quit();
+            });
+  }
+  return {
+      [=](frame_atom, std::string& text) { handle_frame(self, text); },
+      [=](binary_atom) {
+        write_error(self, {}, errc::bad_request,
+                    "binary frames are not supported: send JSON text frames");
+      },
+      [=](event_atom, runtime::event_ptr& ev) {
+        auto& st = self->state;
+        if ((ev->kind == event_kind::done || ev->kind == event_kind::error) && !ev->id.empty()) {
+          auto it = st.inflight.find(ev->id);
+          if (it != st.inflight.end() && (!it->second || it->second.address() == self->current_sender()))
+            st.inflight.erase(it);
+        }
+        write(self, ev);
+        maybe_close(self);
+      },
+      [=](shutdown_atom) {
+        auto& st = self->state;
+        st.shutting_down = true;
+        for (auto& [id, agent] : st.inflight)
+          if (agent)
+            self->send(agent, cancel_atom::value, id);
+        maybe_close(self);
+        // Whatever has not ended in two seconds is dropped with the socket.
+        self->delayed_send(self, std::chrono::seconds(2), timeout_atom::value);
+      },
+      [=](timeout_atom) {
+        self->state.sink->close(1001, "node shutting down");
+        self->quit();
+      },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_ws_session(caf::actor_system& sys, std::shared_ptr<frame_sink> sink,
+                            caf::actor directory, std::string node, std::string fixed_type) {
+  return sys.spawn(session_impl, std::move(sink), std::move(directory), std::move(node),
+                   std::move(fixed_type));
+}
+
+} // namespace troupe::actors

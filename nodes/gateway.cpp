@@ -1,0 +1,359 @@
+#include "nodes/gateway.hpp"
+#include "actors/node_runtime.hpp"
+#include "runtime/log.hpp"
+#include "runtime/metrics.hpp"
+#include "runtime/openai_codec.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <fstream>
+#include <set>
+
+namespace troupe::gateway {
+
+using nlohmann::json;
+using runtime::errc;
+
+namespace {
+
+http_response json_response(int status, const json& body) {
+  return {status, "application/json", body.dump(-1, ' ', false, json::error_handler_t::replace),
+          {}};
+}
+
+http_response error_response(errc code, const std::string& message, int status = 0) {
+  return json_response(status ? status : runtime::http_status(code),
+                       {{"error", {{"code", runtime::to_string(code)}, {"message", message}}}});
+}
+
+json usage_json(const runtime::usage& u) {
+  return {{"prompt_tokens", u.prompt_tokens},
+          {"completion_tokens", u.completion_tokens},
+          {"total_tokens", u.total_tokens()}};
+}
+
+/// Splits "/a/b/c" into {"a","b","c"}.
+std::vector<std::string> segments(const std::string& path) {
+  std::vector<std::string> out;
+  size_t i = 1;
+  while (i <= path.size()) {
+    auto j = path.find('/', i);
+    if (j == std::string::npos)
+      j = path.size();
+    if (j > i)
+      out.push_back(path.substr(i, j - i));
+    i = j + 1;
+  }
+  return out;
+}
+
+std::string query_param(const std::string& query, const std::string& name) {
+  size_t i = 0;
+  while (i < query.size()) {
+    auto amp = query.find('&', i);
+    auto part = query.substr(i, amp == std::string::npos ? std::string::npos : amp - i);
+    auto eq = part.find('=');
+    if (part.substr(0, eq) == name)
+      return eq == std::string::npos ? "" : part.substr(eq + 1);
+    if (amp == std::string::npos)
+      break;
+    i = amp + 1;
+  }
+  return {};
+}
+
+/// Bridges one WebSocket to its session actor.
+class session_bridge final : public ws_handler {
+public:
+  session_bridge(actors::node_runtime& rt, std::string fixed_type)
+      : rt_(rt), fixed_type_(std::move(fixed_type)) {}
+
+  void on_open(std::shared_ptr<actors::frame_sink> sink) override {
+    session_ = rt_.open_session(std::move(sink), fixed_type_);
+  }
+  void on_text(std::string frame) override { session_->on_text(std::move(frame)); }
+  void on_binary() override { session_->on_binary(); }
+  void on_close() override { session_->closed(); }
+
+private:
+  actors::node_runtime& rt_;
+  std::string fixed_type_;
+  std::unique_ptr<actors::session_handle> session_;
+};
+
+} // namespace
+
+struct gateway::impl {
+  impl(actors::io_threads& io, actors::node_runtime& r)
+      : rt(r), cfg(r.config()),
+        server(io,
+               http_server_options{cfg.gateway.host, cfg.gateway.port, cfg.limits.max_frame_bytes,
+                                   cfg.limits.max_frame_bytes, cfg.limits.max_outbound_bytes,
+                                   cfg.limits.max_connections, "troupe"},
+               [this](http_request req, std::shared_ptr<http_exchange> ex) {
+                 handle(std::move(req), std::move(ex));
+               }) {
+    if (!cfg.gateway.keys_file.empty())
+      load_keys();
+  }
+
+  actors::node_runtime& rt;
+  const runtime::node_config& cfg;
+  http_server server;
+  std::set<std::string> keys;
+
+  void load_keys() {
+    std::ifstream in{cfg.gateway.keys_file};
+    if (!in)
+      throw std::runtime_error("cannot read gateway.auth.keys_file '" + cfg.gateway.keys_file +
+                               "'");
+    std::string line;
+    while (std::getline(in, line)) {
+      while (!line.empty() && (line.back() == '\r' || line.back() == ' '))
+        line.pop_back();
+      if (!line.empty() && line.front() != '#')
+        keys.insert(line);
+    }
+    if (keys.empty())
+      throw std::runtime_error("gateway.auth.keys_file '" + cfg.gateway.keys_file +
+                               "' holds no keys");
+  }
+
+  bool authorized(const http_request& req) const {
+    if (keys.empty())
+      return true;
+    auto auth = req.header("authorization");
+    if (auth.rfind("Bearer ", 0) == 0 && keys.contains(auth.substr(7)))
+      return true;
+    // Browsers cannot set headers on a WebSocket handshake.
+    auto key = query_param(req.query, "api_key");
+    return !key.empty() && keys.contains(key);
+  }
+
+  void handle(http_request req, std::shared_ptr<http_exchange> ex) {
+    auto& reg = runtime::metrics_registry::global();
+    reg.get_counter("troupe_http_requests_total", "HTTP requests received",
+                    "method=\"" + (req.method.size() <= 7 ? req.method : std::string{"OTHER"}) + "\"")
+        .inc();
+    auto seg = segments(req.path);
+    if (req.path == "/health" && req.method == "GET")
+      return health(ex);
+    if (!authorized(req))
+      return ex->reply(error_response(errc::unauthorized, "missing or unknown API key"));
+    if (!seg.empty() && seg[0] == "ws" && seg.size() <= 2) {
+      if (!ex->is_upgrade())
+        return ex->reply(error_response(errc::bad_request,
+                                        "this route takes a WebSocket upgrade", 426));
+      std::string type = seg.size() == 2 ? seg[1] : "";
+      if (!type.empty() && !rt.has_type(type))
+        return ex->reply(error_response(errc::unknown_type, "unknown agent type '" + type + "'"));
+      return ex->upgrade(std::make_shared<session_bridge>(rt, type));
+    }
+    if (req.path == "/metrics" && req.method == "GET")
+      return ex->reply({200, "text/plain; version=0.0.4",
+                        runtime::metrics_registry::global().render(), {}});
+    if (seg.size() >= 2 && seg[0] == "api") {
+      if (seg[1] == "agents")
+        return agents(req, seg, ex);
+      if (seg[1] == "cluster" && seg.size() == 2 && req.method == "GET")
+        return cluster(ex);
+      if (seg.size() == 3 && seg[2] == "execute") {
+        if (req.method != "POST")
+          return ex->reply(error_response(errc::bad_request, "use POST", 405));
+        return execute(seg[1], req, ex);
+      }
+    }
+    if (req.path == "/v1/chat/completions") {
+      if (req.method != "POST")
+        return ex->reply(error_response(errc::bad_request, "use POST", 405));
+      return completions(req, ex);
+    }
+    if (req.path == "/v1/models" && req.method == "GET")
+      return models(ex);
+    ex->reply(error_response(errc::bad_request, "no route " + req.method + " " + req.path, 404));
+  }
+
+  static json worker_json(const actors::worker_report& w) {
+    return {{"id", w.id},         {"kind", w.kind},       {"backend", w.backend},
+            {"models", w.models}, {"slots", w.slots},     {"active", w.active},
+            {"queued", w.queued}, {"healthy", w.healthy}, {"health", w.health_detail},
+            {"served", w.served}, {"failed", w.failed}};
+  }
+
+  void health(std::shared_ptr<http_exchange> ex) {
+    bool sim = cfg.simulated_default;
+    auto node = cfg.id;
+    bool needs_workers = cfg.has_role("inference");
+    rt.workers([ex, sim, node, needs_workers](std::vector<actors::worker_report> ws) {
+      json workers = json::array();
+      bool any_healthy = false;
+      for (auto& w : ws) {
+        any_healthy |= w.healthy;
+        workers.push_back(worker_json(w));
+      }
+      bool ok = any_healthy || !needs_workers;
+      ex->reply(json_response(ok ? 200 : 503, {{"status", ok ? "ok" : "degraded"},
+                                               {"node", node},
+                                               {"simulated_backend", sim},
+                                               {"workers", workers}}));
+    });
+  }
+
+  void cluster(std::shared_ptr<http_exchange> ex) {
+    auto node = cfg.id;
+    auto roles = cfg.roles;
+    rt.workers([ex, node, roles](std::vector<actors::worker_report> ws) {
+      json workers = json::array();
+      for (auto& w : ws)
+        workers.push_back(worker_json(w));
+      ex->reply(json_response(
+          200, {{"nodes", json::array({{{"id", node}, {"roles", roles}, {"workers", workers}}})}}));
+    });
+  }
+
+  void agents(const http_request& req, const std::vector<std::string>& seg,
+              std::shared_ptr<http_exchange> ex) {
+    if (seg.size() == 2 && req.method == "GET")
+      return rt.list_agents([ex](std::vector<std::string> agents) {
+        ex->reply(json_response(200, {{"agents", agents}}));
+      });
+    if (seg.size() == 2 && req.method == "POST") {
+      auto body = json::parse(req.body, nullptr, false);
+      if (!body.is_object() || !body.contains("type") || !body["type"].is_string())
+        return ex->reply(error_response(errc::bad_request, "body must be {\"type\":..,\"key\":..}"));
+      std::string key = body.contains("key") && body["key"].is_string() ? body["key"].get<std::string>() : "";
+      return rt.spawn_agent(body["type"].get<std::string>(), key,
+                            [ex](std::optional<runtime::failure> f, std::string agent) {
+                              if (f)
+                                return ex->reply(error_response(f->code, f->message));
+                              ex->reply(json_response(201, {{"agent", agent}}));
+                            });
+    }
+    if (seg.size() == 4 && req.method == "DELETE") {
+      auto agent = seg[2] + "/" + seg[3];
+      return rt.kill_agent(agent, [ex, agent](std::optional<runtime::failure> f) {
+        if (f)
+          return ex->reply(error_response(f->code, f->message));
+        ex->reply(json_response(200, {{"killed", agent}}));
+      });
+    }
+    ex->reply(error_response(errc::bad_request, "no route " + req.method + " " + req.path, 404));
+  }
+
+  void execute(const std::string& type, const http_request& req,
+               std::shared_ptr<http_exchange> ex) {
+    auto body = json::parse(req.body, nullptr, false);
+    if (!body.is_object())
+      return ex->reply(error_response(errc::bad_request, "body must be a JSON object"));
+    auto msg = body.find("message");
+    if (msg == body.end() || !msg->is_string())
+      return ex->reply(error_response(errc::bad_request, "missing string field 'message'"));
+    std::string key;
+    if (auto k = body.find("key"); k != body.end()) {
+      if (!k->is_string() || k->get<std::string>().find('/') != std::string::npos)
+        return ex->reply(error_response(errc::bad_request, "'key' must be a string without '/'"));
+      key = k->get<std::string>();
+    }
+    if (!rt.has_type(type))
+      return ex->reply(error_response(errc::unknown_type, "unknown agent type '" + type + "'"));
+    rt.execute(type, key, msg->get<std::string>(), [ex](actors::execute_result r) {
+      if (r.error) {
+        runtime::log::info("gateway", "execute_failed",
+                           {{"agent", r.agent},
+                            {"code", std::string{runtime::to_string(r.error->code)}},
+                            {"reason", r.error->message}});
+        return ex->reply(error_response(r.error->code, r.error->message));
+      }
+      ex->reply(json_response(200, {{"agent", r.agent},
+                                    {"answer", r.answer},
+                                    {"steps", r.steps},
+                                    {"usage", usage_json(r.tokens)}}));
+    });
+  }
+
+  void models(std::shared_ptr<http_exchange> ex) {
+    rt.workers([ex](std::vector<actors::worker_report> ws) {
+      std::set<std::string> names;
+      for (auto& w : ws)
+        for (auto& m : w.models)
+          names.insert(m);
+      json data = json::array();
+      for (auto& n : names)
+        data.push_back({{"id", n}, {"object", "model"}, {"owned_by", "troupe"}});
+      ex->reply(json_response(200, {{"object", "list"}, {"data", data}}));
+    });
+  }
+
+  void completions(const http_request& req, std::shared_ptr<http_exchange> ex) {
+    bool stream = false;
+    std::string err;
+    auto creq = runtime::decode_chat_request(req.body, stream, err);
+    if (!creq)
+      return ex->reply(error_response(errc::bad_request, err));
+    auto model = creq->model;
+    auto id = "chatcmpl-troupe";
+    if (!stream) {
+      return rt.complete(
+          std::move(*creq), [](std::string) {},
+          [ex, model, id](std::optional<runtime::failure> f, runtime::chat_result r) {
+            if (f)
+              return ex->reply(error_response(f->code, f->message));
+            ex->reply({200, "application/json", runtime::encode_chat_completion(id, model, r), {}});
+          });
+    }
+    // The status line waits for the first token, so a routing failure can
+    // still be a proper HTTP error.
+    auto started = std::make_shared<std::atomic<bool>>(false);
+    auto begin = [ex, started] {
+      if (!started->exchange(true))
+        ex->start_stream(200, "text/event-stream");
+    };
+    auto chunk_of = [model, id](const runtime::chat_chunk& c) {
+      return std::make_shared<const std::string>("data: " + runtime::encode_chat_chunk(id, model, c) +
+                                                 "\n\n");
+    };
+    rt.complete(
+        std::move(*creq),
+        [ex, begin, chunk_of](std::string text) {
+          begin();
+          runtime::chat_chunk c;
+          c.content = std::move(text);
+          ex->write_chunk(chunk_of(c));
+        },
+        [ex, begin, started, chunk_of](std::optional<runtime::failure> f, runtime::chat_result r) {
+          if (f && !started->load())
+            return ex->reply(error_response(f->code, f->message));
+          begin();
+          if (f) {
+            json e{{"error", {{"code", runtime::to_string(f->code)}, {"message", f->message}}}};
+            ex->write_chunk(std::make_shared<const std::string>("data: " + e.dump() + "\n\n"));
+          } else {
+            runtime::chat_chunk c;
+            for (size_t i = 0; i < r.tool_calls.size(); ++i)
+              c.tool_calls.push_back({static_cast<int>(i), r.tool_calls[i].id, r.tool_calls[i].name,
+                                      r.tool_calls[i].arguments});
+            c.finish_reason = r.finish_reason;
+            ex->write_chunk(chunk_of(c));
+            runtime::chat_chunk u;
+            u.has_usage = true;
+            u.tokens = r.tokens;
+            ex->write_chunk(chunk_of(u));
+          }
+          ex->write_chunk(std::make_shared<const std::string>("data: [DONE]\n\n"));
+          ex->end_stream();
+        });
+  }
+};
+
+gateway::gateway(actors::io_threads& io, actors::node_runtime& rt)
+    : impl_(std::make_unique<impl>(io, rt)) {}
+
+gateway::~gateway() = default;
+
+void gateway::start() { impl_->server.start(); }
+uint16_t gateway::port() const { return impl_->server.port(); }
+void gateway::stop_accepting() { impl_->server.stop_accepting(); }
+void gateway::close_all() { impl_->server.close_all(1001, "node shutting down"); }
+
+} // namespace troupe::gateway

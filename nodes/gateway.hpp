@@ -1,0 +1,36 @@
+#pragma once
+
+#include "nodes/http_server.hpp"
+
+#include <memory>
+
+namespace troupe::actors {
+class io_threads;
+class node_runtime;
+} // namespace troupe::actors
+
+namespace troupe::gateway {
+
+/// The public API of a node (docs/protocol.md): `/ws`, `/ws/{type}`, REST
+/// under `/api`, `/health`, `/metrics` and `/v1/chat/completions`, served
+/// over the node's actors.
+class gateway {
+public:
+  gateway(actors::io_threads& io, actors::node_runtime& rt);
+  ~gateway();
+
+  /// Binds `gateway.listen`; throws std::runtime_error if it cannot.
+  void start();
+  uint16_t port() const;
+
+  /// Graceful stop, step one: refuse new connections.
+  void stop_accepting();
+  /// Step two, after the actors have ended open requests: close what is left.
+  void close_all();
+
+private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace troupe::gateway

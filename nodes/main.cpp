@@ -1,0 +1,195 @@
+// `troupe`: the node, the simulated model server and small utilities.
+
+#include "actors/io_threads.hpp"
+#include "actors/node_runtime.hpp"
+#include "examples/weather_agent.hpp"
+#include "nodes/gateway.hpp"
+#include "nodes/sim_llm.hpp"
+#include "runtime/config.hpp"
+#include "runtime/log.hpp"
+
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <pthread.h>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace troupe;
+
+namespace {
+
+const char* usage_text =
+    "usage:\n"
+    "  troupe node --config FILE [--check] [--log-json] [--log-level debug|info|warn|error]\n"
+    "  troupe sim-llm [--host H] [--port P] [--ttft-ms N] [--tokens-per-s R] [--slots N]\n"
+    "                 [--max-queue N] [--model NAME]\n"
+    "  troupe version\n";
+
+int usage_error(const std::string& msg) {
+  std::fprintf(stderr, "troupe: %s\n%s", msg.c_str(), usage_text);
+  return 2;
+}
+
+/// Blocks SIGINT/SIGTERM in every thread (threads inherit the mask), so one
+/// `sigwait` in main sees them.
+sigset_t block_stop_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  return set;
+}
+
+int run_node(const std::vector<std::string>& args) {
+  std::string config_path;
+  bool check_only = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    auto& a = args[i];
+    if (a == "--config" && i + 1 < args.size())
+      config_path = args[++i];
+    else if (a == "--check")
+      check_only = true;
+    else if (a == "--log-json")
+      runtime::log::set_json(true);
+    else if (a == "--log-level" && i + 1 < args.size()) {
+      runtime::log::level lvl;
+      if (!runtime::log::parse_level(args[++i], lvl))
+        return usage_error("unknown log level '" + args[i] + "'");
+      runtime::log::set_level(lvl);
+    } else
+      return usage_error("unknown option '" + a + "'");
+  }
+  if (config_path.empty())
+    return usage_error("node needs --config FILE");
+
+  auto loaded = runtime::load_config_file(config_path);
+  if (auto err = std::get_if<runtime::config_error>(&loaded)) {
+    std::fprintf(stderr, "troupe: invalid config: %s\n", err->what.c_str());
+    return 2;
+  }
+  auto cfg = std::get<runtime::node_config>(std::move(loaded));
+  auto types = std::make_shared<runtime::agent_type_registry>();
+  examples::register_weather_agent(*types);
+  if (auto err = types->finalize(cfg.agent_types); !err.empty()) {
+    std::fprintf(stderr, "troupe: invalid config: %s: %s\n", config_path.c_str(), err.c_str());
+    return 2;
+  }
+  if (check_only) {
+    std::printf("%s: config OK (node %s, %zu accelerator(s), %zu agent type(s))\n",
+                config_path.c_str(), cfg.id.c_str(), cfg.accelerators.size(),
+                types->names().size());
+    return 0;
+  }
+
+  auto stop_signals = block_stop_signals();
+  std::string roles;
+  for (auto& r : cfg.roles)
+    roles += (roles.empty() ? "" : ",") + r;
+  runtime::log::info("node", "starting",
+                     {{"node", cfg.id}, {"config", config_path}, {"roles", roles}});
+  if (cfg.simulated_default) {
+    const char* banner =
+        "\n"
+        "  *****************************************************************\n"
+        "  *  NO MODEL SERVER CONFIGURED: using the embedded SIMULATED      *\n"
+        "  *  backend. Answers are canned, not from a language model.       *\n"
+        "  *  Add inference.accelerators to the config to use a real one.   *\n"
+        "  *****************************************************************\n\n";
+    std::fputs(banner, stderr);
+    runtime::log::warn("node", "simulated_backend", {{"reason", "no accelerators configured"}});
+  }
+  if (!cfg.state_path.empty())
+    runtime::log::warn("node", "state_in_memory",
+                       {{"reason", "durable state store not built yet; state.path is ignored"}});
+
+  actors::io_threads backend_io{1};
+  actors::io_threads gateway_io{1};
+  actors::node_runtime rt{cfg, types, backend_io};
+  std::unique_ptr<gateway::gateway> gw;
+  if (cfg.has_role("gateway")) {
+    gw = std::make_unique<gateway::gateway>(gateway_io, rt);
+    try {
+      gw->start();
+    } catch (const std::exception& e) {
+      runtime::log::error("node", "gateway_failed", {{"reason", e.what()}});
+      std::fprintf(stderr, "troupe: %s\n", e.what());
+      rt.shutdown();
+      return 2;
+    }
+    runtime::log::info("gateway", "listening",
+                       {{"addr", cfg.gateway.host + ":" + std::to_string(gw->port())},
+                        {"ws", "ws://" + cfg.gateway.host + ":" + std::to_string(gw->port()) + "/ws"}});
+  }
+  runtime::log::info("node", "ready", {{"node", cfg.id}});
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  runtime::log::info("node", "stopping", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
+  if (gw)
+    gw->stop_accepting();
+  rt.shutdown();
+  if (gw)
+    gw->close_all();
+  // Let the close frames and last replies reach the wire.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  gateway_io.stop();
+  backend_io.stop();
+  runtime::log::info("node", "stopped", {{"node", cfg.id}});
+  return 0;
+}
+
+int run_sim(const std::vector<std::string>& args) {
+  gateway::sim_llm_options opts;
+  for (size_t i = 0; i < args.size(); ++i) {
+    auto& a = args[i];
+    if (i + 1 >= args.size())
+      return usage_error("option '" + a + "' needs a value");
+    auto& v = args[++i];
+    char* end = nullptr;
+    if (a == "--host")
+      opts.host = v;
+    else if (a == "--model")
+      opts.model = v;
+    else if (a == "--port")
+      opts.port = static_cast<uint16_t>(std::strtoul(v.c_str(), &end, 10));
+    else if (a == "--ttft-ms")
+      opts.ttft_ms = std::strtoll(v.c_str(), &end, 10);
+    else if (a == "--tokens-per-s")
+      opts.tokens_per_s = std::strtod(v.c_str(), &end);
+    else if (a == "--slots")
+      opts.slots = std::strtoll(v.c_str(), &end, 10);
+    else if (a == "--max-queue")
+      opts.max_queue = std::strtoll(v.c_str(), &end, 10);
+    else
+      return usage_error("unknown option '" + a + "'");
+    if (end && *end != '\0')
+      return usage_error("bad value '" + v + "' for " + a);
+  }
+  if (opts.tokens_per_s <= 0 || opts.slots < 1 || opts.ttft_ms < 0)
+    return usage_error("--tokens-per-s and --slots must be positive, --ttft-ms not negative");
+  return gateway::run_sim_llm(opts);
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "help" || args[0] == "--help" || args[0] == "-h") {
+    std::fputs(usage_text, args.empty() ? stderr : stdout);
+    return args.empty() ? 2 : 0;
+  }
+  auto cmd = args[0];
+  args.erase(args.begin());
+  if (cmd == "node")
+    return run_node(args);
+  if (cmd == "sim-llm")
+    return run_sim(args);
+  if (cmd == "version") {
+    std::printf("troupe 0.1.0\n");
+    return 0;
+  }
+  return usage_error("unknown command '" + cmd + "'");
+}
