@@ -341,11 +341,12 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
                                                self->state.id_str));
       },
       [=](ask_atom, std::string& text, std::string& caller) -> caf::result<turn_result> {
+        if (self->state.pending.size() >= self->state.ctx.limits.max_pending_turns)
+          return make_error(errc::overloaded, "agent has too many queued turns");
         auto rp = self->make_response_promise();
         turn t{"ask-" + std::to_string(++self->state.ask_seq), std::move(text), nullptr, rp,
                std::move(caller)};
-        if (!enqueue(std::move(t)))
-          return make_error(errc::overloaded, "agent has too many queued turns");
+        enqueue(std::move(t));
         return caf::delegated<turn_result>{};
       },
       [=](subscribe_atom, caf::actor& sub) {

@@ -126,7 +126,6 @@ caf::behavior router_impl(router_actor* self) {
           it->second.status.load = std::move(load);
       },
       [=](infer_atom, infer_job& job) -> caf::result<caf::actor, std::string> {
-        auto rp = self->make_response_promise();
         std::vector<worker_status> ws;
         std::vector<std::string> ids;
         for (auto& [id, e] : self->state.workers) {
@@ -150,6 +149,9 @@ caf::behavior router_impl(router_actor* self) {
         std::vector<std::string> order;
         for (auto i : ranked)
           order.push_back(ids[i]);
+        // Only now take the promise: returning an error after taking it would
+        // leave the requester waiting for its timeout.
+        auto rp = self->make_response_promise();
         try_next(self, rp, std::move(job), std::move(order), 0, {});
         return caf::delegated<caf::actor, std::string>{};
       },

@@ -1,0 +1,203 @@
+"""Starts real troupe processes on free loopback ports for integration tests.
+
+Everything here is real: `troupe node` and `troupe sim-llm` processes, HTTP
+over loopback, and the `websockets` library (not ours) as the client.
+"""
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+import urllib.error
+import urllib.request
+
+import websockets
+
+TROUPE = os.environ.get("TROUPE_BIN", os.path.join(os.path.dirname(__file__), "../../build/nodes/troupe"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def http(method, url, body=None, headers=None, timeout=30):
+    data = None
+    if body is not None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+class Process:
+    def __init__(self, args, name):
+        self.log = tempfile.NamedTemporaryFile(prefix=name + "-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        self.name = name
+
+    def output(self):
+        with open(self.log.name) as f:
+            return f.read()
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=10):
+        if self.alive():
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"{self.name} did not stop within {timeout}s:\n{self.output()}")
+        return self.proc.returncode
+
+    def kill(self):
+        if self.alive():
+            self.proc.kill()
+            self.proc.wait()
+
+
+class SimLlm(Process):
+    def __init__(self, ttft_ms=20, tokens_per_s=2000, slots=16, model="sim-model", port=None):
+        self.port = port or free_port()
+        super().__init__([TROUPE, "sim-llm", "--port", str(self.port), "--ttft-ms", str(ttft_ms),
+                          "--tokens-per-s", str(tokens_per_s), "--slots", str(slots), "--model", model],
+                         "sim-llm")
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        wait_until(lambda: self._up(), what=f"sim-llm on {self.port}")
+
+    def _up(self):
+        if not self.alive():
+            raise AssertionError("sim-llm exited:\n" + self.output())
+        try:
+            return http("GET", self.url + "/models", timeout=1)[0] == 200
+        except OSError:
+            return False
+
+
+class Node(Process):
+    """A `troupe node` with the given YAML (the gateway address is filled in)."""
+
+    def __init__(self, yaml_body="", port=None, wait=True, auth_keys_file=None):
+        self.port = port or free_port()
+        self.config = tempfile.NamedTemporaryFile("w", prefix="troupe-", suffix=".yaml", delete=False)
+        auth = f", auth: {{keys_file: {auth_keys_file}}}" if auth_keys_file else ""
+        self.config.write(f"node: {{id: test-node}}\ngateway: {{listen: 127.0.0.1:{self.port}{auth}}}\n" + yaml_body)
+        self.config.close()
+        super().__init__([TROUPE, "node", "--config", self.config.name], "node")
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
+        if wait:
+            wait_until(self._up, what=f"node on {self.port}")
+
+    def _up(self):
+        if not self.alive():
+            raise AssertionError("node exited:\n" + self.output())
+        try:
+            return http("GET", self.base + "/health", timeout=1)[0] in (200, 503)
+        except OSError:
+            return False
+
+    def get(self, path):
+        return http("GET", self.base + path)
+
+    def post(self, path, body):
+        return http("POST", self.base + path, body)
+
+
+def sim_backend_yaml(sims, slots=8, extra=""):
+    """Accelerator entries pointing at sim-llm processes (or plain URLs)."""
+    lines = ["inference:", "  accelerators:"]
+    for i, s in enumerate(sims):
+        url = s.url if hasattr(s, "url") else s
+        lines.append(f"    - {{id: gpu{i}, kind: gpu, slots: {slots}, "
+                     f"backend: {{type: openai, url: \"{url}\", model: sim-model, "
+                     f"connect_timeout: 1s, first_token_timeout: 5s, idle_timeout: 5s, health_interval: 500ms}}}}")
+    return "\n".join(lines) + "\n" + extra
+
+
+class Client:
+    """A WebSocket client collecting events by request id."""
+
+    def __init__(self, ws):
+        self.ws = ws
+
+    open_clients = []
+
+    @classmethod
+    async def connect(cls, url, **kw):
+        c = cls(await websockets.connect(url, max_size=None, **kw))
+        cls.open_clients.append(c)
+        return c
+
+    async def send(self, **op):
+        await self.ws.send(json.dumps(op))
+
+    async def recv(self, timeout=10):
+        return json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+
+    async def until(self, pred, timeout=15):
+        """Events up to and including the first that satisfies pred."""
+        out = []
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no matching event in {timeout}s; got {out[-5:]}")
+            ev = await self.recv(left)
+            out.append(ev)
+            if pred(ev):
+                return out
+
+    async def turn(self, agent, text, id, timeout=15):
+        """Sends one message and returns every event of that request up to done/error."""
+        await self.send(op="send", agent=agent, text=text, id=id)
+        evs = await self.until(lambda e: e.get("id") == id and e["ev"] in ("done", "error"), timeout)
+        return [e for e in evs if e.get("id") == id]
+
+    async def close(self):
+        await self.ws.close()
+
+
+def run(coro):
+    """Runs a test coroutine, then closes every client it opened."""
+    async def wrapped():
+        try:
+            return await coro
+        finally:
+            clients, Client.open_clients = Client.open_clients, []
+            await asyncio.gather(*(c.ws.close() for c in clients), return_exceptions=True)
+    return asyncio.run(wrapped())
+
+
+class TroupeTestCase(unittest.TestCase):
+    def setUp(self):
+        self.procs = []
+
+    def tearDown(self):
+        for p in reversed(self.procs):
+            p.kill()
+
+    def track(self, p):
+        self.procs.append(p)
+        return p

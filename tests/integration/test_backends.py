@@ -1,0 +1,135 @@
+"""Model servers that are down, die mid-stream, stall, or sit behind Lemonade routes."""
+import json
+import time
+import unittest
+
+from harness import Client, Node, SimLlm, TroupeTestCase, free_port, run, sim_backend_yaml, wait_until
+
+
+class Backends(TroupeTestCase):
+    def test_backend_down_is_backend_unavailable(self):
+        dead = f"http://127.0.0.1:{free_port()}/v1"
+        node = self.track(Node(sim_backend_yaml([dead])))
+
+        async def go():
+            c = await Client.connect(node.ws_url)
+            await c.send(op="spawn", type="chat", key="x", id="s")
+            await c.recv()
+            started = time.monotonic()
+            evs = await c.turn("chat/x", "hello", "m", timeout=10)
+            self.assertEqual(evs[-1]["ev"], "error")
+            self.assertEqual(evs[-1]["code"], "backend_unavailable")
+            self.assertLess(time.monotonic() - started, 5)
+        run(go())
+        wait_until(lambda: node.get("/health")[0] == 503, what="health to turn degraded")
+        h = json.loads(node.get("/health")[1])
+        self.assertEqual(h["status"], "degraded")
+        self.assertIn("unreachable", h["workers"][0]["health"])
+
+    def test_backend_dying_mid_stream_ends_the_turn_with_error(self):
+        sim = self.track(SimLlm(ttft_ms=10, tokens_per_s=50))
+        node = self.track(Node(sim_backend_yaml([sim])))
+
+        async def go():
+            c = await Client.connect(node.ws_url)
+            await c.send(op="spawn", type="chat", key="x", id="s")
+            await c.recv()
+            await c.send(op="send", agent="chat/x", text="count to 1000", id="m")
+            await c.until(lambda e: e["ev"] == "token")
+            sim.kill()
+            evs = await c.until(lambda e: e["ev"] in ("done", "error"), timeout=10)
+            self.assertEqual(evs[-1]["ev"], "error")
+            self.assertEqual(evs[-1]["code"], "backend_unavailable")
+            self.assertIn("mid-stream", evs[-1]["message"])
+            # Nothing hangs afterwards either: the next turn fails fast and cleanly.
+            evs = await c.turn("chat/x", "hello", "n", timeout=10)
+            self.assertEqual(evs[-1]["code"], "backend_unavailable")
+        run(go())
+
+    def test_retry_on_another_worker_before_first_token(self):
+        doomed = self.track(SimLlm())
+        good = self.track(SimLlm())
+        # The doomed worker is preferred (npu) and its health is not re-checked
+        # for an hour, so the router still sends it the first request.
+        yaml = f"""inference:
+  accelerators:
+    - {{id: npu0, kind: npu, slots: 4, backend: {{type: openai, url: "{doomed.url}", connect_timeout: 1s, health_interval: 1h}}}}
+    - {{id: gpu0, kind: gpu, slots: 4, backend: {{type: openai, url: "{good.url}", connect_timeout: 1s, health_interval: 1h}}}}
+agents:
+  types:
+    chat: {{prefer: [npu, gpu], tools: [calculator]}}
+"""
+        node = self.track(Node(yaml))
+        wait_until(lambda: all(w["health"] == "ok" for w in json.loads(node.get("/health")[1])["workers"]),
+                   what="both workers checked")
+        doomed.kill()
+        status, body = node.post("/api/chat/execute", {"message": "count to 3"})
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body)["answer"], "1 2 3")
+        metrics = node.get("/metrics")[1]
+        self.assertIn("troupe_inference_retries_total 1", metrics)
+        self.assertIn('troupe_inference_requests_total{worker="gpu0",outcome="ok"} 1', metrics)
+
+    def test_first_token_timeout(self):
+        sim = self.track(SimLlm(ttft_ms=3000))
+        yaml = f"""inference:
+  accelerators:
+    - {{id: gpu0, kind: gpu, slots: 2, backend: {{type: openai, url: "{sim.url}", first_token_timeout: 300ms}}}}
+"""
+        node = self.track(Node(yaml))
+        started = time.monotonic()
+        status, body = node.post("/api/chat/execute", {"message": "hi"})
+        self.assertEqual(status, 504, body)
+        self.assertEqual(json.loads(body)["error"]["code"], "timeout")
+        self.assertLess(time.monotonic() - started, 2.5)
+
+    def test_lemonade_backend_routes(self):
+        sim = self.track(SimLlm(model="Qwen2.5-0.5B-Instruct-Hybrid"))
+        yaml = f"""inference:
+  accelerators:
+    - {{id: npu0, kind: npu, slots: 2, backend: {{type: lemonade, url: "http://127.0.0.1:{sim.port}/api/v1", model: Qwen2.5-0.5B-Instruct-Hybrid}}}}
+agents:
+  types:
+    chat: {{model: Qwen2.5-0.5B-Instruct-Hybrid, prefer: [npu], tools: [clock]}}
+"""
+        node = self.track(Node(yaml))
+        wait_until(lambda: json.loads(node.get("/health")[1])["workers"][0]["health"] == "ok",
+                   what="lemonade health")
+        status, body = node.post("/api/chat/execute", {"message": "what time is it?"})
+        self.assertEqual(status, 200, body)
+        self.assertTrue(json.loads(body)["answer"].startswith("The time is 20"))
+
+    def test_full_worker_answers_overloaded(self):
+        sim = self.track(SimLlm(ttft_ms=10, tokens_per_s=20))
+        yaml = f"""inference:
+  accelerators:
+    - {{id: gpu0, kind: gpu, slots: 1, max_queue: 1, backend: {{type: openai, url: "{sim.url}"}}}}
+"""
+        node = self.track(Node(yaml))
+
+        async def go():
+            c = await Client.connect(node.ws_url)
+            for k in ("a", "b", "c"):
+                await c.send(op="spawn", type="chat", key=k, id=k)
+                await c.recv()
+            for k in ("a", "b", "c"):
+                await c.send(op="send", agent=f"chat/{k}", text="count to 40", id=k)
+            # One slot and one queue place: exactly one of the three is refused
+            # (which one depends on arrival order), the other two stream.
+            evs = await c.until(lambda e: e["ev"] == "error")
+            refused = evs[-1]["id"]
+            self.assertEqual(evs[-1]["code"], "overloaded")
+            admitted = {"a", "b", "c"} - {refused}
+            seen = {e["id"] for e in evs if e["ev"] == "token"}
+            evs = await c.until(lambda e: e["ev"] == "token" and e["id"] not in seen, timeout=10)
+            seen |= {e["id"] for e in evs if e["ev"] == "token"}
+            self.assertLessEqual(seen, admitted)
+            for k in admitted:
+                await c.send(op="cancel", id=k)
+            evs = await c.until(lambda e: e["ev"] == "error" and e["id"] in admitted, timeout=10)
+            self.assertEqual(evs[-1]["code"], "cancelled")
+        run(go())
+
+
+if __name__ == "__main__":
+    unittest.main()
