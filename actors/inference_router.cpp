@@ -59,14 +59,13 @@ struct worker_entry {
 
 struct router_state {
   std::map<std::string, worker_entry> workers;
+  size_t max_affinity = 0;
   /// affinity key -> worker id; bounded, cleared when it grows too big.
   std::unordered_map<std::string, std::string> affinity;
   static inline const char* name = "inference_router";
 };
 
 using router_actor = caf::stateful_actor<router_state>;
-
-constexpr size_t max_affinity_entries = 1 << 20;
 
 void try_next(router_actor* self, caf::response_promise rp, infer_job job,
               std::vector<std::string> order, size_t pos, std::string last_error) {
@@ -89,7 +88,7 @@ void try_next(router_actor* self, caf::response_promise rp, infer_job job,
           [=](std::string& worker_id) mutable {
             if (!job.request.affinity_key.empty()) {
               auto& aff = self->state.affinity;
-              if (aff.size() >= max_affinity_entries)
+              if (aff.size() >= self->state.max_affinity)
                 aff.clear();
               aff[job.request.affinity_key] = worker_id;
             }
@@ -101,7 +100,8 @@ void try_next(router_actor* self, caf::response_promise rp, infer_job job,
           });
 }
 
-caf::behavior router_impl(router_actor* self) {
+caf::behavior router_impl(router_actor* self, size_t max_affinity) {
+  self->state.max_affinity = max_affinity;
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& ws = self->state.workers;
     for (auto it = ws.begin(); it != ws.end(); ++it)
@@ -166,6 +166,8 @@ caf::behavior router_impl(router_actor* self) {
 
 } // namespace
 
-caf::actor spawn_inference_router(caf::actor_system& sys) { return sys.spawn(router_impl); }
+caf::actor spawn_inference_router(caf::actor_system& sys, size_t max_affinity_entries) {
+  return sys.spawn(router_impl, max_affinity_entries);
+}
 
 } // namespace troupe::actors

@@ -21,8 +21,10 @@ struct worker_status {
 /// worker it used last while that worker has room, so the server's prefix
 /// cache is reused). A worker that refuses makes it try the next.
 /// Replies `(caf::actor worker, std::string worker_id)` or an error.
-/// `(stats_atom)` -> `std::vector<worker_status>`.
-caf::actor spawn_inference_router(caf::actor_system& sys);
+/// `(stats_atom)` -> `std::vector<worker_status>`. The affinity table holds
+/// at most `max_affinity_entries` keys; it starts over when full.
+caf::actor spawn_inference_router(caf::actor_system& sys,
+                                  size_t max_affinity_entries = size_t{1} << 20);
 
 /// Orders candidates; exposed for unit tests. Returns indexes into `ws`.
 std::vector<size_t> rank_workers(const std::vector<worker_status>& ws, const infer_job& job,

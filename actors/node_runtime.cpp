@@ -107,10 +107,11 @@ std::unique_ptr<session_handle> node_runtime::open_session(std::shared_ptr<frame
 namespace {
 
 /// Runs `f(self)` in a short-lived actor, the bridge from a callback API to
-/// request/response.
+/// request/response. `f` travels as a spawn argument: CAF 0.17 dereferences
+/// a null argument tuple for argument-less function actors (UBSan).
 template <class F>
 void in_actor(caf::actor_system& sys, F f) {
-  sys.spawn([f = std::move(f)](caf::event_based_actor* self) mutable { f(self); });
+  sys.spawn([](caf::event_based_actor* self, F fn) { fn(self); }, std::move(f));
 }
 
 } // namespace
@@ -185,7 +186,7 @@ void node_runtime::complete(
     std::function<void(std::optional<runtime::failure>, runtime::chat_result)> on_end) {
   auto router = impl_->router;
   auto timeout = impl_->cfg.limits.turn_timeout;
-  impl_->system.spawn([=](caf::event_based_actor* self) mutable -> caf::behavior {
+  impl_->system.spawn([=](caf::event_based_actor* self, runtime::chat_request req) -> caf::behavior {
     auto fail = [=](runtime::failure f) {
       on_end(std::move(f), {});
       self->quit();
@@ -203,7 +204,7 @@ void node_runtime::complete(
         [=](fail_atom, uint64_t, runtime::failure& f, bool) { fail(std::move(f)); },
         [=](timeout_atom) { fail({errc::timeout, "completion timed out"}); },
     };
-  });
+  }, std::move(req));
 }
 
 void node_runtime::shutdown() {

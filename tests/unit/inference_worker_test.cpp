@@ -1,0 +1,198 @@
+// Deterministic actor tests: CAF's test coordinator runs every message on
+// the test thread (`sched.run()`), and the backend is a fake right next to
+// the worker under test, so nothing sleeps and nothing races.
+
+#include "actors/atoms.hpp"
+#include "actors/backend.hpp"
+#include "actors/inference_router.hpp"
+#include "actors/inference_worker.hpp"
+#include "actors/messages.hpp"
+
+#include <caf/all.hpp>
+#include <caf/scheduler/test_coordinator.hpp>
+#include <gtest/gtest.h>
+
+#include <map>
+
+using namespace troupe;
+using namespace troupe::actors;
+using runtime::errc;
+
+namespace {
+
+/// A backend whose streams the test drives by hand.
+class fake_backend final : public backend {
+public:
+  struct stream final : stream_handle {
+    stream_callbacks cb;
+    bool cancelled = false;
+    void cancel() override {
+      if (!cancelled) {
+        cancelled = true;
+        cb.on_error(errc::cancelled, "cancelled", false);
+      }
+    }
+  };
+
+  std::shared_ptr<stream_handle> start(runtime::chat_request, stream_callbacks cb) override {
+    auto s = std::make_shared<stream>();
+    s->cb = std::move(cb);
+    streams.push_back(s);
+    return s;
+  }
+  void check_health(std::function<void(bool, std::string)> cb) override {
+    cb(healthy, healthy ? "ok" : "down");
+  }
+  std::string describe() const override { return "fake"; }
+
+  bool healthy = true;
+  std::vector<std::shared_ptr<stream>> streams;
+};
+
+struct worker_fixture : ::testing::Test {
+  worker_fixture() : sys(make_cfg()), sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())), self(sys) {}
+
+  caf::actor_system_config& make_cfg() {
+    cfg.set("scheduler.policy", caf::atom("testing"));
+    return cfg;
+  }
+
+  caf::actor start_worker(int64_t slots, int64_t max_queue) {
+    runtime::accelerator_config acc;
+    acc.id = "w0";
+    acc.kind = "gpu";
+    acc.slots = slots;
+    acc.max_queue = max_queue;
+    router = spawn_inference_router(sys);
+    auto w = spawn_inference_worker(sys, acc, be, router);
+    sched.run();
+    return w;
+  }
+
+  /// Sends one job and returns the worker's answer: its id or the error.
+  std::variant<std::string, runtime::failure> submit(const caf::actor& worker, uint64_t job) {
+    infer_job j{job, {}, caf::actor_cast<caf::actor>(self), {}};
+    auto h = self->request(worker, caf::infinite, infer_atom::value, std::move(j));
+    sched.run();
+    std::variant<std::string, runtime::failure> out = runtime::failure{errc::internal, "no reply"};
+    h.receive([&](std::string& id) { out = id; },
+              [&](caf::error& err) { out = to_failure(err); });
+    return out;
+  }
+
+  /// Every (fail_atom ...) the sink has received so far.
+  std::vector<std::pair<uint64_t, runtime::failure>> failures() {
+    std::vector<std::pair<uint64_t, runtime::failure>> out;
+    bool more = true;
+    while (more)
+      self->receive(
+          [&](fail_atom, uint64_t job, runtime::failure& f, bool) { out.emplace_back(job, f); },
+          [&](token_atom, uint64_t, std::string&) {},
+          [&](done_atom, uint64_t, runtime::chat_result&) {},
+          caf::after(std::chrono::seconds(0)) >> [&] { more = false; });
+    return out;
+  }
+
+  caf::actor_system_config cfg;
+  caf::actor_system sys;
+  caf::scheduler::test_coordinator& sched;
+  caf::scoped_actor self;
+  std::shared_ptr<fake_backend> be = std::make_shared<fake_backend>();
+  caf::actor router;
+};
+
+} // namespace
+
+TEST_F(worker_fixture, a_full_worker_answers_overloaded) {
+  auto w = start_worker(1, 1);
+  EXPECT_EQ(std::get<std::string>(submit(w, 1)), "w0");
+  EXPECT_EQ(std::get<std::string>(submit(w, 2)), "w0"); // queued
+  auto third = submit(w, 3);
+  ASSERT_TRUE(std::holds_alternative<runtime::failure>(third));
+  EXPECT_EQ(std::get<runtime::failure>(third).code, errc::overloaded);
+  EXPECT_EQ(be->streams.size(), 1u);
+  self->send_exit(w, caf::exit_reason::user_shutdown);
+  sched.run();
+}
+
+TEST_F(worker_fixture, a_queued_job_starts_when_a_slot_frees) {
+  auto w = start_worker(1, 4);
+  submit(w, 1);
+  submit(w, 2);
+  ASSERT_EQ(be->streams.size(), 1u);
+  be->streams[0]->cb.on_done({});
+  sched.run();
+  EXPECT_EQ(be->streams.size(), 2u);
+  self->send_exit(w, caf::exit_reason::user_shutdown);
+  sched.run();
+}
+
+TEST_F(worker_fixture, cancel_aborts_the_running_stream) {
+  auto w = start_worker(2, 2);
+  submit(w, 7);
+  self->send(w, cancel_atom::value, uint64_t{7});
+  sched.run();
+  ASSERT_EQ(be->streams.size(), 1u);
+  EXPECT_TRUE(be->streams[0]->cancelled);
+  auto fs = failures();
+  ASSERT_EQ(fs.size(), 1u);
+  EXPECT_EQ(fs[0].first, 7u);
+  EXPECT_EQ(fs[0].second.code, errc::cancelled);
+  self->send_exit(w, caf::exit_reason::user_shutdown);
+  sched.run();
+}
+
+TEST_F(worker_fixture, an_unhealthy_backend_takes_no_work) {
+  be->healthy = false;
+  auto w = start_worker(2, 2);
+  auto r = submit(w, 1);
+  ASSERT_TRUE(std::holds_alternative<runtime::failure>(r));
+  EXPECT_EQ(std::get<runtime::failure>(r).code, errc::backend_unavailable);
+  EXPECT_TRUE(be->streams.empty());
+  self->send_exit(w, caf::exit_reason::user_shutdown);
+  sched.run();
+}
+
+TEST_F(worker_fixture, stopping_the_worker_fails_queued_jobs_and_cancels_running_ones) {
+  auto w = start_worker(1, 4);
+  submit(w, 1);
+  submit(w, 2);
+  self->send_exit(w, caf::exit_reason::user_shutdown);
+  sched.run();
+  EXPECT_TRUE(be->streams[0]->cancelled);
+  auto fs = failures();
+  ASSERT_EQ(fs.size(), 2u);
+  std::map<uint64_t, errc> by_job{{fs[0].first, fs[0].second.code}, {fs[1].first, fs[1].second.code}};
+  EXPECT_EQ(by_job[1], errc::cancelled);           // the running one
+  EXPECT_EQ(by_job[2], errc::backend_unavailable); // the queued one
+}
+
+TEST_F(worker_fixture, the_router_falls_back_to_another_worker_when_one_is_full) {
+  runtime::accelerator_config a;
+  a.id = "small";
+  a.kind = "npu";
+  a.slots = 1;
+  a.max_queue = 0;
+  auto b = a;
+  b.id = "big";
+  b.kind = "gpu";
+  b.slots = 4;
+  router = spawn_inference_router(sys);
+  auto w1 = spawn_inference_worker(sys, a, be, router);
+  auto w2 = spawn_inference_worker(sys, b, be, router);
+  sched.run();
+  std::vector<std::string> placed;
+  for (uint64_t job = 1; job <= 3; ++job) {
+    infer_job j{job, {}, caf::actor_cast<caf::actor>(self), {}};
+    j.request.prefer = {"npu", "gpu"};
+    auto h = self->request(router, caf::infinite, infer_atom::value, std::move(j));
+    sched.run();
+    h.receive([&](caf::actor&, std::string& id) { placed.push_back(id); },
+              [&](caf::error& err) { placed.push_back("error: " + to_failure(err).message); });
+  }
+  EXPECT_EQ(placed, (std::vector<std::string>{"small", "big", "big"}));
+  self->send_exit(w1, caf::exit_reason::user_shutdown);
+  self->send_exit(w2, caf::exit_reason::user_shutdown);
+  self->send_exit(router, caf::exit_reason::user_shutdown);
+  sched.run();
+}
