@@ -68,6 +68,7 @@ struct agent_state {
   caf::actor worker;
   std::string worker_id;
   std::vector<std::string> exclude;
+  runtime::failure last_failure{errc::success, {}};
   std::vector<runtime::tool_call> calls;
   std::vector<std::optional<runtime::tool_outcome>> outcomes;
   size_t outstanding = 0;
@@ -159,6 +160,7 @@ void start_next(agent_actor* self) {
   st.step = 0;
   st.used = {};
   st.exclude.clear();
+  st.last_failure = {errc::success, {}};
   append(self, {"user", st.current->text, {}, {}, {}});
   self->delayed_send(self, st.ctx.limits.turn_timeout, timeout_atom::value, st.turn_seq);
   run_step(self);
@@ -200,6 +202,10 @@ void run_step(agent_actor* self) {
             if (st.job != job)
               return;
             auto f = to_failure(err);
+            // After a retry, the first worker's failure is the real story.
+            if (!st.exclude.empty() && st.last_failure.code != errc::success)
+              f = {st.last_failure.code, st.last_failure.message + " (no other worker could take it: " +
+                                             f.message + ")"};
             finish_error(self, f.code, f.message);
           });
 }
@@ -394,18 +400,21 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
         st.calls = std::move(result.tool_calls);
         run_tools(self);
       },
-      [=](fail_atom, uint64_t job, runtime::failure& f, bool started) {
+      [=](fail_atom, uint64_t job, runtime::failure& f, bool started, std::string& worker_id) {
         auto& st = self->state;
         if (job != st.job)
           return;
         st.job = 0;
         bool retryable = f.code == errc::backend_unavailable || f.code == errc::overloaded;
-        if (!started && retryable && !st.worker_id.empty() && st.exclude.size() < 3) {
+        // The failure names its worker: it may arrive before the router's
+        // reply that would have told us.
+        if (!started && retryable && st.exclude.size() < 3) {
           // Nothing reached the client yet: try another worker.
           metrics().retries.inc();
           runtime::log::info("agent", "retry_inference",
-                             {{"agent", st.id_str}, {"worker", st.worker_id}, {"reason", f.message}});
-          st.exclude.push_back(st.worker_id);
+                             {{"agent", st.id_str}, {"worker", worker_id}, {"reason", f.message}});
+          st.exclude.push_back(worker_id);
+          st.last_failure = f;
           run_step(self);
           return;
         }

@@ -111,9 +111,10 @@ void start_job(worker_actor* self, infer_job job) {
     caf::anon_send(sink, done_atom::value, job_no, std::move(result));
     notify_worker(true);
   };
-  cb.on_error = [sink, job_no, notify_worker](errc code, std::string reason, bool started) {
+  cb.on_error = [sink, job_no, notify_worker, id = st.cfg.id](errc code, std::string reason,
+                                                              bool started) {
     caf::anon_send(sink, fail_atom::value, job_no, runtime::failure{code, std::move(reason)},
-                   started);
+                   started, id);
     notify_worker(false);
   };
   auto handle = st.be->start(std::move(job.request), std::move(cb));
@@ -165,7 +166,8 @@ caf::behavior worker_impl(worker_actor* self, runtime::accelerator_config cfg,
         r.handle->cancel();
     for (auto& job : st.queue)
       caf::anon_send(job.sink, fail_atom::value, job.job,
-                     runtime::failure{errc::backend_unavailable, "worker stopped"}, false);
+                     runtime::failure{errc::backend_unavailable, "worker stopped"}, false,
+                     st.cfg.id);
     st.queue.clear();
     self->quit(msg.reason);
   });
@@ -202,7 +204,7 @@ caf::behavior worker_impl(worker_actor* self, runtime::accelerator_config cfg,
         for (auto it = st.queue.begin(); it != st.queue.end(); ++it)
           if (it->job == job && it->sink == sender) {
             self->send(it->sink, fail_atom::value, job,
-                       runtime::failure{errc::cancelled, "cancelled"}, false);
+                       runtime::failure{errc::cancelled, "cancelled"}, false, st.cfg.id);
             st.queue.erase(it);
             report(self);
             return;

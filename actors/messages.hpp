@@ -16,7 +16,7 @@ namespace troupe::actors {
 
 /// One model call handed to the router and then to a worker. The worker
 /// streams `(token_atom, job, text)` and ends with `(done_atom, job,
-/// chat_result)` or `(fail_atom, job, failure, started)` to `sink`.
+/// chat_result)` or `(fail_atom, job, failure, started, worker_id)` to `sink`.
 struct infer_job {
   uint64_t job = 0;
   runtime::chat_request request;

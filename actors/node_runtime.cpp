@@ -201,7 +201,7 @@ void node_runtime::complete(
           on_end(std::nullopt, std::move(r));
           self->quit();
         },
-        [=](fail_atom, uint64_t, runtime::failure& f, bool) { fail(std::move(f)); },
+        [=](fail_atom, uint64_t, runtime::failure& f, bool, std::string&) { fail(std::move(f)); },
         [=](timeout_atom) { fail({errc::timeout, "completion timed out"}); },
     };
   }, std::move(req));

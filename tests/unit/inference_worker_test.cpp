@@ -86,7 +86,9 @@ struct worker_fixture : ::testing::Test {
     bool more = true;
     while (more)
       self->receive(
-          [&](fail_atom, uint64_t job, runtime::failure& f, bool) { out.emplace_back(job, f); },
+          [&](fail_atom, uint64_t job, runtime::failure& f, bool, std::string&) {
+            out.emplace_back(job, f);
+          },
           [&](token_atom, uint64_t, std::string&) {},
           [&](done_atom, uint64_t, runtime::chat_result&) {},
           caf::after(std::chrono::seconds(0)) >> [&] { more = false; });
