@@ -24,18 +24,18 @@ namespace {
 struct turn {
   std::string id;
   std::string text;
-  caf::actor requester;                  // send: gets this turn's events
+  caf::actor requester;                         // send: gets this turn's events
   std::optional<caf::response_promise> promise; // ask: gets the result
-  std::string caller;                    // ask from another agent
+  std::string caller;                           // ask from another agent
   steady_clock::time_point received = steady_clock::now();
 };
 
 struct agent_metrics {
   static runtime::metrics_registry& reg() { return runtime::metrics_registry::global(); }
-  runtime::counter& ok = reg().get_counter("troupe_turns_total", "Agent turns by outcome",
-                                           "outcome=\"done\"");
-  runtime::counter& failed = reg().get_counter("troupe_turns_total", "Agent turns by outcome",
-                                               "outcome=\"error\"");
+  runtime::counter& ok =
+      reg().get_counter("troupe_turns_total", "Agent turns by outcome", "outcome=\"done\"");
+  runtime::counter& failed =
+      reg().get_counter("troupe_turns_total", "Agent turns by outcome", "outcome=\"error\"");
   runtime::histogram& seconds =
       reg().get_histogram("troupe_turn_seconds", "Agent turn latency, request to done");
   runtime::counter& tool_calls =
@@ -83,8 +83,7 @@ void run_step(agent_actor* self);
 void emit(agent_actor* self, runtime::agent_event ev) {
   auto& st = self->state;
   ev.agent = st.id_str;
-  if (st.current)
-    ev.id = st.current->id;
+  if (st.current) ev.id = st.current->id;
   auto sealed = runtime::seal(std::move(ev));
   for (auto& s : st.subscribers)
     self->send(s, event_atom::value, sealed);
@@ -94,8 +93,7 @@ void emit(agent_actor* self, runtime::agent_event ev) {
 
 void end_turn(agent_actor* self) {
   auto& st = self->state;
-  if (st.worker && st.job != 0)
-    self->send(st.worker, cancel_atom::value, st.job);
+  if (st.worker && st.job != 0) self->send(st.worker, cancel_atom::value, st.job);
   st.current.reset();
   st.job = 0;
   st.worker = nullptr;
@@ -109,7 +107,8 @@ void finish_ok(agent_actor* self, std::string answer) {
   auto& st = self->state;
   auto& t = *st.current;
   metrics().ok.inc();
-  metrics().seconds.observe(std::chrono::duration<double>(steady_clock::now() - t.received).count());
+  metrics().seconds.observe(
+      std::chrono::duration<double>(steady_clock::now() - t.received).count());
   runtime::agent_event ev;
   ev.kind = event_kind::done;
   ev.answer = answer;
@@ -135,8 +134,7 @@ void fail_turn(agent_actor* self, turn& t, errc code, const std::string& message
     self->send(s, event_atom::value, sealed);
   if (t.requester && !st.subscribers.contains(t.requester))
     self->send(t.requester, event_atom::value, sealed);
-  if (t.promise)
-    t.promise->deliver(make_error(code, message));
+  if (t.promise) t.promise->deliver(make_error(code, message));
 }
 
 void finish_error(agent_actor* self, errc code, const std::string& message) {
@@ -152,8 +150,7 @@ void append(agent_actor* self, runtime::chat_message msg) {
 
 void start_next(agent_actor* self) {
   auto& st = self->state;
-  if (st.current || st.pending.empty())
-    return;
+  if (st.current || st.pending.empty()) return;
   st.current = std::move(st.pending.front());
   st.pending.pop_front();
   ++st.turn_seq;
@@ -179,8 +176,7 @@ void run_step(agent_actor* self) {
   req.messages.push_back({"system", cfg.system, {}, {}, {}});
   req.messages.insert(req.messages.end(), st.history.begin(), st.history.end());
   // The last allowed step offers no tools, so the model has to answer.
-  if (st.step + 1 < cfg.max_steps)
-    req.tools = st.type->specs;
+  if (st.step + 1 < cfg.max_steps) req.tools = st.type->specs;
   auto job = ++st.job_seq;
   st.job = job;
   st.worker = nullptr;
@@ -199,13 +195,12 @@ void run_step(agent_actor* self) {
           },
           [=](caf::error& err) {
             auto& st = self->state;
-            if (st.job != job)
-              return;
+            if (st.job != job) return;
             auto f = to_failure(err);
             // After a retry, the first worker's failure is the real story.
             if (!st.exclude.empty() && st.last_failure.code != errc::success)
-              f = {st.last_failure.code, st.last_failure.message + " (no other worker could take it: " +
-                                             f.message + ")"};
+              f = {st.last_failure.code,
+                   st.last_failure.message + " (no other worker could take it: " + f.message + ")"};
             finish_error(self, f.code, f.message);
           });
 }
@@ -216,7 +211,10 @@ void after_tools(agent_actor* self) {
   auto& st = self->state;
   for (size_t i = 0; i < st.calls.size(); ++i) {
     auto& out = *st.outcomes[i];
-    append(self, {"tool", out.is_error ? "error: " + out.result : out.result, {}, st.calls[i].id,
+    append(self, {"tool",
+                  out.is_error ? "error: " + out.result : out.result,
+                  {},
+                  st.calls[i].id,
                   st.calls[i].name});
   }
   st.calls.clear();
@@ -234,8 +232,7 @@ void tool_finished(agent_actor* self, size_t index, runtime::tool_outcome out) {
   ev.is_error = out.is_error;
   emit(self, std::move(ev));
   st.outcomes[index] = std::move(out);
-  if (--st.outstanding == 0)
-    after_tools(self);
+  if (--st.outstanding == 0) after_tools(self);
 }
 
 void run_tools(agent_actor* self) {
@@ -289,8 +286,7 @@ void run_tools(agent_actor* self) {
       tool_finished(self, i, {"unknown tool '" + call.name + "'", true});
     else
       tool_finished(self, i, runtime::run_tool(it->second, call.arguments));
-    if (st.turn_seq != seq || !st.current)
-      return;
+    if (st.turn_seq != seq || !st.current) return;
   }
 }
 
@@ -314,11 +310,11 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
   });
   self->set_exit_handler([self](caf::exit_msg& msg) {
     auto& st = self->state;
-    auto why = msg.reason == caf::exit_reason::user_shutdown ? "agent stopped"
-                                                             : "agent stopped: " + caf::to_string(msg.reason);
+    auto why = msg.reason == caf::exit_reason::user_shutdown
+                   ? "agent stopped"
+                   : "agent stopped: " + caf::to_string(msg.reason);
     if (st.current) {
-      if (st.worker && st.job != 0)
-        self->send(st.worker, cancel_atom::value, st.job);
+      if (st.worker && st.job != 0) self->send(st.worker, cancel_atom::value, st.job);
       fail_turn(self, *st.current, errc::cancelled, why);
       st.current.reset();
     }
@@ -330,8 +326,7 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
 
   auto enqueue = [self](turn t) -> bool {
     auto& st = self->state;
-    if (st.pending.size() >= st.ctx.limits.max_pending_turns)
-      return false;
+    if (st.pending.size() >= st.ctx.limits.max_pending_turns) return false;
     st.pending.push_back(std::move(t));
     start_next(self);
     return true;
@@ -356,8 +351,7 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
         return caf::delegated<turn_result>{};
       },
       [=](subscribe_atom, caf::actor& sub) {
-        if (self->state.subscribers.insert(sub).second)
-          self->monitor(sub);
+        if (self->state.subscribers.insert(sub).second) self->monitor(sub);
       },
       [=](unsub_atom, caf::actor& sub) {
         self->state.subscribers.erase(sub);
@@ -378,8 +372,7 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
           }
       },
       [=](token_atom, uint64_t job, std::string& text) {
-        if (job != self->state.job)
-          return;
+        if (job != self->state.job) return;
         runtime::agent_event ev;
         ev.kind = event_kind::token;
         ev.text = std::move(text);
@@ -387,8 +380,7 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
       },
       [=](done_atom, uint64_t job, runtime::chat_result& result) {
         auto& st = self->state;
-        if (job != st.job)
-          return;
+        if (job != st.job) return;
         st.job = 0;
         st.worker = nullptr;
         st.used += result.tokens;
@@ -402,8 +394,7 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
       },
       [=](fail_atom, uint64_t job, runtime::failure& f, bool started, std::string& worker_id) {
         auto& st = self->state;
-        if (job != st.job)
-          return;
+        if (job != st.job) return;
         st.job = 0;
         bool retryable = f.code == errc::backend_unavailable || f.code == errc::overloaded;
         // The failure names its worker: it may arrive before the router's
@@ -424,7 +415,8 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
         auto& st = self->state;
         if (st.current && st.turn_seq == seq)
           finish_error(self, errc::timeout,
-                       "turn exceeded " + std::to_string(st.ctx.limits.turn_timeout.count()) + " ms");
+                       "turn exceeded " + std::to_string(st.ctx.limits.turn_timeout.count()) +
+                           " ms");
       },
   };
 }

@@ -54,15 +54,12 @@ caf::actor activate(directory_actor* self, const runtime::agent_id& id,
 caf::expected<caf::actor> resolve(directory_actor* self, const std::string& text) {
   auto& st = self->state;
   auto id = runtime::agent_id::parse(text);
-  if (!id)
-    return make_error(errc::bad_request, "agent must be type/key, got '" + text + "'");
-  if (auto it = st.active.find(*id); it != st.active.end())
-    return it->second;
+  if (!id) return make_error(errc::bad_request, "agent must be type/key, got '" + text + "'");
+  if (auto it = st.active.find(*id); it != st.active.end()) return it->second;
   if (!st.types->find(id->type))
     return make_error(errc::unknown_agent, "no agent '" + text + "' (unknown type)");
   auto rec = st.ctx.store->load(*id);
-  if (!rec)
-    return make_error(errc::unknown_agent, "no agent '" + text + "'");
+  if (!rec) return make_error(errc::unknown_agent, "no agent '" + text + "'");
   return activate(self, *id, std::move(rec->history));
 }
 
@@ -77,8 +74,7 @@ caf::behavior directory_impl(directory_actor* self,
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
     auto it = st.by_addr.find(dm.source);
-    if (it == st.by_addr.end())
-      return;
+    if (it == st.by_addr.end()) return;
     if (dm.reason && dm.reason != caf::exit_reason::user_shutdown &&
         dm.reason != caf::exit_reason::kill)
       runtime::log::warn("agent", "agent_crashed",
@@ -98,8 +94,7 @@ caf::behavior directory_impl(directory_actor* self,
         auto& st = self->state;
         if (!st.types->find(type))
           return make_error(errc::unknown_type, "unknown agent type '" + type + "'");
-        if (key.empty())
-          key = fresh_key(self);
+        if (key.empty()) key = fresh_key(self);
         runtime::agent_id id{type, key};
         if (!st.active.contains(id)) {
           if (st.ctx.store->create(id)) {
@@ -113,15 +108,13 @@ caf::behavior directory_impl(directory_actor* self,
       },
       [=](lookup_atom, std::string& agent) -> caf::result<caf::actor> {
         auto r = resolve(self, agent);
-        if (!r)
-          return r.error();
+        if (!r) return r.error();
         return *r;
       },
       [=](ask_atom, std::string& agent, std::string& text,
           std::string& caller) -> caf::result<turn_result> {
         auto r = resolve(self, agent);
-        if (!r)
-          return r.error();
+        if (!r) return r.error();
         self->delegate(*r, ask_atom::value, std::move(text), std::move(caller));
         return caf::delegated<turn_result>{};
       },
@@ -138,8 +131,7 @@ caf::behavior directory_impl(directory_actor* self,
           st.active_gauge->set(static_cast<int64_t>(st.active.size()));
           existed = true;
         }
-        if (!existed)
-          return make_error(errc::unknown_agent, "no agent '" + agent + "'");
+        if (!existed) return make_error(errc::unknown_agent, "no agent '" + agent + "'");
         runtime::log::info("agent", "killed", {{"agent", agent}});
         return true;
       },

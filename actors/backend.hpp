@@ -35,8 +35,7 @@ class backend {
 public:
   virtual ~backend() = default;
 
-  virtual std::shared_ptr<stream_handle> start(runtime::chat_request req,
-                                               stream_callbacks cb) = 0;
+  virtual std::shared_ptr<stream_handle> start(runtime::chat_request req, stream_callbacks cb) = 0;
 
   /// Probes the server; `cb(healthy, detail)` runs on an I/O thread.
   virtual void check_health(std::function<void(bool healthy, std::string detail)> cb) = 0;
@@ -48,8 +47,7 @@ public:
 /// Builds the backend an accelerator entry asks for.
 std::shared_ptr<backend> make_backend(const runtime::accelerator_config& cfg, io_threads& io);
 
-std::shared_ptr<backend> make_simulated_backend(const runtime::backend_config& cfg,
-                                                io_threads& io);
+std::shared_ptr<backend> make_simulated_backend(const runtime::backend_config& cfg, io_threads& io);
 std::shared_ptr<backend> make_openai_backend(const runtime::backend_config& cfg, io_threads& io,
                                              bool lemonade);
 

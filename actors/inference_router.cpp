@@ -16,8 +16,7 @@ using runtime::errc;
 namespace {
 
 bool serves(const worker_info& w, const std::string& model) {
-  if (model.empty() || w.models.empty())
-    return true;
+  if (model.empty() || w.models.empty()) return true;
   return std::find(w.models.begin(), w.models.end(), model) != w.models.end();
 }
 
@@ -30,15 +29,14 @@ std::vector<size_t> rank_workers(const std::vector<worker_status>& ws, const inf
   std::vector<std::pair<key, size_t>> ranked;
   for (size_t i = 0; i < ws.size(); ++i) {
     auto& w = ws[i];
-    if (!w.load.healthy || !serves(w.info, job.request.model))
-      continue;
-    if (std::find(job.exclude.begin(), job.exclude.end(), w.info.id) != job.exclude.end())
-      continue;
+    if (!w.load.healthy || !serves(w.info, job.request.model)) continue;
+    if (std::find(job.exclude.begin(), job.exclude.end(), w.info.id) != job.exclude.end()) continue;
     int64_t busy = w.load.active + w.load.queued;
     bool has_free_slot = busy < w.info.slots;
     size_t pref = std::find(prefer.begin(), prefer.end(), w.info.kind) - prefer.begin();
     bool affine = w.info.id == affinity_worker;
-    double load = static_cast<double>(busy) / static_cast<double>(std::max<int64_t>(1, w.info.slots));
+    double load =
+        static_cast<double>(busy) / static_cast<double>(std::max<int64_t>(1, w.info.slots));
     // A free slot beats preference: a busy NPU should not queue work while
     // a GPU idles. Among free workers, preference, then affinity, then load.
     ranked.push_back({key{has_free_slot ? 0 : 1, pref, affine ? 0 : 1, load, i}, i});
@@ -70,9 +68,8 @@ using router_actor = caf::stateful_actor<router_state>;
 void try_next(router_actor* self, caf::response_promise rp, infer_job job,
               std::vector<std::string> order, size_t pos, std::string last_error) {
   if (pos >= order.size()) {
-    rp.deliver(make_error(errc::overloaded, last_error.empty()
-                                                ? "every worker for this model is full"
-                                                : last_error));
+    rp.deliver(make_error(errc::overloaded,
+                          last_error.empty() ? "every worker for this model is full" : last_error));
     return;
   }
   auto id = order[pos];
@@ -88,8 +85,7 @@ void try_next(router_actor* self, caf::response_promise rp, infer_job job,
           [=](std::string& worker_id) mutable {
             if (!job.request.affinity_key.empty()) {
               auto& aff = self->state.affinity;
-              if (aff.size() >= self->state.max_affinity)
-                aff.clear();
+              if (aff.size() >= self->state.max_affinity) aff.clear();
               aff[job.request.affinity_key] = worker_id;
             }
             rp.deliver(hdl, std::move(worker_id));
@@ -122,8 +118,7 @@ caf::behavior router_impl(router_actor* self, size_t max_affinity) {
       },
       [=](load_atom, worker_load& load) {
         auto it = self->state.workers.find(load.id);
-        if (it != self->state.workers.end())
-          it->second.status.load = std::move(load);
+        if (it != self->state.workers.end()) it->second.status.load = std::move(load);
       },
       [=](infer_atom, infer_job& job) -> caf::result<caf::actor, std::string> {
         std::vector<worker_status> ws;
@@ -142,8 +137,7 @@ caf::behavior router_impl(router_actor* self, size_t max_affinity) {
                             (job.request.model.empty() ? std::string{"(any)"} : job.request.model) +
                             "'";
           for (auto& w : ws)
-            if (!w.load.healthy)
-              why += "; " + w.info.id + ": " + w.load.health_detail;
+            if (!w.load.healthy) why += "; " + w.info.id + ": " + w.load.health_detail;
           return make_error(errc::backend_unavailable, why);
         }
         std::vector<std::string> order;

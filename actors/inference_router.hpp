@@ -9,12 +9,6 @@
 
 namespace troupe::actors {
 
-/// A worker as the router sees it, for `/health`, `/api/cluster` and tests.
-struct worker_status {
-  worker_info info;
-  worker_load load;
-};
-
 /// Spawns the router: it picks a worker for every `(infer_atom, infer_job)`
 /// by model served, the agent type's accelerator preference, free slots and
 /// queue depth, and session affinity (`request.affinity_key` returns to the
@@ -31,5 +25,3 @@ std::vector<size_t> rank_workers(const std::vector<worker_status>& ws, const inf
                                  const std::string& affinity_worker);
 
 } // namespace troupe::actors
-
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<troupe::actors::worker_status>)

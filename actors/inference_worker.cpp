@@ -29,10 +29,10 @@ struct worker_metrics {
   explicit worker_metrics(const std::string& id)
       : labels("worker=\"" + id + "\""),
         active(reg().get_gauge("troupe_worker_active_requests", "Model calls running", labels)),
-        queued(reg().get_gauge("troupe_worker_queue_depth", "Model calls waiting for a slot",
-                               labels)),
-        ttft(reg().get_histogram("troupe_worker_ttft_seconds",
-                                 "Time from dispatch to first token", labels)),
+        queued(
+            reg().get_gauge("troupe_worker_queue_depth", "Model calls waiting for a slot", labels)),
+        ttft(reg().get_histogram("troupe_worker_ttft_seconds", "Time from dispatch to first token",
+                                 labels)),
         ok(reg().get_counter("troupe_inference_requests_total", "Model calls by outcome",
                              labels + ",outcome=\"ok\"")),
         failed(reg().get_counter("troupe_inference_requests_total", "Model calls by outcome",
@@ -147,7 +147,7 @@ caf::behavior worker_impl(worker_actor* self, runtime::accelerator_config cfg,
   st.be = std::move(be);
   st.router = std::move(router);
   st.metrics = std::make_unique<worker_metrics>(st.cfg.id);
-  worker_info info{st.cfg.id,    st.cfg.kind,  st.cfg.backend.models,
+  worker_info info{st.cfg.id,         st.cfg.kind,  st.cfg.backend.models,
                    st.be->describe(), st.cfg.slots, st.cfg.max_queue};
   self->send(st.router, register_atom::value, std::move(info));
   check_health(self);
@@ -162,8 +162,7 @@ caf::behavior worker_impl(worker_actor* self, runtime::accelerator_config cfg,
     // fail whatever waits, so no caller hangs.
     auto& st = self->state;
     for (auto& [seq, r] : st.active)
-      if (r.handle)
-        r.handle->cancel();
+      if (r.handle) r.handle->cancel();
     for (auto& job : st.queue)
       caf::anon_send(job.sink, fail_atom::value, job.job,
                      runtime::failure{errc::backend_unavailable, "worker stopped"}, false,
@@ -212,8 +211,7 @@ caf::behavior worker_impl(worker_actor* self, runtime::accelerator_config cfg,
       },
       [=](slot_free_atom, uint64_t seq, bool ok) {
         auto& st = self->state;
-        if (st.active.erase(seq) == 0)
-          return;
+        if (st.active.erase(seq) == 0) return;
         if (ok) {
           ++st.served;
           st.metrics->ok.inc();

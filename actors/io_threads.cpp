@@ -20,16 +20,19 @@ io_threads::io_threads(int threads) : impl_(std::make_unique<impl>()) {
     impl_->threads.emplace_back([this] { impl_->ctx.run(); });
 }
 
-io_threads::~io_threads() { stop(); }
+io_threads::~io_threads() {
+  stop();
+}
 
-boost::asio::io_context& io_threads::context() { return impl_->ctx; }
+boost::asio::io_context& io_threads::context() {
+  return impl_->ctx;
+}
 
 void io_threads::stop() {
   impl_->guard.reset();
   impl_->ctx.stop();
   for (auto& t : impl_->threads)
-    if (t.joinable())
-      t.join();
+    if (t.joinable()) t.join();
   impl_->threads.clear();
 }
 

@@ -18,12 +18,10 @@ caf::error make_error(runtime::errc code, std::string reason) {
 runtime::failure to_failure(const caf::error& err) {
   if (err.category() == troupe_category) {
     std::string reason;
-    if (err.context().match_elements<std::string>())
-      reason = err.context().get_as<std::string>(0);
+    if (err.context().match_elements<std::string>()) reason = err.context().get_as<std::string>(0);
     return {static_cast<runtime::errc>(err.code()), reason};
   }
-  if (err == caf::sec::request_timeout)
-    return {runtime::errc::timeout, "request timed out"};
+  if (err == caf::sec::request_timeout) return {runtime::errc::timeout, "request timed out"};
   if (err == caf::sec::request_receiver_down)
     return {runtime::errc::unknown_agent, "the receiver is gone"};
   return {runtime::errc::internal, caf::to_string(err)};

@@ -1,5 +1,6 @@
 #pragma once
 
+#include "actors/worker_status.hpp"
 #include "runtime/errc.hpp"
 #include "runtime/llm.hpp"
 #include "runtime/ws_protocol.hpp"
@@ -25,27 +26,6 @@ struct infer_job {
   std::vector<std::string> exclude;
 };
 
-/// What a worker tells the router about itself.
-struct worker_info {
-  std::string id;
-  std::string kind; // npu | gpu | cpu
-  std::vector<std::string> models; // empty = serves any model
-  std::string backend;
-  int64_t slots = 0;
-  int64_t max_queue = 0;
-};
-
-/// A worker's load and health, sent to the router on every change.
-struct worker_load {
-  std::string id;
-  int64_t active = 0;
-  int64_t queued = 0;
-  bool healthy = true;
-  std::string health_detail;
-  uint64_t served = 0;
-  uint64_t failed = 0;
-};
-
 /// The end of one agent turn, for callers that wait for it (REST, agent tool).
 struct turn_result {
   std::string agent;
@@ -66,6 +46,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::infer_job)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::worker_info)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::worker_load)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::turn_result)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<troupe::actors::worker_status>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::runtime::chat_result)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::runtime::failure)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::runtime::event_ptr)

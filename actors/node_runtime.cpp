@@ -37,8 +37,7 @@ public:
   void on_binary() override { caf::anon_send(hdl_, binary_atom::value); }
   void closed() override {
     caf::anon_send_exit(hdl_, caf::exit_reason::user_shutdown);
-    if (on_closed_)
-      on_closed_();
+    if (on_closed_) on_closed_();
   }
 
 private:
@@ -81,9 +80,13 @@ node_runtime::node_runtime(const runtime::node_config& cfg,
                            io_threads& io)
     : impl_(std::make_unique<impl>(cfg, std::move(types), io)) {}
 
-node_runtime::~node_runtime() { shutdown(); }
+node_runtime::~node_runtime() {
+  shutdown();
+}
 
-const runtime::node_config& node_runtime::config() const { return impl_->cfg; }
+const runtime::node_config& node_runtime::config() const {
+  return impl_->cfg;
+}
 
 bool node_runtime::has_type(const std::string& type) const {
   return impl_->types->find(type) != nullptr;
@@ -109,8 +112,7 @@ namespace {
 /// Runs `f(self)` in a short-lived actor, the bridge from a callback API to
 /// request/response. `f` travels as a spawn argument: CAF 0.17 dereferences
 /// a null argument tuple for argument-less function actors (UBSan).
-template <class F>
-void in_actor(caf::actor_system& sys, F f) {
+template <class F> void in_actor(caf::actor_system& sys, F f) {
   sys.spawn([](caf::event_based_actor* self, F fn) { fn(self); }, std::move(f));
 }
 
@@ -129,9 +131,13 @@ void node_runtime::execute(std::string type, std::string key, std::string messag
                       [=](turn_result& r) {
                         cb({std::nullopt, r.agent, std::move(r.answer), r.tokens, r.steps});
                       },
-                      [=](caf::error& err) { cb({to_failure(err), agent, {}, {}, 0}); });
+                      [=](caf::error& err) {
+                        cb({to_failure(err), agent, {}, {}, 0});
+                      });
             },
-            [=](caf::error& err) { cb({to_failure(err), {}, {}, {}, 0}); });
+            [=](caf::error& err) {
+              cb({to_failure(err), {}, {}, {}, 0});
+            });
   });
 }
 
@@ -164,20 +170,12 @@ void node_runtime::list_agents(std::function<void(std::vector<std::string>)> cb)
   });
 }
 
-void node_runtime::workers(std::function<void(std::vector<worker_report>)> cb) {
+void node_runtime::workers(std::function<void(std::vector<worker_status>)> cb) {
   auto router = impl_->router;
   in_actor(impl_->system, [=](caf::event_based_actor* self) {
     self->request(router, std::chrono::seconds(10), stats_atom::value)
-        .then(
-            [=](std::vector<worker_status>& ws) {
-              std::vector<worker_report> out;
-              for (auto& w : ws)
-                out.push_back({w.info.id, w.info.kind, w.info.backend, w.info.models, w.info.slots,
-                               w.load.active, w.load.queued, w.load.healthy, w.load.health_detail,
-                               w.load.served, w.load.failed});
-              cb(std::move(out));
-            },
-            [=](caf::error&) { cb({}); });
+        .then([=](std::vector<worker_status>& ws) { cb(std::move(ws)); },
+              [=](caf::error&) { cb({}); });
   });
 }
 
@@ -186,31 +184,37 @@ void node_runtime::complete(
     std::function<void(std::optional<runtime::failure>, runtime::chat_result)> on_end) {
   auto router = impl_->router;
   auto timeout = impl_->cfg.limits.turn_timeout;
-  impl_->system.spawn([=](caf::event_based_actor* self, runtime::chat_request req) -> caf::behavior {
-    auto fail = [=](runtime::failure f) {
-      on_end(std::move(f), {});
-      self->quit();
-    };
-    infer_job job{1, std::move(req), caf::actor_cast<caf::actor>(self), {}};
-    self->request(router, std::chrono::seconds(30), infer_atom::value, std::move(job))
-        .then([](caf::actor&, std::string&) {}, [=](caf::error& err) { fail(to_failure(err)); });
-    self->delayed_send(self, timeout, timeout_atom::value);
-    return {
-        [=](token_atom, uint64_t, std::string& text) { on_token(std::move(text)); },
-        [=](done_atom, uint64_t, runtime::chat_result& r) {
-          on_end(std::nullopt, std::move(r));
+  impl_->system.spawn(
+      [=](caf::event_based_actor* self, runtime::chat_request req) -> caf::behavior {
+        auto fail = [=](runtime::failure f) {
+          on_end(std::move(f), {});
           self->quit();
-        },
-        [=](fail_atom, uint64_t, runtime::failure& f, bool, std::string&) { fail(std::move(f)); },
-        [=](timeout_atom) { fail({errc::timeout, "completion timed out"}); },
-    };
-  }, std::move(req));
+        };
+        infer_job job{1, std::move(req), caf::actor_cast<caf::actor>(self), {}};
+        self->request(router, std::chrono::seconds(30), infer_atom::value, std::move(job))
+            .then([](caf::actor&, std::string&) {},
+                  [=](caf::error& err) { fail(to_failure(err)); });
+        self->delayed_send(self, timeout, timeout_atom::value);
+        return {
+            [=](token_atom, uint64_t, std::string& text) { on_token(std::move(text)); },
+            [=](done_atom, uint64_t, runtime::chat_result& r) {
+              on_end(std::nullopt, std::move(r));
+              self->quit();
+            },
+            [=](fail_atom, uint64_t, runtime::failure& f, bool, std::string&) {
+              fail(std::move(f));
+            },
+            [=](timeout_atom) {
+              fail({errc::timeout, "completion timed out"});
+            },
+        };
+      },
+      std::move(req));
 }
 
 void node_runtime::shutdown() {
   auto& im = *impl_;
-  if (im.stopped)
-    return;
+  if (im.stopped) return;
   im.stopped = true;
   std::set<caf::actor> sessions;
   {

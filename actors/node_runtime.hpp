@@ -1,6 +1,7 @@
 #pragma once
 
 #include "actors/frame_sink.hpp"
+#include "actors/worker_status.hpp"
 #include "runtime/config.hpp"
 #include "runtime/errc.hpp"
 #include "runtime/llm.hpp"
@@ -25,21 +26,6 @@ public:
   virtual void on_text(std::string frame) = 0;
   virtual void on_binary() = 0;
   virtual void closed() = 0;
-};
-
-/// Load and health of one worker, for `/health`, `/api/cluster`, `/metrics`.
-struct worker_report {
-  std::string id;
-  std::string kind;
-  std::string backend;
-  std::vector<std::string> models;
-  int64_t slots = 0;
-  int64_t active = 0;
-  int64_t queued = 0;
-  bool healthy = false;
-  std::string health_detail;
-  uint64_t served = 0;
-  uint64_t failed = 0;
 };
 
 /// Answer of a REST `execute`.
@@ -73,7 +59,7 @@ public:
                    std::function<void(std::optional<runtime::failure>, std::string agent)> cb);
   void kill_agent(std::string agent, std::function<void(std::optional<runtime::failure>)> cb);
   void list_agents(std::function<void(std::vector<std::string>)> cb);
-  void workers(std::function<void(std::vector<worker_report>)> cb);
+  void workers(std::function<void(std::vector<worker_status>)> cb);
 
   /// One model call routed over the node's workers (`/v1/chat/completions`):
   /// tokens to `on_token`, then `on_end` once.

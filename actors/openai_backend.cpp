@@ -56,8 +56,7 @@ class connection_pool {
 public:
   std::optional<beast::tcp_stream> take() {
     std::lock_guard<std::mutex> guard{mutex_};
-    if (idle_.empty())
-      return std::nullopt;
+    if (idle_.empty()) return std::nullopt;
     auto s = std::move(idle_.back());
     idle_.pop_back();
     return s;
@@ -65,8 +64,7 @@ public:
 
   void give(beast::tcp_stream&& s) {
     std::lock_guard<std::mutex> guard{mutex_};
-    if (idle_.size() < max_idle)
-      idle_.push_back(std::move(s));
+    if (idle_.size() < max_idle) idle_.push_back(std::move(s));
   }
 
   static constexpr size_t max_idle = 256;
@@ -108,17 +106,13 @@ public:
 
   void cancel() override {
     net::post(strand_, [self = shared_from_this()] {
-      if (self->finished_)
-        return;
+      if (self->finished_) return;
       self->finish_error(errc::cancelled, "cancelled");
     });
   }
 
 private:
-  template <class F>
-  auto on_strand(F f) {
-    return net::bind_executor(strand_, std::move(f));
-  }
+  template <class F> auto on_strand(F f) { return net::bind_executor(strand_, std::move(f)); }
 
   void do_resolve() {
     reused_ = false;
@@ -130,20 +124,17 @@ private:
   }
 
   void on_resolve(beast::error_code ec, tcp::resolver::results_type results) {
-    if (finished_)
-      return;
+    if (finished_) return;
     if (ec)
       return finish_error(errc::backend_unavailable,
                           "cannot resolve " + be_->ep.host + ": " + ec.message());
     stream_->expires_after(be_->cfg.connect_timeout);
-    stream_->async_connect(results, on_strand([self = shared_from_this()](auto ec, auto) {
-                             self->on_connect(ec);
-                           }));
+    stream_->async_connect(
+        results, on_strand([self = shared_from_this()](auto ec, auto) { self->on_connect(ec); }));
   }
 
   void on_connect(beast::error_code ec) {
-    if (finished_)
-      return;
+    if (finished_) return;
     if (ec)
       return finish_error(errc::backend_unavailable,
                           "cannot connect to " + be_->cfg.url + ": " + ec.message());
@@ -165,15 +156,14 @@ private:
     req_.prepare_payload();
     stream_->expires_after(be_->cfg.connect_timeout);
     http::async_write(*stream_, req_, on_strand([self = shared_from_this()](auto ec, auto) {
-                        self->on_write(ec);
-                      }));
+      self->on_write(ec);
+    }));
   }
 
   /// A pooled connection the server closed meanwhile fails on first use;
   /// that is no reason to fail the request, so retry once on a fresh one.
   bool retry_stale(beast::error_code ec) {
-    if (!reused_ || received_any_)
-      return false;
+    if (!reused_ || received_any_) return false;
     (void)ec;
     beast::error_code ignored;
     stream_->socket().close(ignored);
@@ -182,32 +172,27 @@ private:
   }
 
   void on_write(beast::error_code ec) {
-    if (finished_)
-      return;
+    if (finished_) return;
     if (ec) {
-      if (retry_stale(ec))
-        return;
+      if (retry_stale(ec)) return;
       return finish_error(errc::backend_unavailable, "cannot send request: " + ec.message());
     }
     parser_.emplace();
     parser_->body_limit(boost::none);
     stream_->expires_after(be_->cfg.first_token_timeout);
-    http::async_read_header(*stream_, buffer_, *parser_,
-                            on_strand([self = shared_from_this()](auto ec, auto) {
-                              self->on_header(ec);
-                            }));
+    http::async_read_header(
+        *stream_, buffer_, *parser_,
+        on_strand([self = shared_from_this()](auto ec, auto) { self->on_header(ec); }));
   }
 
   void on_header(beast::error_code ec) {
-    if (finished_)
-      return;
+    if (finished_) return;
     if (ec) {
-      if (retry_stale(ec))
-        return;
+      if (retry_stale(ec)) return;
       if (ec == beast::error::timeout)
-        return finish_error(errc::timeout, "no response from model server within " +
-                                               std::to_string(be_->cfg.first_token_timeout.count()) +
-                                               " ms");
+        return finish_error(errc::timeout,
+                            "no response from model server within " +
+                                std::to_string(be_->cfg.first_token_timeout.count()) + " ms");
       return finish_error(errc::backend_unavailable, "model server closed: " + ec.message());
     }
     received_any_ = true;
@@ -218,41 +203,36 @@ private:
   void do_read_body() {
     parser_->get().body().data = buf_;
     parser_->get().body().size = sizeof buf_;
-    http::async_read_some(*stream_, buffer_, *parser_,
-                          on_strand([self = shared_from_this()](auto ec, auto) {
-                            self->on_body(ec);
-                          }));
+    http::async_read_some(
+        *stream_, buffer_, *parser_,
+        on_strand([self = shared_from_this()](auto ec, auto) { self->on_body(ec); }));
   }
 
   void on_body(beast::error_code ec) {
-    if (ec == http::error::need_buffer)
-      ec = {};
-    if (finished_ && !draining_)
-      return;
+    if (ec == http::error::need_buffer) ec = {};
+    if (finished_ && !draining_) return;
     if (ec) {
-      if (finished_)
-        return close_stream();
+      if (finished_) return close_stream();
       if (ec == beast::error::timeout)
         return finish_error(errc::timeout, started_ ? "model server stalled mid-stream"
                                                     : "no first token in time");
-      return finish_error(errc::backend_unavailable,
-                          std::string{started_ ? "model server died mid-stream: "
-                                               : "model server closed: "} +
-                              ec.message());
+      return finish_error(
+          errc::backend_unavailable,
+          std::string{started_ ? "model server died mid-stream: " : "model server closed: "} +
+              ec.message());
     }
     size_t n = sizeof buf_ - parser_->get().body().size;
     std::string_view bytes{buf_, n};
     if (status_ != 200) {
-      if (error_body_.size() < 4096)
-        error_body_.append(bytes.substr(0, 4096 - error_body_.size()));
+      if (error_body_.size() < 4096) error_body_.append(bytes.substr(0, 4096 - error_body_.size()));
     } else if (!finished_ && !sse_.feed(bytes)) {
       return finish_error(errc::backend_unavailable, "model server sent an over-long SSE line");
     }
     if (parser_->is_done()) {
       if (status_ != 200) {
         auto code = status_ == 429 ? errc::overloaded : errc::backend_unavailable;
-        finish_error(code, "model server answered HTTP " + std::to_string(status_) + ": " +
-                               error_body_);
+        finish_error(code,
+                     "model server answered HTTP " + std::to_string(status_) + ": " + error_body_);
         return;
       }
       if (!finished_) {
@@ -276,8 +256,7 @@ private:
   }
 
   void on_event(runtime::sse_event&& ev) {
-    if (finished_)
-      return;
+    if (finished_) return;
     if (ev.data == "[DONE]") {
       finish_ok();
       return;
@@ -288,10 +267,8 @@ private:
       finish_error(errc::backend_unavailable, "model server error: " + err);
       return;
     }
-    if (chunk->has_usage)
-      usage_ = chunk->tokens;
-    if (!chunk->finish_reason.empty())
-      finish_reason_ = chunk->finish_reason;
+    if (chunk->has_usage) usage_ = chunk->tokens;
+    if (!chunk->finish_reason.empty()) finish_reason_ = chunk->finish_reason;
     for (auto& f : chunk->tool_calls)
       calls_.add(f);
     if (!chunk->content.empty()) {
@@ -320,8 +297,7 @@ private:
   }
 
   void close_stream() {
-    if (!stream_)
-      return;
+    if (!stream_) return;
     beast::error_code ignored;
     stream_->socket().shutdown(tcp::socket::shutdown_both, ignored);
     stream_->socket().close(ignored);
@@ -378,11 +354,9 @@ public:
     stream_.expires_after(timeout_);
     resolver_.async_resolve(be_->ep.host, be_->ep.port,
                             [self = shared_from_this()](auto ec, auto results) {
-                              if (ec)
-                                return self->cb_(ec.message(), 0, "");
+                              if (ec) return self->cb_(ec.message(), 0, "");
                               self->stream_.async_connect(results, [self](auto ec, auto) {
-                                if (ec)
-                                  return self->cb_(ec.message(), 0, "");
+                                if (ec) return self->cb_(ec.message(), 0, "");
                                 self->do_write();
                               });
                             });
@@ -391,12 +365,10 @@ public:
 private:
   void do_write() {
     http::async_write(stream_, req_, [self = shared_from_this()](auto ec, auto) {
-      if (ec)
-        return self->cb_(ec.message(), 0, "");
+      if (ec) return self->cb_(ec.message(), 0, "");
       self->parser_.body_limit(1 << 20);
       http::async_read(self->stream_, self->buffer_, self->parser_, [self](auto ec, auto) {
-        if (ec)
-          return self->cb_(ec.message(), 0, "");
+        if (ec) return self->cb_(ec.message(), 0, "");
         beast::error_code ignored;
         self->stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
         self->cb_("", self->parser_.get().result_int(), self->parser_.get().body());
@@ -420,8 +392,7 @@ public:
       : shared_(std::make_shared<backend_shared>(cfg, io.context(), lemonade)) {}
 
   std::shared_ptr<stream_handle> start(runtime::chat_request req, stream_callbacks cb) override {
-    if (req.model.empty() && !shared_->cfg.models.empty())
-      req.model = shared_->cfg.models.front();
+    if (req.model.empty() && !shared_->cfg.models.empty()) req.model = shared_->cfg.models.front();
     auto call = std::make_shared<openai_call>(shared_, runtime::encode_chat_request(req, true),
                                               std::move(cb));
     call->run();
@@ -437,8 +408,7 @@ public:
     auto req = std::make_shared<simple_request>(
         be, http::verb::get, target, "", timeout,
         [be, cb, timeout](std::string err, int status, std::string body) {
-          if (!err.empty())
-            return cb(false, "unreachable: " + err);
+          if (!err.empty()) return cb(false, "unreachable: " + err);
           if (status != 200)
             return cb(false, "health route answered HTTP " + std::to_string(status));
           if (be->lemonade && !be->cfg.models.empty()) {
@@ -447,9 +417,9 @@ public:
             if (loaded != be->cfg.models.front()) {
               // Ask Lemonade to load our model; healthy once it reports it.
               nlohmann::json load{{"model_name", be->cfg.models.front()}};
-              std::make_shared<simple_request>(
-                  be, http::verb::post, "/load", load.dump(), std::chrono::minutes(10),
-                  [](std::string, int, std::string) {})
+              std::make_shared<simple_request>(be, http::verb::post, "/load", load.dump(),
+                                               std::chrono::minutes(10),
+                                               [](std::string, int, std::string) {})
                   ->run();
               return cb(false, "loading model " + be->cfg.models.front());
             }

@@ -35,8 +35,7 @@ public:
 
   void cancel() override {
     net::post(strand_, [self = shared_from_this()] {
-      if (self->finished_)
-        return;
+      if (self->finished_) return;
       self->finished_ = true;
       self->timer_.cancel();
       self->cb_.on_error(runtime::errc::cancelled, "cancelled", self->next_ > 0);
@@ -45,8 +44,7 @@ public:
 
 private:
   void on_tick(boost::system::error_code ec) {
-    if (ec || finished_)
-      return;
+    if (ec || finished_) return;
     auto now = steady_clock::now();
     auto& toks = plan_.tokens;
     while (next_ < toks.size() && start_ + interval_ * next_ <= now)
@@ -108,8 +106,7 @@ std::shared_ptr<backend> make_simulated_backend(const runtime::backend_config& c
 }
 
 std::shared_ptr<backend> make_backend(const runtime::accelerator_config& cfg, io_threads& io) {
-  if (cfg.backend.type == "simulated")
-    return make_simulated_backend(cfg.backend, io);
+  if (cfg.backend.type == "simulated") return make_simulated_backend(cfg.backend, io);
   return make_openai_backend(cfg.backend, io, cfg.backend.type == "lemonade");
 }
 

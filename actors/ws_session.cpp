@@ -27,7 +27,7 @@ struct session_state {
   caf::actor directory;
   std::string node;
   std::string fixed_type;
-  std::string fixed_agent; // `/ws/{type}`: the connection's own agent
+  std::string fixed_agent;               // `/ws/{type}`: the connection's own agent
   std::vector<std::string> early_frames; // arrived before the own agent existed
   uint64_t auto_id = 0;
   std::map<std::string, caf::actor> inflight; // client id -> agent running it
@@ -82,106 +82,102 @@ void with_agent(session_actor* self, const std::string& id, const std::string& a
 void handle_op(session_actor* self, client_op op) {
   auto& st = self->state;
   switch (op.kind) {
-    case client_op_kind::ping:
-      write_simple(self, event_kind::pong, op.id, {});
-      break;
-    case client_op_kind::spawn:
-      self->request(st.directory, directory_timeout, spawn_atom::value, op.type, op.key)
-          .then(
-              [=](std::string& agent) {
-                runtime::agent_event ev;
-                ev.kind = event_kind::spawned;
-                ev.agent = agent;
-                ev.id = op.id;
-                ev.node = self->state.node;
-                write(self, runtime::seal(std::move(ev)));
-              },
-              [=](caf::error& err) {
-                auto f = to_failure(err);
-                write_error(self, op.id, f.code, f.message);
-              });
-      break;
-    case client_op_kind::send: {
-      if (st.shutting_down)
-        return write_error(self, op.id, errc::cancelled, "node shutting down");
-      if (op.id.empty())
-        op.id = "auto-" + std::to_string(++st.auto_id);
-      if (st.inflight.contains(op.id))
-        return write_error(self, op.id, errc::bad_request,
-                           "a request with id '" + op.id + "' is still running");
-      if (st.inflight.size() >= max_inflight)
-        return write_error(self, op.id, errc::overloaded, "too many requests in flight");
-      st.inflight[op.id] = nullptr; // reserved until the lookup answers
-      self->request(st.directory, directory_timeout, lookup_atom::value, op.agent)
-          .then(
-              [=](caf::actor& agent) {
-                auto& st = self->state;
-                auto it = st.inflight.find(op.id);
-                if (it == st.inflight.end())
-                  return; // cancelled while looking up
-                it->second = agent;
-                self->send(agent, send_atom::value, op.id, op.text,
-                           caf::actor_cast<caf::actor>(self));
-              },
-              [=](caf::error& err) {
-                if (self->state.inflight.erase(op.id) == 0)
-                  return;
-                auto f = to_failure(err);
-                write_error(self, op.id, f.code, f.message);
-                maybe_close(self);
-              });
-      break;
+  case client_op_kind::ping:
+    write_simple(self, event_kind::pong, op.id, {});
+    break;
+  case client_op_kind::spawn:
+    self->request(st.directory, directory_timeout, spawn_atom::value, op.type, op.key)
+        .then(
+            [=](std::string& agent) {
+              runtime::agent_event ev;
+              ev.kind = event_kind::spawned;
+              ev.agent = agent;
+              ev.id = op.id;
+              ev.node = self->state.node;
+              write(self, runtime::seal(std::move(ev)));
+            },
+            [=](caf::error& err) {
+              auto f = to_failure(err);
+              write_error(self, op.id, f.code, f.message);
+            });
+    break;
+  case client_op_kind::send: {
+    if (st.shutting_down) return write_error(self, op.id, errc::cancelled, "node shutting down");
+    if (op.id.empty()) op.id = "auto-" + std::to_string(++st.auto_id);
+    if (st.inflight.contains(op.id))
+      return write_error(self, op.id, errc::bad_request,
+                         "a request with id '" + op.id + "' is still running");
+    if (st.inflight.size() >= max_inflight)
+      return write_error(self, op.id, errc::overloaded, "too many requests in flight");
+    st.inflight[op.id] = nullptr; // reserved until the lookup answers
+    self->request(st.directory, directory_timeout, lookup_atom::value, op.agent)
+        .then(
+            [=](caf::actor& agent) {
+              auto& st = self->state;
+              auto it = st.inflight.find(op.id);
+              if (it == st.inflight.end()) return; // cancelled while looking up
+              it->second = agent;
+              self->send(agent, send_atom::value, op.id, op.text,
+                         caf::actor_cast<caf::actor>(self));
+            },
+            [=](caf::error& err) {
+              if (self->state.inflight.erase(op.id) == 0) return;
+              auto f = to_failure(err);
+              write_error(self, op.id, f.code, f.message);
+              maybe_close(self);
+            });
+    break;
+  }
+  case client_op_kind::cancel: {
+    auto it = st.inflight.find(op.id);
+    if (it == st.inflight.end())
+      return write_error(self, op.id, errc::bad_request,
+                         "no running request with id '" + op.id + "'");
+    if (it->second) {
+      self->send(it->second, cancel_atom::value, op.id);
+    } else {
+      st.inflight.erase(it);
+      write_error(self, op.id, errc::cancelled, "cancelled by client");
     }
-    case client_op_kind::cancel: {
-      auto it = st.inflight.find(op.id);
-      if (it == st.inflight.end())
-        return write_error(self, op.id, errc::bad_request,
-                           "no running request with id '" + op.id + "'");
-      if (it->second) {
-        self->send(it->second, cancel_atom::value, op.id);
-      } else {
-        st.inflight.erase(it);
-        write_error(self, op.id, errc::cancelled, "cancelled by client");
-      }
-      break;
-    }
-    case client_op_kind::attach:
-      with_agent(self, op.id, op.agent, [=](caf::actor& agent) {
-        self->state.attached.insert(agent);
-        self->send(agent, subscribe_atom::value, caf::actor_cast<caf::actor>(self));
-        write_simple(self, event_kind::attached, op.id, op.agent);
-      });
-      break;
-    case client_op_kind::detach:
-      with_agent(self, op.id, op.agent, [=](caf::actor& agent) {
-        self->state.attached.erase(agent);
-        self->send(agent, unsub_atom::value, caf::actor_cast<caf::actor>(self));
-        write_simple(self, event_kind::detached, op.id, op.agent);
-      });
-      break;
-    case client_op_kind::kill:
-      self->request(st.directory, directory_timeout, kill_atom::value, op.agent)
-          .then([=](bool) { write_simple(self, event_kind::killed, op.id, op.agent); },
-                [=](caf::error& err) {
-                  auto f = to_failure(err);
-                  write_error(self, op.id, f.code, f.message);
-                });
-      break;
-    case client_op_kind::list:
-      self->request(st.directory, directory_timeout, list_atom::value)
-          .then(
-              [=](std::vector<std::string>& agents) {
-                runtime::agent_event ev;
-                ev.kind = event_kind::agents;
-                ev.id = op.id;
-                ev.agent_list = std::move(agents);
-                write(self, runtime::seal(std::move(ev)));
-              },
+    break;
+  }
+  case client_op_kind::attach:
+    with_agent(self, op.id, op.agent, [=](caf::actor& agent) {
+      self->state.attached.insert(agent);
+      self->send(agent, subscribe_atom::value, caf::actor_cast<caf::actor>(self));
+      write_simple(self, event_kind::attached, op.id, op.agent);
+    });
+    break;
+  case client_op_kind::detach:
+    with_agent(self, op.id, op.agent, [=](caf::actor& agent) {
+      self->state.attached.erase(agent);
+      self->send(agent, unsub_atom::value, caf::actor_cast<caf::actor>(self));
+      write_simple(self, event_kind::detached, op.id, op.agent);
+    });
+    break;
+  case client_op_kind::kill:
+    self->request(st.directory, directory_timeout, kill_atom::value, op.agent)
+        .then([=](bool) { write_simple(self, event_kind::killed, op.id, op.agent); },
               [=](caf::error& err) {
                 auto f = to_failure(err);
                 write_error(self, op.id, f.code, f.message);
               });
-      break;
+    break;
+  case client_op_kind::list:
+    self->request(st.directory, directory_timeout, list_atom::value)
+        .then(
+            [=](std::vector<std::string>& agents) {
+              runtime::agent_event ev;
+              ev.kind = event_kind::agents;
+              ev.id = op.id;
+              ev.agent_list = std::move(agents);
+              write(self, runtime::seal(std::move(ev)));
+            },
+            [=](caf::error& err) {
+              auto f = to_failure(err);
+              write_error(self, op.id, f.code, f.message);
+            });
+    break;
   }
 }
 
@@ -197,8 +193,7 @@ void handle_frame(session_actor* self, const std::string& text) {
     // `/ws/{type}`: a frame that is not a protocol op is a message.
     auto decoded = runtime::decode_client_frame(text);
     if (auto op = std::get_if<client_op>(&decoded)) {
-      if (op->kind == client_op_kind::send && op->agent.empty())
-        op->agent = st.fixed_agent;
+      if (op->kind == client_op_kind::send && op->agent.empty()) op->agent = st.fixed_agent;
       return handle_op(self, std::move(*op));
     }
     if (!text.empty() && text.front() == '{') {
@@ -260,7 +255,8 @@ caf::behavior session_impl(session_actor* self, std::shared_ptr<frame_sink> sink
         auto& st = self->state;
         if ((ev->kind == event_kind::done || ev->kind == event_kind::error) && !ev->id.empty()) {
           auto it = st.inflight.find(ev->id);
-          if (it != st.inflight.end() && (!it->second || it->second.address() == self->current_sender()))
+          if (it != st.inflight.end() &&
+              (!it->second || it->second.address() == self->current_sender()))
             st.inflight.erase(it);
         }
         write(self, ev);
@@ -270,8 +266,7 @@ caf::behavior session_impl(session_actor* self, std::shared_ptr<frame_sink> sink
         auto& st = self->state;
         st.shutting_down = true;
         for (auto& [id, agent] : st.inflight)
-          if (agent)
-            self->send(agent, cancel_atom::value, id);
+          if (agent) self->send(agent, cancel_atom::value, id);
         maybe_close(self);
         // Whatever has not ended in two seconds is dropped with the socket.
         self->delayed_send(self, std::chrono::seconds(2), timeout_atom::value);

@@ -18,8 +18,8 @@ using runtime::errc;
 namespace {
 
 http_response json_response(int status, const json& body) {
-  return {status, "application/json", body.dump(-1, ' ', false, json::error_handler_t::replace),
-          {}};
+  return {
+      status, "application/json", body.dump(-1, ' ', false, json::error_handler_t::replace), {}};
 }
 
 http_response error_response(errc code, const std::string& message, int status = 0) {
@@ -39,10 +39,8 @@ std::vector<std::string> segments(const std::string& path) {
   size_t i = 1;
   while (i <= path.size()) {
     auto j = path.find('/', i);
-    if (j == std::string::npos)
-      j = path.size();
-    if (j > i)
-      out.push_back(path.substr(i, j - i));
+    if (j == std::string::npos) j = path.size();
+    if (j > i) out.push_back(path.substr(i, j - i));
     i = j + 1;
   }
   return out;
@@ -54,10 +52,8 @@ std::string query_param(const std::string& query, const std::string& name) {
     auto amp = query.find('&', i);
     auto part = query.substr(i, amp == std::string::npos ? std::string::npos : amp - i);
     auto eq = part.find('=');
-    if (part.substr(0, eq) == name)
-      return eq == std::string::npos ? "" : part.substr(eq + 1);
-    if (amp == std::string::npos)
-      break;
+    if (part.substr(0, eq) == name) return eq == std::string::npos ? "" : part.substr(eq + 1);
+    if (amp == std::string::npos) break;
     i = amp + 1;
   }
   return {};
@@ -94,8 +90,7 @@ struct gateway::impl {
                [this](http_request req, std::shared_ptr<http_exchange> ex) {
                  handle(std::move(req), std::move(ex));
                }) {
-    if (!cfg.gateway.keys_file.empty())
-      load_keys();
+    if (!cfg.gateway.keys_file.empty()) load_keys();
   }
 
   actors::node_runtime& rt;
@@ -112,8 +107,7 @@ struct gateway::impl {
     while (std::getline(in, line)) {
       while (!line.empty() && (line.back() == '\r' || line.back() == ' '))
         line.pop_back();
-      if (!line.empty() && line.front() != '#')
-        keys.insert(line);
+      if (!line.empty() && line.front() != '#') keys.insert(line);
     }
     if (keys.empty())
       throw std::runtime_error("gateway.auth.keys_file '" + cfg.gateway.keys_file +
@@ -121,11 +115,9 @@ struct gateway::impl {
   }
 
   bool authorized(const http_request& req) const {
-    if (keys.empty())
-      return true;
+    if (keys.empty()) return true;
     auto auth = req.header("authorization");
-    if (auth.rfind("Bearer ", 0) == 0 && keys.contains(auth.substr(7)))
-      return true;
+    if (auth.rfind("Bearer ", 0) == 0 && keys.contains(auth.substr(7))) return true;
     // Browsers cannot set headers on a WebSocket handshake.
     auto key = query_param(req.query, "api_key");
     return !key.empty() && keys.contains(key);
@@ -134,30 +126,28 @@ struct gateway::impl {
   void handle(http_request req, std::shared_ptr<http_exchange> ex) {
     auto& reg = runtime::metrics_registry::global();
     reg.get_counter("troupe_http_requests_total", "HTTP requests received",
-                    "method=\"" + (req.method.size() <= 7 ? req.method : std::string{"OTHER"}) + "\"")
+                    "method=\"" + (req.method.size() <= 7 ? req.method : std::string{"OTHER"}) +
+                        "\"")
         .inc();
     auto seg = segments(req.path);
-    if (req.path == "/health" && req.method == "GET")
-      return health(ex);
+    if (req.path == "/health" && req.method == "GET") return health(ex);
     if (!authorized(req))
       return ex->reply(error_response(errc::unauthorized, "missing or unknown API key"));
     if (!seg.empty() && seg[0] == "ws" && seg.size() <= 2) {
       if (!ex->is_upgrade())
-        return ex->reply(error_response(errc::bad_request,
-                                        "this route takes a WebSocket upgrade", 426));
+        return ex->reply(
+            error_response(errc::bad_request, "this route takes a WebSocket upgrade", 426));
       std::string type = seg.size() == 2 ? seg[1] : "";
       if (!type.empty() && !rt.has_type(type))
         return ex->reply(error_response(errc::unknown_type, "unknown agent type '" + type + "'"));
       return ex->upgrade(std::make_shared<session_bridge>(rt, type));
     }
     if (req.path == "/metrics" && req.method == "GET")
-      return ex->reply({200, "text/plain; version=0.0.4",
-                        runtime::metrics_registry::global().render(), {}});
+      return ex->reply(
+          {200, "text/plain; version=0.0.4", runtime::metrics_registry::global().render(), {}});
     if (seg.size() >= 2 && seg[0] == "api") {
-      if (seg[1] == "agents")
-        return agents(req, seg, ex);
-      if (seg[1] == "cluster" && seg.size() == 2 && req.method == "GET")
-        return cluster(ex);
+      if (seg[1] == "agents") return agents(req, seg, ex);
+      if (seg[1] == "cluster" && seg.size() == 2 && req.method == "GET") return cluster(ex);
       if (seg.size() == 3 && seg[2] == "execute") {
         if (req.method != "POST")
           return ex->reply(error_response(errc::bad_request, "use POST", 405));
@@ -169,27 +159,27 @@ struct gateway::impl {
         return ex->reply(error_response(errc::bad_request, "use POST", 405));
       return completions(req, ex);
     }
-    if (req.path == "/v1/models" && req.method == "GET")
-      return models(ex);
+    if (req.path == "/v1/models" && req.method == "GET") return models(ex);
     ex->reply(error_response(errc::bad_request, "no route " + req.method + " " + req.path, 404));
   }
 
-  static json worker_json(const actors::worker_report& w) {
-    return {{"id", w.id},         {"kind", w.kind},       {"backend", w.backend},
-            {"models", w.models}, {"slots", w.slots},     {"active", w.active},
-            {"queued", w.queued}, {"healthy", w.healthy}, {"health", w.health_detail},
-            {"served", w.served}, {"failed", w.failed}};
+  static json worker_json(const actors::worker_status& w) {
+    return {
+        {"id", w.info.id},         {"kind", w.info.kind},       {"backend", w.info.backend},
+        {"models", w.info.models}, {"slots", w.info.slots},     {"active", w.load.active},
+        {"queued", w.load.queued}, {"healthy", w.load.healthy}, {"health", w.load.health_detail},
+        {"served", w.load.served}, {"failed", w.load.failed}};
   }
 
   void health(std::shared_ptr<http_exchange> ex) {
     bool sim = cfg.simulated_default;
     auto node = cfg.id;
     bool needs_workers = cfg.has_role("inference");
-    rt.workers([ex, sim, node, needs_workers](std::vector<actors::worker_report> ws) {
+    rt.workers([ex, sim, node, needs_workers](std::vector<actors::worker_status> ws) {
       json workers = json::array();
       bool any_healthy = false;
       for (auto& w : ws) {
-        any_healthy |= w.healthy;
+        any_healthy |= w.load.healthy;
         workers.push_back(worker_json(w));
       }
       bool ok = any_healthy || !needs_workers;
@@ -203,7 +193,7 @@ struct gateway::impl {
   void cluster(std::shared_ptr<http_exchange> ex) {
     auto node = cfg.id;
     auto roles = cfg.roles;
-    rt.workers([ex, node, roles](std::vector<actors::worker_report> ws) {
+    rt.workers([ex, node, roles](std::vector<actors::worker_status> ws) {
       json workers = json::array();
       for (auto& w : ws)
         workers.push_back(worker_json(w));
@@ -221,20 +211,20 @@ struct gateway::impl {
     if (seg.size() == 2 && req.method == "POST") {
       auto body = json::parse(req.body, nullptr, false);
       if (!body.is_object() || !body.contains("type") || !body["type"].is_string())
-        return ex->reply(error_response(errc::bad_request, "body must be {\"type\":..,\"key\":..}"));
-      std::string key = body.contains("key") && body["key"].is_string() ? body["key"].get<std::string>() : "";
+        return ex->reply(
+            error_response(errc::bad_request, "body must be {\"type\":..,\"key\":..}"));
+      std::string key =
+          body.contains("key") && body["key"].is_string() ? body["key"].get<std::string>() : "";
       return rt.spawn_agent(body["type"].get<std::string>(), key,
                             [ex](std::optional<runtime::failure> f, std::string agent) {
-                              if (f)
-                                return ex->reply(error_response(f->code, f->message));
+                              if (f) return ex->reply(error_response(f->code, f->message));
                               ex->reply(json_response(201, {{"agent", agent}}));
                             });
     }
     if (seg.size() == 4 && req.method == "DELETE") {
       auto agent = seg[2] + "/" + seg[3];
       return rt.kill_agent(agent, [ex, agent](std::optional<runtime::failure> f) {
-        if (f)
-          return ex->reply(error_response(f->code, f->message));
+        if (f) return ex->reply(error_response(f->code, f->message));
         ex->reply(json_response(200, {{"killed", agent}}));
       });
     }
@@ -273,10 +263,10 @@ struct gateway::impl {
   }
 
   void models(std::shared_ptr<http_exchange> ex) {
-    rt.workers([ex](std::vector<actors::worker_report> ws) {
+    rt.workers([ex](std::vector<actors::worker_status> ws) {
       std::set<std::string> names;
       for (auto& w : ws)
-        for (auto& m : w.models)
+        for (auto& m : w.info.models)
           names.insert(m);
       json data = json::array();
       for (auto& n : names)
@@ -289,16 +279,14 @@ struct gateway::impl {
     bool stream = false;
     std::string err;
     auto creq = runtime::decode_chat_request(req.body, stream, err);
-    if (!creq)
-      return ex->reply(error_response(errc::bad_request, err));
+    if (!creq) return ex->reply(error_response(errc::bad_request, err));
     auto model = creq->model;
     auto id = "chatcmpl-troupe";
     if (!stream) {
       return rt.complete(
           std::move(*creq), [](std::string) {},
           [ex, model, id](std::optional<runtime::failure> f, runtime::chat_result r) {
-            if (f)
-              return ex->reply(error_response(f->code, f->message));
+            if (f) return ex->reply(error_response(f->code, f->message));
             ex->reply({200, "application/json", runtime::encode_chat_completion(id, model, r), {}});
           });
     }
@@ -306,12 +294,11 @@ struct gateway::impl {
     // still be a proper HTTP error.
     auto started = std::make_shared<std::atomic<bool>>(false);
     auto begin = [ex, started] {
-      if (!started->exchange(true))
-        ex->start_stream(200, "text/event-stream");
+      if (!started->exchange(true)) ex->start_stream(200, "text/event-stream");
     };
     auto chunk_of = [model, id](const runtime::chat_chunk& c) {
-      return std::make_shared<const std::string>("data: " + runtime::encode_chat_chunk(id, model, c) +
-                                                 "\n\n");
+      return std::make_shared<const std::string>(
+          "data: " + runtime::encode_chat_chunk(id, model, c) + "\n\n");
     };
     rt.complete(
         std::move(*creq),
@@ -322,8 +309,7 @@ struct gateway::impl {
           ex->write_chunk(chunk_of(c));
         },
         [ex, begin, started, chunk_of](std::optional<runtime::failure> f, runtime::chat_result r) {
-          if (f && !started->load())
-            return ex->reply(error_response(f->code, f->message));
+          if (f && !started->load()) return ex->reply(error_response(f->code, f->message));
           begin();
           if (f) {
             json e{{"error", {{"code", runtime::to_string(f->code)}, {"message", f->message}}}};
@@ -351,9 +337,17 @@ gateway::gateway(actors::io_threads& io, actors::node_runtime& rt)
 
 gateway::~gateway() = default;
 
-void gateway::start() { impl_->server.start(); }
-uint16_t gateway::port() const { return impl_->server.port(); }
-void gateway::stop_accepting() { impl_->server.stop_accepting(); }
-void gateway::close_all() { impl_->server.close_all(1001, "node shutting down"); }
+void gateway::start() {
+  impl_->server.start();
+}
+uint16_t gateway::port() const {
+  return impl_->server.port();
+}
+void gateway::stop_accepting() {
+  impl_->server.stop_accepting();
+}
+void gateway::close_all() {
+  impl_->server.close_all(1001, "node shutting down");
+}
 
 } // namespace troupe::gateway

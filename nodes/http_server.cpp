@@ -39,8 +39,7 @@ bool quiet(beast::error_code ec) {
 }
 
 void fail(beast::error_code ec, const char* what) {
-  if (quiet(ec))
-    return;
+  if (quiet(ec)) return;
   runtime::log::debug("gateway", "socket_error", {{"op", what}, {"error", ec.message()}});
 }
 
@@ -50,7 +49,8 @@ class ws_session;
 
 struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
   impl(actors::io_threads& io, http_server_options o, http_handler h)
-      : ctx(io.context()), opts(std::move(o)), handler(std::move(h)), acceptor(net::make_strand(ctx)) {}
+      : ctx(io.context()), opts(std::move(o)), handler(std::move(h)),
+        acceptor(net::make_strand(ctx)) {}
 
   net::io_context& ctx;
   http_server_options opts;
@@ -93,8 +93,8 @@ public:
     handler_ = std::move(handler);
     auto& opts = token_->srv->opts;
     ws_.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
-    ws_.set_option(websocket::stream_base::decorator(
-        [name = opts.server_name](websocket::response_type& res) {
+    ws_.set_option(
+        websocket::stream_base::decorator([name = opts.server_name](websocket::response_type& res) {
           res.set(http::field::server, name);
         }));
     ws_.read_message_max(opts.max_frame_bytes);
@@ -102,10 +102,9 @@ public:
   }
 
   void send(std::shared_ptr<const std::string> frame) override {
-    net::post(ws_.get_executor(),
-              [self = shared_from_this(), frame = std::move(frame)]() mutable {
-                self->do_send(std::move(frame));
-              });
+    net::post(ws_.get_executor(), [self = shared_from_this(), frame = std::move(frame)]() mutable {
+      self->do_send(std::move(frame));
+    });
   }
 
   void close(uint16_t code, std::string reason) override {
@@ -154,8 +153,7 @@ private:
   }
 
   void do_send(std::shared_ptr<const std::string> frame) {
-    if (closing_ || finished_)
-      return;
+    if (closing_ || finished_) return;
     if (queued_bytes_ + frame->size() > token_->srv->opts.max_outbound_bytes) {
       counter_of("troupe_ws_slow_client_disconnects_total",
                  "Clients disconnected because they did not read")
@@ -175,8 +173,7 @@ private:
     }
     queued_bytes_ += frame->size();
     queue_.push_back(std::move(frame));
-    if (!writing_)
-      do_write();
+    if (!writing_) do_write();
   }
 
   void do_write() {
@@ -196,15 +193,12 @@ private:
     }
     queued_bytes_ -= queue_.front()->size();
     queue_.pop_front();
-    if (!queue_.empty())
-      return do_write();
-    if (close_pending_)
-      do_close();
+    if (!queue_.empty()) return do_write();
+    if (close_pending_) do_close();
   }
 
   void begin_close(uint16_t code, const std::string& reason) {
-    if (closing_ || finished_)
-      return;
+    if (closing_ || finished_) return;
     closing_ = true;
     close_code_ = code;
     close_reason_ = reason.substr(0, 120); // a close frame holds at most 123 bytes
@@ -215,17 +209,15 @@ private:
   }
 
   void do_close() {
-    ws_.async_close(websocket::close_reason(static_cast<websocket::close_code>(close_code_),
-                                            close_reason_),
-                    [self = shared_from_this()](beast::error_code ec) {
-                      if (ec)
-                        fail(ec, "ws_close");
-                    });
+    ws_.async_close(
+        websocket::close_reason(static_cast<websocket::close_code>(close_code_), close_reason_),
+        [self = shared_from_this()](beast::error_code ec) {
+          if (ec) fail(ec, "ws_close");
+        });
   }
 
   void finish() {
-    if (finished_)
-      return;
+    if (finished_) return;
     finished_ = true;
     queue_.clear();
     queued_bytes_ = 0;
@@ -233,8 +225,7 @@ private:
       std::lock_guard<std::mutex> guard{token_->srv->ws_mutex};
       token_->srv->ws_sessions.erase(this);
     }
-    if (opened_)
-      handler_->on_close();
+    if (opened_) handler_->on_close();
   }
 
   websocket::stream<beast::tcp_stream> ws_;
@@ -264,15 +255,13 @@ std::string serialize_head(int status, const std::string& server,
   out += "Server: " + server + "\r\n";
   for (auto& [k, v] : headers)
     out += k + ": " + v + "\r\n";
-  if (!keep_alive)
-    out += "Connection: close\r\n";
+  if (!keep_alive) out += "Connection: close\r\n";
   return out;
 }
 
 } // namespace
 
-class http_session final : public http_exchange,
-                           public std::enable_shared_from_this<http_session> {
+class http_session final : public http_exchange, public std::enable_shared_from_this<http_session> {
 public:
   http_session(tcp::socket&& socket, std::shared_ptr<connection_token> token)
       : stream_(std::move(socket)), token_(std::move(token)) {}
@@ -290,8 +279,7 @@ public:
 
   void start_stream(int status, std::string content_type) override {
     net::post(stream_.get_executor(), [self = shared_from_this(), status, content_type] {
-      if (self->answered_)
-        return;
+      if (self->answered_) return;
       self->answered_ = true;
       self->streaming_ = true;
       auto head = serialize_head(status, self->token_->srv->opts.server_name,
@@ -305,11 +293,9 @@ public:
   }
 
   void write_chunk(std::shared_ptr<const std::string> data) override {
-    if (data->empty())
-      return; // an empty chunk would end the stream
+    if (data->empty()) return; // an empty chunk would end the stream
     net::post(stream_.get_executor(), [self = shared_from_this(), data = std::move(data)] {
-      if (!self->streaming_ || self->dead_)
-        return;
+      if (!self->streaming_ || self->dead_) return;
       char size[20];
       std::snprintf(size, sizeof size, "%zx\r\n", data->size());
       auto chunk = std::make_shared<std::string>(size);
@@ -321,8 +307,7 @@ public:
 
   void end_stream() override {
     net::post(stream_.get_executor(), [self = shared_from_this()] {
-      if (!self->streaming_ || self->dead_)
-        return;
+      if (!self->streaming_ || self->dead_) return;
       self->streaming_ = false;
       self->end_after_write_ = true;
       self->enqueue(std::make_shared<const std::string>("0\r\n\r\n"));
@@ -335,8 +320,7 @@ public:
 
   void upgrade(std::shared_ptr<ws_handler> handler) override {
     net::post(stream_.get_executor(), [self = shared_from_this(), handler = std::move(handler)] {
-      if (self->answered_)
-        return;
+      if (self->answered_) return;
       self->answered_ = true;
       std::make_shared<ws_session>(std::move(self->stream_), self->token_)
           ->run(std::move(self->req_), handler);
@@ -354,21 +338,21 @@ private:
   }
 
   void on_read(beast::error_code ec, size_t) {
-    if (ec == http::error::end_of_stream || ec == beast::error::timeout)
-      return do_shutdown();
+    if (ec == http::error::end_of_stream || ec == beast::error::timeout) return do_shutdown();
     if (ec == http::error::body_limit) {
       keep_alive_ = false;
       answered_ = false;
-      return do_reply({413, "application/json",
+      return do_reply({413,
+                       "application/json",
                        R"({"error":{"code":"bad_request","message":"request body too large"}})",
                        {}});
     }
     if (ec) {
-      if (quiet(ec))
-        return;
+      if (quiet(ec)) return;
       keep_alive_ = false;
       answered_ = false;
-      return do_reply({400, "application/json",
+      return do_reply({400,
+                       "application/json",
                        R"({"error":{"code":"bad_request","message":"malformed HTTP request"}})",
                        {}});
     }
@@ -383,26 +367,22 @@ private:
     r.target = std::string{req_.target()};
     auto q = r.target.find('?');
     r.path = r.target.substr(0, q);
-    if (q != std::string::npos)
-      r.query = r.target.substr(q + 1);
+    if (q != std::string::npos) r.query = r.target.substr(q + 1);
     for (auto& field : req_) {
       std::string name{field.name_string()};
       for (auto& c : name)
         c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
       r.headers[name] = std::string{field.value()};
     }
-    if (!upgrade_)
-      r.body = std::move(req_.body());
+    if (!upgrade_) r.body = std::move(req_.body());
     beast::error_code ignored;
     auto ep = stream_.socket().remote_endpoint(ignored);
-    if (!ignored)
-      r.remote = ep.address().to_string();
+    if (!ignored) r.remote = ep.address().to_string();
     token_->srv->handler(std::move(r), shared_from_this());
   }
 
   void do_reply(http_response res) {
-    if (answered_ || dead_)
-      return;
+    if (answered_ || dead_) return;
     answered_ = true;
     res.headers.emplace_back("Content-Type", res.content_type);
     res.headers.emplace_back("Content-Length", std::to_string(res.body.size()));
@@ -414,8 +394,7 @@ private:
   }
 
   void enqueue(std::shared_ptr<const std::string> data) {
-    if (dead_)
-      return;
+    if (dead_) return;
     if (queued_bytes_ + data->size() > token_->srv->opts.max_outbound_bytes) {
       counter_of("troupe_http_slow_client_disconnects_total",
                  "HTTP streams dropped because the client did not read")
@@ -427,8 +406,7 @@ private:
     }
     queued_bytes_ += data->size();
     queue_.push_back(std::move(data));
-    if (!writing_)
-      do_write();
+    if (!writing_) do_write();
   }
 
   void do_write() {
@@ -447,12 +425,10 @@ private:
     }
     queued_bytes_ -= queue_.front()->size();
     queue_.pop_front();
-    if (!queue_.empty())
-      return do_write();
+    if (!queue_.empty()) return do_write();
     if (end_after_write_) {
       end_after_write_ = false;
-      if (!keep_alive_)
-        return do_shutdown();
+      if (!keep_alive_) return do_shutdown();
       do_read();
     }
   }
@@ -489,8 +465,7 @@ void http_server::impl::do_accept() {
 }
 
 void http_server::impl::on_accept(beast::error_code ec, tcp::socket socket) {
-  if (!accepting)
-    return;
+  if (!accepting) return;
   if (ec) {
     fail(ec, "accept");
   } else if (connections.load() >= opts.max_connections) {
@@ -509,7 +484,9 @@ void http_server::impl::on_accept(beast::error_code ec, tcp::socket socket) {
 http_server::http_server(actors::io_threads& io, http_server_options opts, http_handler handler)
     : impl_(std::make_shared<impl>(io, std::move(opts), std::move(handler))) {}
 
-http_server::~http_server() { stop_accepting(); }
+http_server::~http_server() {
+  stop_accepting();
+}
 
 void http_server::start() {
   beast::error_code ec;
@@ -519,24 +496,21 @@ void http_server::start() {
   tcp::endpoint ep{addr, impl_->opts.port};
   auto where = impl_->opts.host + ":" + std::to_string(impl_->opts.port);
   impl_->acceptor.open(ep.protocol(), ec);
-  if (!ec)
-    impl_->acceptor.set_option(net::socket_base::reuse_address(true), ec);
-  if (!ec)
-    impl_->acceptor.bind(ep, ec);
-  if (!ec)
-    impl_->acceptor.listen(net::socket_base::max_listen_connections, ec);
-  if (ec)
-    throw std::runtime_error("cannot listen on " + where + ": " + ec.message());
+  if (!ec) impl_->acceptor.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) impl_->acceptor.bind(ep, ec);
+  if (!ec) impl_->acceptor.listen(net::socket_base::max_listen_connections, ec);
+  if (ec) throw std::runtime_error("cannot listen on " + where + ": " + ec.message());
   impl_->bound_port = impl_->acceptor.local_endpoint().port();
   impl_->accepting = true;
   impl_->do_accept();
 }
 
-uint16_t http_server::port() const { return impl_->bound_port; }
+uint16_t http_server::port() const {
+  return impl_->bound_port;
+}
 
 void http_server::stop_accepting() {
-  if (!impl_->accepting.exchange(false))
-    return;
+  if (!impl_->accepting.exchange(false)) return;
   auto im = impl_;
   net::post(im->acceptor.get_executor(), [im] {
     beast::error_code ignored;
@@ -549,13 +523,14 @@ void http_server::close_all(uint16_t code, const std::string& reason) {
   {
     std::lock_guard<std::mutex> guard{impl_->ws_mutex};
     for (auto& [ptr, weak] : impl_->ws_sessions)
-      if (auto s = weak.lock())
-        live.push_back(std::move(s));
+      if (auto s = weak.lock()) live.push_back(std::move(s));
   }
   for (auto& s : live)
     s->close(code, reason);
 }
 
-uint64_t http_server::open_connections() const { return impl_->connections.load(); }
+uint64_t http_server::open_connections() const {
+  return impl_->connections.load();
+}
 
 } // namespace troupe::gateway

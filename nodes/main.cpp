@@ -62,8 +62,7 @@ int run_node(const std::vector<std::string>& args) {
     } else
       return usage_error("unknown option '" + a + "'");
   }
-  if (config_path.empty())
-    return usage_error("node needs --config FILE");
+  if (config_path.empty()) return usage_error("node needs --config FILE");
 
   auto loaded = runtime::load_config_file(config_path);
   if (auto err = std::get_if<runtime::config_error>(&loaded)) {
@@ -91,13 +90,12 @@ int run_node(const std::vector<std::string>& args) {
   runtime::log::info("node", "starting",
                      {{"node", cfg.id}, {"config", config_path}, {"roles", roles}});
   if (cfg.simulated_default) {
-    const char* banner =
-        "\n"
-        "  *****************************************************************\n"
-        "  *  NO MODEL SERVER CONFIGURED: using the embedded SIMULATED      *\n"
-        "  *  backend. Answers are canned, not from a language model.       *\n"
-        "  *  Add inference.accelerators to the config to use a real one.   *\n"
-        "  *****************************************************************\n\n";
+    const char* banner = "\n"
+                         "  *****************************************************************\n"
+                         "  *  NO MODEL SERVER CONFIGURED: using the embedded SIMULATED      *\n"
+                         "  *  backend. Answers are canned, not from a language model.       *\n"
+                         "  *  Add inference.accelerators to the config to use a real one.   *\n"
+                         "  *****************************************************************\n\n";
     std::fputs(banner, stderr);
     runtime::log::warn("node", "simulated_backend", {{"reason", "no accelerators configured"}});
   }
@@ -119,20 +117,19 @@ int run_node(const std::vector<std::string>& args) {
       rt.shutdown();
       return 2;
     }
-    runtime::log::info("gateway", "listening",
-                       {{"addr", cfg.gateway.host + ":" + std::to_string(gw->port())},
-                        {"ws", "ws://" + cfg.gateway.host + ":" + std::to_string(gw->port()) + "/ws"}});
+    runtime::log::info(
+        "gateway", "listening",
+        {{"addr", cfg.gateway.host + ":" + std::to_string(gw->port())},
+         {"ws", "ws://" + cfg.gateway.host + ":" + std::to_string(gw->port()) + "/ws"}});
   }
   runtime::log::info("node", "ready", {{"node", cfg.id}});
 
   int sig = 0;
   sigwait(&stop_signals, &sig);
   runtime::log::info("node", "stopping", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
-  if (gw)
-    gw->stop_accepting();
+  if (gw) gw->stop_accepting();
   rt.shutdown();
-  if (gw)
-    gw->close_all();
+  if (gw) gw->close_all();
   // Let the close frames and last replies reach the wire.
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   gateway_io.stop();
@@ -145,8 +142,7 @@ int run_sim(const std::vector<std::string>& args) {
   gateway::sim_llm_options opts;
   for (size_t i = 0; i < args.size(); ++i) {
     auto& a = args[i];
-    if (i + 1 >= args.size())
-      return usage_error("option '" + a + "' needs a value");
+    if (i + 1 >= args.size()) return usage_error("option '" + a + "' needs a value");
     auto& v = args[++i];
     char* end = nullptr;
     if (a == "--host")
@@ -165,8 +161,7 @@ int run_sim(const std::vector<std::string>& args) {
       opts.max_queue = std::strtoll(v.c_str(), &end, 10);
     else
       return usage_error("unknown option '" + a + "'");
-    if (end && *end != '\0')
-      return usage_error("bad value '" + v + "' for " + a);
+    if (end && *end != '\0') return usage_error("bad value '" + v + "' for " + a);
   }
   if (opts.tokens_per_s <= 0 || opts.slots < 1 || opts.ttft_ms < 0)
     return usage_error("--tokens-per-s and --slots must be positive, --ttft-ms not negative");
@@ -183,10 +178,8 @@ int main(int argc, char** argv) {
   }
   auto cmd = args[0];
   args.erase(args.begin());
-  if (cmd == "node")
-    return run_node(args);
-  if (cmd == "sim-llm")
-    return run_sim(args);
+  if (cmd == "node") return run_node(args);
+  if (cmd == "sim-llm") return run_sim(args);
   if (cmd == "version") {
     std::printf("troupe 0.1.0\n");
     return 0;

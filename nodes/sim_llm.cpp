@@ -39,8 +39,7 @@ public:
       start();
       return true;
     }
-    if (static_cast<int64_t>(waiting_.size()) >= max_queue_)
-      return false;
+    if (static_cast<int64_t>(waiting_.size()) >= max_queue_) return false;
     waiting_.push_back(std::move(start));
     return true;
   }
@@ -88,10 +87,8 @@ private:
   }
 
   void tick(boost::system::error_code ec) {
-    if (ec)
-      return finish();
-    if (ex_->client_gone())
-      return finish();
+    if (ec) return finish();
+    if (ex_->client_gone()) return finish();
     auto now = steady_clock::now();
     auto& toks = plan_.tokens;
     while (next_ < toks.size() && start_ + interval_ * next_ <= now) {
@@ -166,11 +163,11 @@ int run_sim_llm(const sim_llm_options& opts) {
   auto* ctx = &io.context();
   http_server server{
       io,
-      http_server_options{opts.host, opts.port, 64 << 20, 1 << 20, 64 << 20, 100000, "troupe-sim-llm"},
+      http_server_options{opts.host, opts.port, 64 << 20, 1 << 20, 64 << 20, 100000,
+                          "troupe-sim-llm"},
       [&opts, slots, ctx](http_request req, std::shared_ptr<http_exchange> ex) {
         auto path = req.path;
-        if (path.rfind("/api/v1", 0) == 0)
-          path = "/v1" + path.substr(7); // Lemonade's prefix
+        if (path.rfind("/api/v1", 0) == 0) path = "/v1" + path.substr(7); // Lemonade's prefix
         if (req.method == "GET" && (path == "/health" || path == "/v1/health"))
           return ex->reply(json_reply(200, {{"status", "ok"}, {"model_loaded", opts.model}}));
         if (req.method == "GET" && path == "/v1/models")
@@ -184,7 +181,8 @@ int run_sim_llm(const sim_llm_options& opts) {
           std::string err;
           auto creq = runtime::decode_chat_request(req.body, stream, err);
           if (!creq)
-            return ex->reply(json_reply(400, {{"error", {{"message", err}, {"type", "invalid_request_error"}}}}));
+            return ex->reply(json_reply(
+                400, {{"error", {{"message", err}, {"type", "invalid_request_error"}}}}));
           auto plan = runtime::plan_simulated_response(*creq);
           auto model = creq->model.empty() ? opts.model : creq->model;
           if (!stream) {
@@ -201,13 +199,14 @@ int run_sim_llm(const sim_llm_options& opts) {
             bool ok = slots->acquire([=] {
               auto timer = std::make_shared<net::steady_timer>(*ctx, total);
               timer->async_wait([timer, ex, r, model, slots](auto) {
-                ex->reply({200, "application/json",
-                           runtime::encode_chat_completion("chatcmpl-sim", model, r), {}});
+                ex->reply({200,
+                           "application/json",
+                           runtime::encode_chat_completion("chatcmpl-sim", model, r),
+                           {}});
                 slots->release();
               });
             });
-            if (!ok)
-              ex->reply(json_reply(429, {{"error", {{"message", "server busy"}}}}));
+            if (!ok) ex->reply(json_reply(429, {{"error", {{"message", "server busy"}}}}));
             return;
           }
           auto gen = std::make_shared<sse_generator>(*ctx, ex, std::move(plan), opts, slots, model);
@@ -215,7 +214,8 @@ int run_sim_llm(const sim_llm_options& opts) {
             ex->reply(json_reply(429, {{"error", {{"message", "server busy"}}}}));
           return;
         }
-        ex->reply(json_reply(404, {{"error", {{"message", "no route " + req.method + " " + req.path}}}}));
+        ex->reply(
+            json_reply(404, {{"error", {{"message", "no route " + req.method + " " + req.path}}}}));
       }};
   try {
     server.start();
@@ -223,7 +223,8 @@ int run_sim_llm(const sim_llm_options& opts) {
     std::fprintf(stderr, "troupe sim-llm: %s\n", e.what());
     return 2;
   }
-  std::printf("troupe sim-llm listening on http://%s:%u/v1 model=%s ttft_ms=%lld tokens_per_s=%g slots=%lld\n",
+  std::printf("troupe sim-llm listening on http://%s:%u/v1 model=%s ttft_ms=%lld tokens_per_s=%g "
+              "slots=%lld\n",
               opts.host.c_str(), server.port(), opts.model.c_str(),
               static_cast<long long>(opts.ttft_ms), opts.tokens_per_s,
               static_cast<long long>(opts.slots));

@@ -24,16 +24,15 @@ public:
   map_reader(const YAML::Node& node, std::string path, const std::string& file)
       : node_(node), path_(std::move(path)), file_(file) {
     if (!node.IsMap())
-      fail(node, (path_.empty() ? std::string{"config"} : "'" + path_ + "'") +
-                     " must be a mapping");
+      fail(node,
+           (path_.empty() ? std::string{"config"} : "'" + path_ + "'") + " must be a mapping");
   }
 
   [[noreturn]] void fail(const YAML::Node& at, const std::string& msg) const {
     auto mark = at.Mark();
     std::ostringstream os;
     os << file_;
-    if (!mark.is_null())
-      os << ':' << mark.line + 1 << ':' << mark.column + 1;
+    if (!mark.is_null()) os << ':' << mark.line + 1 << ':' << mark.column + 1;
     os << ": " << msg;
     throw invalid{os.str()};
   }
@@ -45,27 +44,23 @@ public:
   std::optional<YAML::Node> get(const std::string& key) {
     seen_.insert(key);
     auto n = node_[key];
-    if (!n || n.IsNull())
-      return std::nullopt;
+    if (!n || n.IsNull()) return std::nullopt;
     return n;
   }
 
   YAML::Node require(const std::string& key) {
     auto n = get(key);
-    if (!n)
-      fail(node_, "missing required key '" + key_path(key) + "'");
+    if (!n) fail(node_, "missing required key '" + key_path(key) + "'");
     return *n;
   }
 
   std::string scalar(const YAML::Node& n, const std::string& key) const {
-    if (!n.IsScalar())
-      fail(n, "'" + key_path(key) + "' must be a string");
+    if (!n.IsScalar()) fail(n, "'" + key_path(key) + "' must be a string");
     return n.Scalar();
   }
 
   void read(const std::string& key, std::string& out) {
-    if (auto n = get(key))
-      out = scalar(*n, key);
+    if (auto n = get(key)) out = scalar(*n, key);
   }
 
   void read(const std::string& key, int64_t& out, int64_t min, int64_t max) {
@@ -108,16 +103,15 @@ public:
       auto s = scalar(*n, key);
       auto d = parse_duration(s);
       if (!d)
-        fail(*n, "'" + key_path(key) + "' must be a duration like 500ms, 30s or 10m, got '" +
-                     s + "'");
+        fail(*n,
+             "'" + key_path(key) + "' must be a duration like 500ms, 30s or 10m, got '" + s + "'");
       out = *d;
     }
   }
 
   void read(const std::string& key, std::vector<std::string>& out) {
     if (auto n = get(key)) {
-      if (!n->IsSequence())
-        fail(*n, "'" + key_path(key) + "' must be a list of strings");
+      if (!n->IsSequence()) fail(*n, "'" + key_path(key) + "' must be a list of strings");
       out.clear();
       for (auto item : *n)
         out.push_back(scalar(item, key));
@@ -128,8 +122,7 @@ public:
   void finish() const {
     for (auto it = node_.begin(); it != node_.end(); ++it) {
       auto key = it->first.Scalar();
-      if (!seen_.contains(key))
-        fail(it->first, "unknown key '" + key_path(key) + "'");
+      if (!seen_.contains(key)) fail(it->first, "unknown key '" + key_path(key) + "'");
     }
   }
 
@@ -147,8 +140,7 @@ private:
 void check_one_of(map_reader& r, const YAML::Node& at, const std::string& key,
                   const std::string& value, std::initializer_list<const char*> allowed) {
   for (auto a : allowed)
-    if (value == a)
-      return;
+    if (value == a) return;
   std::string list;
   for (auto a : allowed)
     list += (list.empty() ? "" : ", ") + std::string{a};
@@ -180,8 +172,7 @@ backend_config parse_backend(const YAML::Node& n, const std::string& path,
   std::string model;
   r.read("model", model);
   r.read("models", b.models);
-  if (!model.empty())
-    b.models.insert(b.models.begin(), model);
+  if (!model.empty()) b.models.insert(b.models.begin(), model);
   r.read("api_key", b.api_key);
   r.read("connect_timeout", b.connect_timeout);
   r.read("first_token_timeout", b.first_token_timeout);
@@ -189,8 +180,7 @@ backend_config parse_backend(const YAML::Node& n, const std::string& path,
   r.read("health_interval", b.health_interval);
   r.read("ttft_ms", b.ttft_ms, 0, 600000);
   r.read("tokens_per_s", b.tokens_per_s, 0.001, 1e7);
-  if (b.type == "lemonade" && b.url.empty())
-    b.url = "http://localhost:8000/api/v1";
+  if (b.type == "lemonade" && b.url.empty()) b.url = "http://localhost:8000/api/v1";
   if (b.type == "openai" && b.url.empty())
     r.fail(n, "'" + r.key_path("url") + "' is required for an openai backend");
   if (!b.url.empty() && b.url.rfind("http://", 0) != 0)
@@ -203,8 +193,7 @@ backend_config parse_backend(const YAML::Node& n, const std::string& path,
 
 std::string default_node_id() {
   char buf[256] = {};
-  if (gethostname(buf, sizeof buf - 1) == 0 && buf[0] != '\0')
-    return buf;
+  if (gethostname(buf, sizeof buf - 1) == 0 && buf[0] != '\0') return buf;
   return "node";
 }
 
@@ -223,8 +212,7 @@ node_config parse(const YAML::Node& root, const std::string& file) {
     }
     r.finish();
   }
-  if (cfg.id.empty())
-    cfg.id = default_node_id();
+  if (cfg.id.empty()) cfg.id = default_node_id();
 
   if (auto n = top.get("gateway")) {
     map_reader r{*n, "gateway", file};
@@ -263,14 +251,12 @@ node_config parse(const YAML::Node& root, const std::string& file) {
     r.finish();
   }
 
-  if (auto n = top.get("mcp"))
-    top.fail(*n, "'mcp' is not supported by this build yet");
+  if (auto n = top.get("mcp")) top.fail(*n, "'mcp' is not supported by this build yet");
 
   if (auto n = top.get("inference")) {
     map_reader r{*n, "inference", file};
     if (auto accs = r.get("accelerators")) {
-      if (!accs->IsSequence())
-        r.fail(*accs, "'inference.accelerators' must be a list");
+      if (!accs->IsSequence()) r.fail(*accs, "'inference.accelerators' must be a list");
       std::set<std::string> ids;
       size_t i = 0;
       for (auto item : *accs) {
@@ -355,18 +341,15 @@ bool node_config::has_role(const std::string& r) const {
 }
 
 std::optional<std::chrono::milliseconds> parse_duration(const std::string& text) {
-  if (text.empty())
-    return std::nullopt;
+  if (text.empty()) return std::nullopt;
   size_t i = 0;
   while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.'))
     ++i;
-  if (i == 0)
-    return std::nullopt;
+  if (i == 0) return std::nullopt;
   char* end = nullptr;
   auto num_text = text.substr(0, i);
   double v = std::strtod(num_text.c_str(), &end);
-  if (*end != '\0')
-    return std::nullopt;
+  if (*end != '\0') return std::nullopt;
   auto unit = text.substr(i);
   double ms;
   if (unit == "ms")
@@ -386,16 +369,14 @@ std::variant<node_config, config_error> load_config_text(const std::string& text
                                                          const std::string& source) {
   try {
     auto root = YAML::Load(text);
-    if (!root || root.IsNull())
-      root = YAML::Node{YAML::NodeType::Map};
+    if (!root || root.IsNull()) root = YAML::Node{YAML::NodeType::Map};
     return parse(root, source);
   } catch (const invalid& e) {
     return config_error{e.what};
   } catch (const YAML::Exception& e) {
     std::ostringstream os;
     os << source;
-    if (!e.mark.is_null())
-      os << ':' << e.mark.line + 1 << ':' << e.mark.column + 1;
+    if (!e.mark.is_null()) os << ':' << e.mark.line + 1 << ':' << e.mark.column + 1;
     os << ": " << e.msg;
     return config_error{os.str()};
   }
@@ -403,8 +384,7 @@ std::variant<node_config, config_error> load_config_text(const std::string& text
 
 std::variant<node_config, config_error> load_config_file(const std::string& path) {
   std::ifstream in{path};
-  if (!in)
-    return config_error{path + ": cannot open config file"};
+  if (!in) return config_error{path + ": cannot open config file"};
   std::stringstream ss;
   ss << in.rdbuf();
   return load_config_text(ss.str(), path);

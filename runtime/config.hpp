@@ -12,8 +12,8 @@ namespace troupe::runtime {
 
 /// How a worker reaches its model server (DESIGN.md "Backends").
 struct backend_config {
-  std::string type = "simulated"; // openai | lemonade | simulated
-  std::string url;                // e.g. http://127.0.0.1:8080/v1
+  std::string type = "simulated";  // openai | lemonade | simulated
+  std::string url;                 // e.g. http://127.0.0.1:8080/v1
   std::vector<std::string> models; // `model:` and/or `models:`; empty = any
   std::string api_key;
   std::chrono::milliseconds connect_timeout{2000};

@@ -40,8 +40,7 @@ struct request_id {
 
 } // namespace troupe::runtime
 
-template <>
-struct std::hash<troupe::runtime::agent_id> {
+template <> struct std::hash<troupe::runtime::agent_id> {
   size_t operator()(const troupe::runtime::agent_id& id) const noexcept {
     return std::hash<std::string>{}(id.type) * 31 + std::hash<std::string>{}(id.key);
   }

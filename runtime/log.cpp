@@ -18,10 +18,14 @@ std::mutex out_mutex;
 
 const char* name(level l) {
   switch (l) {
-    case level::debug: return "debug";
-    case level::info: return "info";
-    case level::warn: return "warn";
-    case level::error: return "error";
+  case level::debug:
+    return "debug";
+  case level::info:
+    return "info";
+  case level::warn:
+    return "warn";
+  case level::error:
+    return "error";
   }
   return "info";
 }
@@ -40,18 +44,20 @@ std::string timestamp() {
 }
 
 bool needs_quotes(std::string_view v) {
-  if (v.empty())
-    return true;
+  if (v.empty()) return true;
   for (char c : v)
-    if (c == ' ' || c == '"' || c == '=' || c == '\n' || c == '\t')
-      return true;
+    if (c == ' ' || c == '"' || c == '=' || c == '\n' || c == '\t') return true;
   return false;
 }
 
 } // namespace
 
-void set_json(bool json) { json_mode = json; }
-void set_level(level min) { min_level = min; }
+void set_json(bool json) {
+  json_mode = json;
+}
+void set_level(level min) {
+  min_level = min;
+}
 
 bool parse_level(std::string_view text, level& out) {
   for (auto l : {level::debug, level::info, level::warn, level::error})
@@ -64,14 +70,11 @@ bool parse_level(std::string_view text, level& out) {
 
 void write(level lvl, std::string_view subsystem, std::string_view event,
            std::initializer_list<field> fields) {
-  if (lvl < min_level.load(std::memory_order_relaxed))
-    return;
+  if (lvl < min_level.load(std::memory_order_relaxed)) return;
   std::string line;
   if (json_mode) {
-    nlohmann::json j{{"ts", timestamp()},
-                     {"level", name(lvl)},
-                     {"sub", subsystem},
-                     {"event", event}};
+    nlohmann::json j{
+        {"ts", timestamp()}, {"level", name(lvl)}, {"sub", subsystem}, {"event", event}};
     for (auto& [k, v] : fields)
       j[std::string{k}] = v;
     line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);

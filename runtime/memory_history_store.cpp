@@ -17,8 +17,7 @@ public:
   std::optional<agent_record> load(const agent_id& id) override {
     std::lock_guard<std::mutex> guard{mutex_};
     auto it = records_.find(id);
-    if (it == records_.end())
-      return std::nullopt;
+    if (it == records_.end()) return std::nullopt;
     return it->second;
   }
 

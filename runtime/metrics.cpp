@@ -12,8 +12,7 @@ histogram::histogram(std::vector<double> bounds)
 
 void histogram::observe(double seconds) {
   for (size_t i = 0; i < bounds_.size(); ++i)
-    if (seconds <= bounds_[i])
-      buckets_[i].fetch_add(1, std::memory_order_relaxed);
+    if (seconds <= bounds_[i]) buckets_[i].fetch_add(1, std::memory_order_relaxed);
   count_.fetch_add(1, std::memory_order_relaxed);
   sum_us_.fetch_add(static_cast<uint64_t>(seconds * 1e6), std::memory_order_relaxed);
 }
@@ -64,8 +63,7 @@ counter& metrics_registry::get_counter(const std::string& name, const std::strin
                                        const std::string& labels) {
   std::lock_guard<std::mutex> guard{mutex_};
   auto& slot = fam(name, help, "counter").counters[labels];
-  if (!slot)
-    slot = std::make_unique<counter>();
+  if (!slot) slot = std::make_unique<counter>();
   return *slot;
 }
 
@@ -73,8 +71,7 @@ gauge& metrics_registry::get_gauge(const std::string& name, const std::string& h
                                    const std::string& labels) {
   std::lock_guard<std::mutex> guard{mutex_};
   auto& slot = fam(name, help, "gauge").gauges[labels];
-  if (!slot)
-    slot = std::make_unique<gauge>();
+  if (!slot) slot = std::make_unique<gauge>();
   return *slot;
 }
 

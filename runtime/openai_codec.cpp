@@ -23,16 +23,14 @@ json to_json(const chat_message& m) {
   }
   if (m.role == "tool") {
     j["tool_call_id"] = m.tool_call_id;
-    if (!m.name.empty())
-      j["name"] = m.name;
+    if (!m.name.empty()) j["name"] = m.name;
   }
   return j;
 }
 
 std::string string_or_empty(const json& j, const char* key) {
   auto it = j.find(key);
-  if (it == j.end() || !it->is_string())
-    return {};
+  if (it == j.end() || !it->is_string()) return {};
   return it->get<std::string>();
 }
 
@@ -63,16 +61,15 @@ std::string encode_chat_request(const chat_request& req, bool stream) {
     json tools = json::array();
     for (auto& t : req.tools) {
       json params = json::parse(t.parameters_json, nullptr, false);
-      if (params.is_discarded())
-        params = json{{"type", "object"}};
-      tools.push_back({{"type", "function"},
-                       {"function",
-                        {{"name", t.name}, {"description", t.description}, {"parameters", params}}}});
+      if (params.is_discarded()) params = json{{"type", "object"}};
+      tools.push_back(
+          {{"type", "function"},
+           {"function",
+            {{"name", t.name}, {"description", t.description}, {"parameters", params}}}});
     }
     j["tools"] = std::move(tools);
   }
-  if (req.max_tokens > 0)
-    j["max_tokens"] = req.max_tokens;
+  if (req.max_tokens > 0) j["max_tokens"] = req.max_tokens;
   if (stream) {
     j["stream"] = true;
     j["stream_options"] = {{"include_usage", true}};
@@ -111,23 +108,20 @@ std::optional<chat_request> decode_chat_request(std::string_view body, bool& str
     msg.name = string_or_empty(m, "name");
     if (auto tc = m.find("tool_calls"); tc != m.end() && tc->is_array()) {
       for (auto& c : *tc) {
-        if (!c.is_object() || !c.contains("function") || !c["function"].is_object())
-          continue;
+        if (!c.is_object() || !c.contains("function") || !c["function"].is_object()) continue;
         auto& f = c["function"];
-        msg.tool_calls.push_back(
-            {string_or_empty(c, "id"), string_or_empty(f, "name"), string_or_empty(f, "arguments")});
+        msg.tool_calls.push_back({string_or_empty(c, "id"), string_or_empty(f, "name"),
+                                  string_or_empty(f, "arguments")});
       }
     }
     req.messages.push_back(std::move(msg));
   }
   if (auto tools = j.find("tools"); tools != j.end() && tools->is_array()) {
     for (auto& t : *tools) {
-      if (!t.is_object() || !t.contains("function") || !t["function"].is_object())
-        continue;
+      if (!t.is_object() || !t.contains("function") || !t["function"].is_object()) continue;
       auto& f = t["function"];
       tool_spec spec{string_or_empty(f, "name"), string_or_empty(f, "description"), "{}"};
-      if (auto p = f.find("parameters"); p != f.end())
-        spec.parameters_json = p->dump();
+      if (auto p = f.find("parameters"); p != f.end()) spec.parameters_json = p->dump();
       req.tools.push_back(std::move(spec));
     }
   }
@@ -142,8 +136,7 @@ std::optional<chat_chunk> decode_chat_chunk(std::string_view data, std::string& 
   }
   if (auto err = j.find("error"); err != j.end()) {
     error = err->is_object() ? string_or_empty(*err, "message") : err->dump();
-    if (error.empty())
-      error = err->dump();
+    if (error.empty()) error = err->dump();
     return std::nullopt;
   }
   chat_chunk out;
@@ -152,20 +145,16 @@ std::optional<chat_chunk> decode_chat_chunk(std::string_view data, std::string& 
     out.tokens = parse_usage(*u);
   }
   auto choices = j.find("choices");
-  if (choices == j.end() || !choices->is_array() || choices->empty())
-    return out;
+  if (choices == j.end() || !choices->is_array() || choices->empty()) return out;
   auto& choice = (*choices)[0];
-  if (!choice.is_object())
-    return out;
+  if (!choice.is_object()) return out;
   out.finish_reason = string_or_empty(choice, "finish_reason");
   auto delta = choice.find("delta");
-  if (delta == choice.end() || !delta->is_object())
-    return out;
+  if (delta == choice.end() || !delta->is_object()) return out;
   out.content = string_or_empty(*delta, "content");
   if (auto tc = delta->find("tool_calls"); tc != delta->end() && tc->is_array()) {
     for (auto& c : *tc) {
-      if (!c.is_object())
-        continue;
+      if (!c.is_object()) continue;
       tool_call_fragment frag;
       frag.index = c.value("index", 0);
       frag.id = string_or_empty(c, "id");
@@ -189,8 +178,7 @@ std::string encode_chat_chunk(const std::string& id, const std::string& model,
     return j.dump();
   }
   json delta = json::object();
-  if (!chunk.content.empty())
-    delta["content"] = chunk.content;
+  if (!chunk.content.empty()) delta["content"] = chunk.content;
   if (!chunk.tool_calls.empty()) {
     json calls = json::array();
     for (auto& f : chunk.tool_calls) {
@@ -199,17 +187,16 @@ std::string encode_chat_chunk(const std::string& id, const std::string& model,
         c["id"] = f.id;
         c["type"] = "function";
       }
-      if (!f.name.empty())
-        c["function"]["name"] = f.name;
+      if (!f.name.empty()) c["function"]["name"] = f.name;
       calls.push_back(std::move(c));
     }
     delta["tool_calls"] = std::move(calls);
   }
-  j["choices"] = json::array({{{"index", 0},
-                               {"delta", delta},
-                               {"finish_reason", chunk.finish_reason.empty()
-                                                     ? json(nullptr)
-                                                     : json(chunk.finish_reason)}}});
+  j["choices"] =
+      json::array({{{"index", 0},
+                    {"delta", delta},
+                    {"finish_reason",
+                     chunk.finish_reason.empty() ? json(nullptr) : json(chunk.finish_reason)}}});
   return j.dump();
 }
 
@@ -220,9 +207,9 @@ std::string encode_chat_completion(const std::string& id, const std::string& mod
          {"object", "chat.completion"},
          {"created", 0},
          {"model", model},
-         {"choices", json::array({{{"index", 0},
-                                   {"message", to_json(m)},
-                                   {"finish_reason", result.finish_reason}}})},
+         {"choices",
+          json::array(
+              {{{"index", 0}, {"message", to_json(m)}, {"finish_reason", result.finish_reason}}})},
          {"usage", usage_json(result.tokens)}};
   return j.dump();
 }
@@ -242,11 +229,11 @@ std::optional<chat_result> decode_chat_completion(std::string_view body, std::st
     if (auto tc = m->find("tool_calls"); tc != m->end() && tc->is_array())
       for (auto& c : *tc)
         if (c.is_object() && c.contains("function"))
-          out.tool_calls.push_back({string_or_empty(c, "id"), string_or_empty(c["function"], "name"),
+          out.tool_calls.push_back({string_or_empty(c, "id"),
+                                    string_or_empty(c["function"], "name"),
                                     string_or_empty(c["function"], "arguments")});
   }
-  if (auto u = j.find("usage"); u != j.end() && u->is_object())
-    out.tokens = parse_usage(*u);
+  if (auto u = j.find("usage"); u != j.end() && u->is_object()) out.tokens = parse_usage(*u);
   return out;
 }
 

@@ -46,21 +46,21 @@ std::string find_arithmetic(const std::string& text) {
     bool digit = false, op_after_digit = false, digit_after_op = false;
     for (char c : run) {
       if (std::isdigit(static_cast<unsigned char>(c))) {
-        if (op_after_digit)
-          digit_after_op = true;
+        if (op_after_digit) digit_after_op = true;
         digit = true;
       } else if (digit && (c == '+' || c == '-' || c == '*' || c == '/' || c == '^' || c == '%')) {
         op_after_digit = true;
       }
     }
-    if (digit_after_op && run.size() > best.size())
-      best = run;
+    if (digit_after_op && run.size() > best.size()) best = run;
     i = j;
   }
   return best;
 }
 
-int64_t estimate_tokens(const std::string& s) { return static_cast<int64_t>(s.size() / 4 + 1); }
+int64_t estimate_tokens(const std::string& s) {
+  return static_cast<int64_t>(s.size() / 4 + 1);
+}
 
 } // namespace
 
@@ -74,8 +74,7 @@ std::vector<std::string> split_tokens(const std::string& text) {
     }
     cur.push_back(c);
   }
-  if (!cur.empty())
-    out.push_back(std::move(cur));
+  if (!cur.empty()) out.push_back(std::move(cur));
   return out;
 }
 
@@ -93,15 +92,14 @@ simulated_plan plan_simulated_response(const chat_request& req) {
       --first;
     for (size_t i = first; i < req.messages.size(); ++i) {
       auto& m = req.messages[i];
-      if (!answer.empty())
-        answer += ' ';
+      if (!answer.empty()) answer += ' ';
       if (m.name == "calculator")
         answer += "The result is " + m.content + ".";
       else if (m.name == "clock")
         answer += "The time is " + m.content + ".";
       else
-        answer += "The " + (m.name.empty() ? std::string{"tool"} : m.name) + " tool said: " +
-                  m.content;
+        answer +=
+            "The " + (m.name.empty() ? std::string{"tool"} : m.name) + " tool said: " + m.content;
     }
   } else {
     std::string text;
@@ -148,11 +146,10 @@ simulated_plan plan_simulated_response(const chat_request& req) {
       answer = "You said: " + text;
     }
   }
-  if (plan.tool_calls.empty())
-    plan.tokens = split_tokens(answer);
-  plan.tokens_used.completion_tokens =
-      plan.tool_calls.empty() ? static_cast<int64_t>(plan.tokens.size())
-                              : static_cast<int64_t>(plan.tool_calls.size()) * 8;
+  if (plan.tool_calls.empty()) plan.tokens = split_tokens(answer);
+  plan.tokens_used.completion_tokens = plan.tool_calls.empty()
+                                           ? static_cast<int64_t>(plan.tokens.size())
+                                           : static_cast<int64_t>(plan.tool_calls.size()) * 8;
   return plan;
 }
 

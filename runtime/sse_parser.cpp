@@ -3,13 +3,11 @@
 namespace troupe::runtime {
 
 bool sse_parser::feed(std::string_view bytes) {
-  if (overflowed_)
-    return false;
+  if (overflowed_) return false;
   for (char c : bytes) {
     if (skip_lf_) {
       skip_lf_ = false;
-      if (c == '\n')
-        continue;
+      if (c == '\n') continue;
     }
     if (c == '\r' || c == '\n') {
       skip_lf_ = c == '\r';
@@ -38,19 +36,16 @@ void sse_parser::process_line(std::string_view line) {
     }
     return;
   }
-  if (line.front() == ':')
-    return; // comment, e.g. a keep-alive
+  if (line.front() == ':') return; // comment, e.g. a keep-alive
   std::string_view field = line;
   std::string_view value;
   if (auto colon = line.find(':'); colon != std::string_view::npos) {
     field = line.substr(0, colon);
     value = line.substr(colon + 1);
-    if (!value.empty() && value.front() == ' ')
-      value.remove_prefix(1);
+    if (!value.empty() && value.front() == ' ') value.remove_prefix(1);
   }
   if (field == "data") {
-    if (has_data_)
-      pending_.data.push_back('\n');
+    if (has_data_) pending_.data.push_back('\n');
     pending_.data.append(value);
     has_data_ = true;
   } else if (field == "event") {

@@ -16,14 +16,14 @@ std::vector<tool> builtin_tools() {
          if (it == args.end() || !it->is_string())
            return {"missing string argument 'expression'", true};
          auto r = evaluate_expression(it->get<std::string>());
-         if (auto err = std::get_if<std::string>(&r))
-           return {*err, true};
+         if (auto err = std::get_if<std::string>(&r)) return {*err, true};
          return {format_number(std::get<double>(r)), false};
        }});
   out.push_back({{"clock", "Returns the current date and time in UTC (ISO 8601).",
                   R"({"type":"object","properties":{}})"},
                  [](const nlohmann::json&) -> tool_outcome {
-                   auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+                   auto now =
+                       std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
                    std::tm tm{};
                    gmtime_r(&now, &tm);
                    char buf[32];
@@ -34,8 +34,9 @@ std::vector<tool> builtin_tools() {
 }
 
 tool_spec agent_tool_spec() {
-  return {"agent", "Asks another agent (by type/key, e.g. chat/helper) and returns its answer.",
-          R"({"type":"object","properties":{"agent":{"type":"string","description":"type/key of the agent"},"message":{"type":"string"}},"required":["agent","message"]})"};
+  return {
+      "agent", "Asks another agent (by type/key, e.g. chat/helper) and returns its answer.",
+      R"({"type":"object","properties":{"agent":{"type":"string","description":"type/key of the agent"},"message":{"type":"string"}},"required":["agent","message"]})"};
 }
 
 tool_outcome run_tool(const tool& t, const std::string& arguments_json) {
@@ -54,8 +55,8 @@ void agent_type_registry::add_cpp_type(agent_type_config cfg, std::vector<tool> 
   cpp_[name] = {std::move(cfg), std::move(own_tools)};
 }
 
-std::string agent_type_registry::finalize(
-    const std::map<std::string, agent_type_config>& from_config) {
+std::string
+agent_type_registry::finalize(const std::map<std::string, agent_type_config>& from_config) {
   std::map<std::string, tool> builtins;
   for (auto& t : builtin_tools())
     builtins[t.spec.name] = t;
@@ -76,8 +77,7 @@ std::string agent_type_registry::finalize(
       t->specs.push_back(own.spec);
     }
     for (auto& tool_name : t->cfg.tools) {
-      if (t->tools.contains(tool_name))
-        continue;
+      if (t->tools.contains(tool_name)) continue;
       if (tool_name == "agent") {
         t->can_ask_agents = true;
         t->specs.push_back(agent_tool_spec());

@@ -30,8 +30,7 @@ bool read_string(const json& j, const char* key, std::string& out, protocol_erro
 /// A client request id may be a string or a number; it is echoed as a string.
 bool read_id(const json& j, std::string& out, protocol_error& err) {
   auto it = j.find("id");
-  if (it == j.end() || it->is_null())
-    return true;
+  if (it == j.end() || it->is_null()) return true;
   if (it->is_string())
     out = it->get<std::string>();
   else if (it->is_number_integer())
@@ -45,8 +44,7 @@ bool read_id(const json& j, std::string& out, protocol_error& err) {
 
 json maybe_json(const std::string& text) {
   auto j = json::parse(text, nullptr, false);
-  if (j.is_discarded())
-    return text;
+  if (j.is_discarded()) return text;
   return j;
 }
 
@@ -64,12 +62,10 @@ std::variant<client_op, protocol_error> decode_client_frame(std::string_view tex
     return err;
   }
   client_op op;
-  if (!read_id(j, op.id, err))
-    return err;
+  if (!read_id(j, op.id, err)) return err;
   err.id = op.id;
   std::string name;
-  if (!read_string(j, "op", name, err, true))
-    return err;
+  if (!read_string(j, "op", name, err, true)) return err;
   bool ok = true;
   if (name == "spawn") {
     op.kind = client_op_kind::spawn;
@@ -104,8 +100,7 @@ std::variant<client_op, protocol_error> decode_client_frame(std::string_view tex
     err.message = "unknown op '" + name + "'";
     return err;
   }
-  if (!ok)
-    return err;
+  if (!ok) return err;
   return op;
 }
 
@@ -113,52 +108,58 @@ event_ptr seal(agent_event ev) {
   json j;
   auto put_common = [&](const char* name) {
     j["ev"] = name;
-    if (!ev.agent.empty())
-      j["agent"] = ev.agent;
-    if (!ev.id.empty())
-      j["id"] = ev.id;
+    if (!ev.agent.empty()) j["agent"] = ev.agent;
+    if (!ev.id.empty()) j["id"] = ev.id;
   };
   switch (ev.kind) {
-    case event_kind::spawned:
-      put_common("spawned");
-      j["node"] = ev.node;
-      break;
-    case event_kind::token:
-      put_common("token");
-      j["text"] = ev.text;
-      break;
-    case event_kind::tool_call:
-      put_common("tool_call");
-      j["name"] = ev.name;
-      j["arguments"] = maybe_json(ev.arguments);
-      break;
-    case event_kind::tool_result:
-      put_common("tool_result");
-      j["name"] = ev.name;
-      j["result"] = maybe_json(ev.result);
-      j["is_error"] = ev.is_error;
-      break;
-    case event_kind::done:
-      put_common("done");
-      j["answer"] = ev.answer;
-      j["usage"] = {{"prompt_tokens", ev.tokens.prompt_tokens},
-                    {"completion_tokens", ev.tokens.completion_tokens},
-                    {"total_tokens", ev.tokens.total_tokens()}};
-      j["steps"] = ev.steps;
-      break;
-    case event_kind::error:
-      put_common("error");
-      j["code"] = to_string(ev.code);
-      j["message"] = ev.message;
-      break;
-    case event_kind::attached: put_common("attached"); break;
-    case event_kind::detached: put_common("detached"); break;
-    case event_kind::killed: put_common("killed"); break;
-    case event_kind::agents:
-      put_common("agents");
-      j["agents"] = ev.agent_list;
-      break;
-    case event_kind::pong: put_common("pong"); break;
+  case event_kind::spawned:
+    put_common("spawned");
+    j["node"] = ev.node;
+    break;
+  case event_kind::token:
+    put_common("token");
+    j["text"] = ev.text;
+    break;
+  case event_kind::tool_call:
+    put_common("tool_call");
+    j["name"] = ev.name;
+    j["arguments"] = maybe_json(ev.arguments);
+    break;
+  case event_kind::tool_result:
+    put_common("tool_result");
+    j["name"] = ev.name;
+    j["result"] = maybe_json(ev.result);
+    j["is_error"] = ev.is_error;
+    break;
+  case event_kind::done:
+    put_common("done");
+    j["answer"] = ev.answer;
+    j["usage"] = {{"prompt_tokens", ev.tokens.prompt_tokens},
+                  {"completion_tokens", ev.tokens.completion_tokens},
+                  {"total_tokens", ev.tokens.total_tokens()}};
+    j["steps"] = ev.steps;
+    break;
+  case event_kind::error:
+    put_common("error");
+    j["code"] = to_string(ev.code);
+    j["message"] = ev.message;
+    break;
+  case event_kind::attached:
+    put_common("attached");
+    break;
+  case event_kind::detached:
+    put_common("detached");
+    break;
+  case event_kind::killed:
+    put_common("killed");
+    break;
+  case event_kind::agents:
+    put_common("agents");
+    j["agents"] = ev.agent_list;
+    break;
+  case event_kind::pong:
+    put_common("pong");
+    break;
   }
   ev.json = j.dump(-1, ' ', false, json::error_handler_t::replace);
   return std::make_shared<const agent_event>(std::move(ev));

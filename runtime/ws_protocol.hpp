@@ -57,18 +57,18 @@ struct agent_event {
   std::string agent;
   std::string id;
   std::string node;
-  std::string text;      // token
-  std::string name;      // tool_call, tool_result
-  std::string arguments; // tool_call: JSON text
-  std::string result;    // tool_result: text or JSON text
-  bool is_error = false; // tool_result
-  std::string answer;    // done
-  usage tokens;          // done
-  int64_t steps = 0;     // done
-  errc code = errc::success; // error
-  std::string message;       // error
+  std::string text;                    // token
+  std::string name;                    // tool_call, tool_result
+  std::string arguments;               // tool_call: JSON text
+  std::string result;                  // tool_result: text or JSON text
+  bool is_error = false;               // tool_result
+  std::string answer;                  // done
+  usage tokens;                        // done
+  int64_t steps = 0;                   // done
+  errc code = errc::success;           // error
+  std::string message;                 // error
   std::vector<std::string> agent_list; // agents
-  std::string json;      // the encoded frame, set by seal()
+  std::string json;                    // the encoded frame, set by seal()
 };
 
 using event_ptr = std::shared_ptr<const agent_event>;
@@ -77,7 +77,6 @@ using event_ptr = std::shared_ptr<const agent_event>;
 event_ptr seal(agent_event ev);
 
 /// Convenience for the common error event.
-event_ptr make_error_event(std::string id, errc code, std::string message,
-                           std::string agent = {});
+event_ptr make_error_event(std::string id, errc code, std::string message, std::string agent = {});
 
 } // namespace troupe::runtime

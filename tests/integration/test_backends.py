@@ -26,6 +26,17 @@ class Backends(TroupeTestCase):
         self.assertEqual(h["status"], "degraded")
         self.assertIn("unreachable", h["workers"][0]["health"])
 
+    def test_backend_http_error_is_reported_with_its_reason(self):
+        sim = self.track(SimLlm())
+        wrong = f"http://127.0.0.1:{sim.port}/wrong/prefix"
+        node = self.track(Node(sim_backend_yaml([wrong])))
+        wait_until(lambda: node.get("/health")[0] == 503, what="health to turn degraded")
+        status, body = node.post("/api/chat/execute", {"message": "hi"})
+        self.assertEqual(status, 503)
+        err = json.loads(body)["error"]
+        self.assertEqual(err["code"], "backend_unavailable")
+        self.assertIn("HTTP 404", err["message"])
+
     def test_backend_dying_mid_stream_ends_the_turn_with_error(self):
         sim = self.track(SimLlm(ttft_ms=10, tokens_per_s=50))
         node = self.track(Node(sim_backend_yaml([sim])))

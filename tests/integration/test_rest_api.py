@@ -25,6 +25,17 @@ class RestApi(TroupeTestCase):
         status, body = self.node.post("/api/chat/execute", {"message": "hello", "key": "r1"})
         self.assertEqual(json.loads(body)["answer"], "You said: hello")
 
+    def test_cpp_agent_type_with_typed_tool(self):
+        status, body = self.node.post("/api/weather/execute",
+                                      {"message": 'use forecast {"city": "Paris", "days": 2}'})
+        self.assertEqual(status, 200, body)
+        r = json.loads(body)
+        self.assertTrue(r["agent"].startswith("weather/"))
+        self.assertRegex(r["answer"], r"^The forecast tool said: Paris: \w+, -?\d+ C$")
+        # Arguments of the wrong type are a tool error the model sees.
+        status, body = self.node.post("/api/weather/execute", {"message": 'use forecast {"city": 7}'})
+        self.assertIn("bad arguments", json.loads(body)["answer"])
+
     def test_agents_collection(self):
         status, body = self.node.post("/api/agents", {"type": "chat", "key": "a1"})
         self.assertEqual((status, json.loads(body)), (201, {"agent": "chat/a1"}))

@@ -17,8 +17,7 @@ node_config ok(const std::string& yaml) {
 
 std::string bad(const std::string& yaml) {
   auto r = load_config_text(yaml, "t.yaml");
-  if (auto err = std::get_if<config_error>(&r))
-    return err->what;
+  if (auto err = std::get_if<config_error>(&r)) return err->what;
   ADD_FAILURE() << "config was accepted:\n" << yaml;
   return {};
 }
@@ -89,8 +88,7 @@ TEST(Config, WrongTypeIsNamed) {
 
 TEST(Config, MissingRequiredFieldIsNamed) {
   auto err = bad("inference:\n  accelerators:\n    - id: g\n");
-  EXPECT_NE(err.find("missing required key 'inference.accelerators[0].backend'"),
-            std::string::npos)
+  EXPECT_NE(err.find("missing required key 'inference.accelerators[0].backend'"), std::string::npos)
       << err;
   err = bad("inference:\n  accelerators:\n    - id: g\n      backend: {type: openai}\n");
   EXPECT_NE(err.find("url"), std::string::npos) << err;

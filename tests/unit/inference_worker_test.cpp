@@ -50,7 +50,9 @@ public:
 };
 
 struct worker_fixture : ::testing::Test {
-  worker_fixture() : sys(make_cfg()), sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())), self(sys) {}
+  worker_fixture()
+      : sys(make_cfg()), sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())),
+        self(sys) {}
 
   caf::actor_system_config& make_cfg() {
     cfg.set("scheduler.policy", caf::atom("testing"));
@@ -75,8 +77,7 @@ struct worker_fixture : ::testing::Test {
     auto h = self->request(worker, caf::infinite, infer_atom::value, std::move(j));
     sched.run();
     std::variant<std::string, runtime::failure> out = runtime::failure{errc::internal, "no reply"};
-    h.receive([&](std::string& id) { out = id; },
-              [&](caf::error& err) { out = to_failure(err); });
+    h.receive([&](std::string& id) { out = id; }, [&](caf::error& err) { out = to_failure(err); });
     return out;
   }
 
@@ -85,13 +86,11 @@ struct worker_fixture : ::testing::Test {
     std::vector<std::pair<uint64_t, runtime::failure>> out;
     bool more = true;
     while (more)
-      self->receive(
-          [&](fail_atom, uint64_t job, runtime::failure& f, bool, std::string&) {
-            out.emplace_back(job, f);
-          },
-          [&](token_atom, uint64_t, std::string&) {},
-          [&](done_atom, uint64_t, runtime::chat_result&) {},
-          caf::after(std::chrono::seconds(0)) >> [&] { more = false; });
+      self->receive([&](fail_atom, uint64_t job, runtime::failure& f, bool,
+                        std::string&) { out.emplace_back(job, f); },
+                    [&](token_atom, uint64_t, std::string&) {},
+                    [&](done_atom, uint64_t, runtime::chat_result&) {},
+                    caf::after(std::chrono::seconds(0)) >> [&] { more = false; });
     return out;
   }
 
@@ -164,7 +163,8 @@ TEST_F(worker_fixture, stopping_the_worker_fails_queued_jobs_and_cancels_running
   EXPECT_TRUE(be->streams[0]->cancelled);
   auto fs = failures();
   ASSERT_EQ(fs.size(), 2u);
-  std::map<uint64_t, errc> by_job{{fs[0].first, fs[0].second.code}, {fs[1].first, fs[1].second.code}};
+  std::map<uint64_t, errc> by_job{{fs[0].first, fs[0].second.code},
+                                  {fs[1].first, fs[1].second.code}};
   EXPECT_EQ(by_job[1], errc::cancelled);           // the running one
   EXPECT_EQ(by_job[2], errc::backend_unavailable); // the queued one
 }
