@@ -7,6 +7,7 @@
 #include <caf/all.hpp>
 
 #include <chrono>
+#include <algorithm>
 #include <deque>
 #include <optional>
 #include <set>
@@ -24,9 +25,10 @@ namespace {
 struct turn {
   std::string id;
   std::string text;
-  caf::actor requester;                         // send: gets this turn's events
+  std::vector<caf::actor> requesters;           // send: get this turn's events
   std::optional<caf::response_promise> promise; // ask: gets the result
   std::string caller;                           // ask from another agent
+  bool begun = false; // written ahead to the store (a resumed turn already is)
   steady_clock::time_point received = steady_clock::now();
 };
 
@@ -72,6 +74,9 @@ struct agent_state {
   std::vector<runtime::tool_call> calls;
   std::vector<std::optional<runtime::tool_outcome>> outcomes;
   size_t outstanding = 0;
+  // -- lifecycle ---------------------------------------------------------------
+  steady_clock::time_point last_activity = steady_clock::now();
+  bool passivating = false;
   static inline const char* name = "agent";
 };
 
@@ -80,21 +85,41 @@ using agent_actor = caf::stateful_actor<agent_state>;
 void start_next(agent_actor* self);
 void run_step(agent_actor* self);
 
+/// Sends one sealed event to every subscriber and to the turn's requesters.
+void deliver(agent_actor* self, const turn* t, const runtime::event_ptr& sealed) {
+  auto& st = self->state;
+  for (auto& s : st.subscribers)
+    self->send(s, event_atom::value, sealed);
+  if (t)
+    for (auto& r : t->requesters)
+      if (r && !st.subscribers.contains(r)) self->send(r, event_atom::value, sealed);
+}
+
 void emit(agent_actor* self, runtime::agent_event ev) {
   auto& st = self->state;
   ev.agent = st.id_str;
   if (st.current) ev.id = st.current->id;
-  auto sealed = runtime::seal(std::move(ev));
-  for (auto& s : st.subscribers)
-    self->send(s, event_atom::value, sealed);
-  if (st.current && st.current->requester && !st.subscribers.contains(st.current->requester))
-    self->send(st.current->requester, event_atom::value, sealed);
+  deliver(self, st.current ? &*st.current : nullptr, runtime::seal(std::move(ev)));
+}
+
+runtime::event_ptr done_event(const std::string& agent, const std::string& id,
+                              const std::string& answer, const runtime::usage& used,
+                              int64_t steps) {
+  runtime::agent_event ev;
+  ev.kind = event_kind::done;
+  ev.agent = agent;
+  ev.id = id;
+  ev.answer = answer;
+  ev.tokens = used;
+  ev.steps = steps;
+  return runtime::seal(std::move(ev));
 }
 
 void end_turn(agent_actor* self) {
   auto& st = self->state;
   if (st.worker && st.job != 0) self->send(st.worker, cancel_atom::value, st.job);
   st.current.reset();
+  st.last_activity = steady_clock::now();
   st.job = 0;
   st.worker = nullptr;
   st.calls.clear();
@@ -109,14 +134,16 @@ void finish_ok(agent_actor* self, std::string answer) {
   metrics().ok.inc();
   metrics().seconds.observe(
       std::chrono::duration<double>(steady_clock::now() - t.received).count());
-  runtime::agent_event ev;
-  ev.kind = event_kind::done;
-  ev.answer = answer;
-  ev.tokens = st.used;
-  ev.steps = st.step + 1;
-  emit(self, std::move(ev));
-  if (t.promise)
-    t.promise->deliver(turn_result{st.id_str, std::move(answer), st.used, st.step + 1});
+  auto steps = st.step + 1;
+  nlohmann::json outcome{{"answer", answer},
+                         {"usage",
+                          {{"prompt_tokens", st.used.prompt_tokens},
+                           {"completion_tokens", st.used.completion_tokens}}},
+                         {"steps", steps}};
+  st.ctx.store->finish_turn(st.id, t.id, runtime::request_state::done,
+                            outcome.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  deliver(self, &t, done_event(st.id_str, t.id, answer, st.used, steps));
+  if (t.promise) t.promise->deliver(turn_result{st.id_str, std::move(answer), st.used, steps});
   st.job = 0; // the call is complete: nothing to cancel
   end_turn(self);
 }
@@ -129,11 +156,11 @@ void fail_turn(agent_actor* self, turn& t, errc code, const std::string& message
                       {"id", t.id},
                       {"code", std::string{runtime::to_string(code)}},
                       {"reason", message}});
-  auto sealed = runtime::make_error_event(t.id, code, message, st.id_str);
-  for (auto& s : st.subscribers)
-    self->send(s, event_atom::value, sealed);
-  if (t.requester && !st.subscribers.contains(t.requester))
-    self->send(t.requester, event_atom::value, sealed);
+  if (t.begun) {
+    nlohmann::json outcome{{"code", runtime::to_string(code)}, {"message", message}};
+    st.ctx.store->finish_turn(st.id, t.id, runtime::request_state::failed, outcome.dump());
+  }
+  deliver(self, &t, runtime::make_error_event(t.id, code, message, st.id_str));
   if (t.promise) t.promise->deliver(make_error(code, message));
 }
 
@@ -148,6 +175,8 @@ void append(agent_actor* self, runtime::chat_message msg) {
   st.history.push_back(std::move(msg));
 }
 
+void continue_turn(agent_actor* self);
+
 void start_next(agent_actor* self) {
   auto& st = self->state;
   if (st.current || st.pending.empty()) return;
@@ -158,9 +187,15 @@ void start_next(agent_actor* self) {
   st.used = {};
   st.exclude.clear();
   st.last_failure = {errc::success, {}};
-  append(self, {"user", st.current->text, {}, {}, {}});
+  auto& t = *st.current;
+  if (!t.begun) {
+    // Write-ahead: once this returns, a crash cannot lose the message.
+    st.ctx.store->begin_turn(st.id, t.id, t.text);
+    st.history.push_back({"user", t.text, {}, {}, {}});
+    t.begun = true;
+  }
   self->delayed_send(self, st.ctx.limits.turn_timeout, timeout_atom::value, st.turn_seq);
-  run_step(self);
+  continue_turn(self);
 }
 
 void run_step(agent_actor* self) {
@@ -290,15 +325,65 @@ void run_tools(agent_actor* self) {
   }
 }
 
+/// Picks the turn up from the end of the history: a fresh turn ends in its
+/// user message; a turn resumed after a crash may end in a model answer, in
+/// tool calls some of whose results are missing, or in tool results.
+void continue_turn(agent_actor* self) {
+  auto& st = self->state;
+  auto& h = st.history;
+  size_t user = h.size();
+  while (user > 0 && h[user - 1].role != "user")
+    --user;
+  int64_t assistants = 0;
+  size_t last_assistant = h.size();
+  for (size_t i = user; i < h.size(); ++i)
+    if (h[i].role == "assistant") {
+      ++assistants;
+      last_assistant = i;
+    }
+  if (last_assistant == h.size()) {
+    st.step = 0;
+    return run_step(self);
+  }
+  auto& a = h[last_assistant];
+  if (a.tool_calls.empty() && last_assistant + 1 == h.size()) {
+    st.step = assistants - 1;
+    return finish_ok(self, a.content); // answered, but the outcome was not recorded
+  }
+  std::vector<runtime::tool_call> missing;
+  for (auto& call : a.tool_calls) {
+    bool answered = false;
+    for (size_t i = last_assistant + 1; i < h.size(); ++i)
+      answered |= h[i].role == "tool" && h[i].tool_call_id == call.id;
+    if (!answered) missing.push_back(call);
+  }
+  if (missing.empty()) {
+    st.step = assistants;
+    return run_step(self);
+  }
+  st.step = assistants - 1;
+  st.calls = std::move(missing);
+  run_tools(self);
+}
+
 caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
                          std::shared_ptr<const runtime::agent_type> type,
-                         std::vector<runtime::chat_message> history, agent_context ctx) {
+                         std::vector<runtime::chat_message> history,
+                         std::vector<runtime::request_entry> resume, agent_context ctx) {
   auto& st = self->state;
   st.id = std::move(id);
   st.id_str = st.id.str();
   st.type = std::move(type);
   st.ctx = std::move(ctx);
   st.history = std::move(history);
+  for (auto& r : resume) {
+    runtime::log::info("agent", "resuming_turn", {{"agent", st.id_str}, {"id", r.id}});
+    turn t{r.id, r.text, {}, std::nullopt, {}, true};
+    st.pending.push_back(std::move(t));
+  }
+  if (st.ctx.idle_timeout.count() > 0)
+    self->delayed_send(self, st.ctx.idle_timeout, idle_atom::value);
+  start_next(self); // resumed turns run at once, before anyone asks
 
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& subs = self->state.subscribers;
@@ -334,7 +419,42 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
 
   return {
       [=](send_atom, std::string& id, std::string& text, caf::actor& requester) {
-        turn t{id, std::move(text), requester, std::nullopt, {}};
+        auto& st = self->state;
+        if (st.passivating) return; // the session sees this activation go down and sends again
+        st.last_activity = steady_clock::now();
+        // Idempotency: the same request again joins or replays it.
+        auto join = [&](turn& t) {
+          if (t.text != text) return false;
+          if (std::find(t.requesters.begin(), t.requesters.end(), requester) == t.requesters.end())
+            t.requesters.push_back(requester);
+          return true;
+        };
+        if (st.current && st.current->id == id && join(*st.current)) return;
+        for (auto& t : st.pending)
+          if (t.id == id && join(t)) return;
+        bool resumed = false;
+        if (auto e = st.ctx.store->find_request(st.id, id); e && e->text == text) {
+          auto outcome = nlohmann::json::parse(e->outcome, nullptr, false);
+          if (e->state == runtime::request_state::done && outcome.is_object()) {
+            runtime::usage u;
+            u.prompt_tokens = outcome["usage"].value("prompt_tokens", int64_t{0});
+            u.completion_tokens = outcome["usage"].value("completion_tokens", int64_t{0});
+            self->send(requester, event_atom::value,
+                       done_event(st.id_str, id, outcome.value("answer", ""), u,
+                                  outcome.value("steps", int64_t{0})));
+            return;
+          }
+          if (e->state == runtime::request_state::failed && outcome.is_object()) {
+            self->send(requester, event_atom::value,
+                       runtime::make_error_event(
+                           id, runtime::errc_from_string(outcome.value("code", "internal")),
+                           outcome.value("message", ""), st.id_str));
+            return;
+          }
+          // Logged as running but not running here: a crash cut it. Resume it.
+          resumed = e->state == runtime::request_state::running;
+        }
+        turn t{id, std::move(text), {requester}, std::nullopt, {}, resumed};
         if (!enqueue(std::move(t)))
           self->send(requester, event_atom::value,
                      runtime::make_error_event(id, errc::overloaded,
@@ -342,15 +462,50 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
                                                self->state.id_str));
       },
       [=](ask_atom, std::string& text, std::string& caller) -> caf::result<turn_result> {
-        if (self->state.pending.size() >= self->state.ctx.limits.max_pending_turns)
+        auto& st = self->state;
+        if (st.passivating)
+          return caf::make_error(caf::sec::request_receiver_down); // the directory retries
+        if (st.pending.size() >= st.ctx.limits.max_pending_turns)
           return make_error(errc::overloaded, "agent has too many queued turns");
+        st.last_activity = steady_clock::now();
         auto rp = self->make_response_promise();
-        turn t{"ask-" + std::to_string(++self->state.ask_seq), std::move(text), nullptr, rp,
+        // Ask ids must stay unique across activations: they key the request log.
+        auto now = std::chrono::system_clock::now().time_since_epoch().count();
+        turn t{"ask-" + std::to_string(now) + "-" + std::to_string(++st.ask_seq),
+               std::move(text),
+               {},
+               rp,
                std::move(caller)};
         enqueue(std::move(t));
         return caf::delegated<turn_result>{};
       },
+      [=](idle_atom) {
+        auto& st = self->state;
+        auto idle = steady_clock::now() - st.last_activity;
+        if (st.passivating) return;
+        if (st.current || !st.pending.empty() || !st.subscribers.empty() ||
+            idle < st.ctx.idle_timeout) {
+          auto wait = std::max<std::chrono::milliseconds>(
+              std::chrono::duration_cast<std::chrono::milliseconds>(st.ctx.idle_timeout - idle),
+              std::chrono::milliseconds(100));
+          self->delayed_send(self, wait, idle_atom::value);
+          return;
+        }
+        st.passivating = true;
+        self->request(st.ctx.directory, std::chrono::seconds(10), passivate_atom::value)
+            .then(
+                [=](bool ok) {
+                  if (ok) {
+                    runtime::log::debug("agent", "passivated", {{"agent", self->state.id_str}});
+                    self->quit();
+                  } else {
+                    self->state.passivating = false;
+                  }
+                },
+                [=](caf::error&) { self->state.passivating = false; });
+      },
       [=](subscribe_atom, caf::actor& sub) {
+        self->state.last_activity = steady_clock::now();
         if (self->state.subscribers.insert(sub).second) self->monitor(sub);
       },
       [=](unsub_atom, caf::actor& sub) {
@@ -425,8 +580,10 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
 
 caf::actor spawn_agent(caf::actor_system& sys, runtime::agent_id id,
                        std::shared_ptr<const runtime::agent_type> type,
-                       std::vector<runtime::chat_message> history, agent_context ctx) {
-  return sys.spawn(agent_impl, std::move(id), std::move(type), std::move(history), std::move(ctx));
+                       std::vector<runtime::chat_message> history,
+                       std::vector<runtime::request_entry> resume, agent_context ctx) {
+  return sys.spawn(agent_impl, std::move(id), std::move(type), std::move(history),
+                   std::move(resume), std::move(ctx));
 }
 
 } // namespace troupe::actors

@@ -6,6 +6,7 @@
 
 #include <caf/all.hpp>
 
+#include <map>
 #include <random>
 #include <unordered_map>
 
@@ -37,12 +38,14 @@ std::string fresh_key(directory_actor* self) {
 }
 
 caf::actor activate(directory_actor* self, const runtime::agent_id& id,
-                    std::vector<runtime::chat_message> history) {
+                    std::vector<runtime::chat_message> history,
+                    std::vector<runtime::request_entry> resume = {}) {
   auto& st = self->state;
   auto type = st.types->find(id.type);
   auto ctx = st.ctx;
   ctx.directory = caf::actor_cast<caf::actor>(self);
-  auto hdl = spawn_agent(self->system(), id, type, std::move(history), std::move(ctx));
+  auto hdl =
+      spawn_agent(self->system(), id, type, std::move(history), std::move(resume), std::move(ctx));
   self->monitor(hdl);
   st.active[id] = hdl;
   st.by_addr[hdl.address()] = id;
@@ -61,6 +64,22 @@ caf::expected<caf::actor> resolve(directory_actor* self, const std::string& text
   auto rec = st.ctx.store->load(*id);
   if (!rec) return make_error(errc::unknown_agent, "no agent '" + text + "'");
   return activate(self, *id, std::move(rec->history));
+}
+
+/// Asks `hdl`; an activation that passivated or crashed before answering
+/// bounces the request, and the next activation gets it (up to 3 times).
+void ask_with_retry(directory_actor* self, caf::response_promise rp, caf::actor hdl,
+                    std::string agent, std::string text, std::string caller, int attempt) {
+  auto timeout = self->state.ctx.limits.turn_timeout + std::chrono::seconds(5);
+  self->request(hdl, timeout, ask_atom::value, text, caller)
+      .then([=](turn_result& r) mutable { rp.deliver(std::move(r)); },
+            [=](caf::error& err) mutable {
+              if (err == caf::sec::request_receiver_down && attempt < 3) {
+                if (auto next = resolve(self, agent))
+                  return ask_with_retry(self, rp, *next, agent, text, caller, attempt + 1);
+              }
+              rp.deliver(std::move(err));
+            });
 }
 
 caf::behavior directory_impl(directory_actor* self,
@@ -83,6 +102,18 @@ caf::behavior directory_impl(directory_actor* self,
     st.by_addr.erase(it);
     st.active_gauge->set(static_cast<int64_t>(st.active.size()));
   });
+  // Turns a crash cut are still marked running: their agents come back now
+  // and finish them, without waiting for a client to ask.
+  std::map<runtime::agent_id, std::vector<runtime::request_entry>> cut;
+  for (auto& [id, entry] : st.ctx.store->open_turns())
+    if (st.types->find(id.type)) cut[id].push_back(std::move(entry));
+  for (auto& [id, entries] : cut) {
+    auto rec = st.ctx.store->load(id);
+    runtime::log::info("agent", "reactivating",
+                       {{"agent", id.str()}, {"open_turns", std::to_string(entries.size())}});
+    activate(self, id, rec ? std::move(rec->history) : std::vector<runtime::chat_message>{},
+             std::move(entries));
+  }
   self->set_exit_handler([self](caf::exit_msg& msg) {
     // Node shutdown: stop every agent so each open turn ends in `error`.
     for (auto& [id, hdl] : self->state.active)
@@ -115,8 +146,20 @@ caf::behavior directory_impl(directory_actor* self,
           std::string& caller) -> caf::result<turn_result> {
         auto r = resolve(self, agent);
         if (!r) return r.error();
-        self->delegate(*r, ask_atom::value, std::move(text), std::move(caller));
+        auto rp = self->make_response_promise();
+        ask_with_retry(self, rp, *r, agent, text, caller, 0);
         return caf::delegated<turn_result>{};
+      },
+      [=](passivate_atom) {
+        // Only the current activation may leave; from now on lookups make a
+        // new one from the store.
+        auto& st = self->state;
+        auto it = st.by_addr.find(caf::actor_cast<caf::actor_addr>(self->current_sender()));
+        if (it == st.by_addr.end()) return false;
+        st.active.erase(it->second);
+        st.by_addr.erase(it);
+        st.active_gauge->set(static_cast<int64_t>(st.active.size()));
+        return true;
       },
       [=](kill_atom, std::string& agent) -> caf::result<bool> {
         auto& st = self->state;

@@ -29,5 +29,7 @@ using tool_atom = caf::atom_constant<caf::atom("tool")>;
 using timeout_atom = caf::atom_constant<caf::atom("timeout")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
+using idle_atom = caf::atom_constant<caf::atom("idle")>;
+using passivate_atom = caf::atom_constant<caf::atom("passivate")>;
 
 } // namespace troupe::actors

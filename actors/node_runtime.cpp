@@ -49,18 +49,34 @@ private:
 
 struct node_runtime::impl {
   impl(const runtime::node_config& c, std::shared_ptr<const runtime::agent_type_registry> t,
-       io_threads& io)
+       std::shared_ptr<runtime::state_store> store, io_threads& io)
       : cfg(c), types(std::move(t)), system(configure(caf_cfg)) {
     router = spawn_inference_router(system);
     if (cfg.has_role("inference"))
       for (auto& acc : cfg.accelerators)
         workers.push_back(spawn_inference_worker(system, acc, make_backend(acc, io), router));
+    wait_for_workers();
     agent_context ctx;
-    ctx.store = runtime::make_memory_history_store();
+    ctx.store = std::move(store);
+    ctx.idle_timeout = cfg.idle_timeout;
     ctx.router = router;
     ctx.node = cfg.id;
     ctx.limits = cfg.limits;
     directory = spawn_agent_directory(system, types, ctx);
+  }
+
+  /// Agents resumed at start must find the workers: wait (briefly) until
+  /// every local worker has registered with the router.
+  void wait_for_workers() {
+    caf::scoped_actor self{system};
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (std::chrono::steady_clock::now() < deadline) {
+      size_t known = 0;
+      self->request(router, std::chrono::seconds(1), stats_atom::value)
+          .receive([&](std::vector<worker_status>& ws) { known = ws.size(); }, [&](caf::error&) {});
+      if (known >= workers.size()) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
   }
 
   runtime::node_config cfg;
@@ -77,8 +93,8 @@ struct node_runtime::impl {
 
 node_runtime::node_runtime(const runtime::node_config& cfg,
                            std::shared_ptr<const runtime::agent_type_registry> types,
-                           io_threads& io)
-    : impl_(std::make_unique<impl>(cfg, std::move(types), io)) {}
+                           std::shared_ptr<runtime::state_store> store, io_threads& io)
+    : impl_(std::make_unique<impl>(cfg, std::move(types), std::move(store), io)) {}
 
 node_runtime::~node_runtime() {
   shutdown();

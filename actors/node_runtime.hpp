@@ -5,6 +5,7 @@
 #include "runtime/config.hpp"
 #include "runtime/errc.hpp"
 #include "runtime/llm.hpp"
+#include "runtime/state_store.hpp"
 #include "runtime/tool.hpp"
 
 #include <functional>
@@ -44,7 +45,8 @@ struct execute_result {
 class node_runtime {
 public:
   node_runtime(const runtime::node_config& cfg,
-               std::shared_ptr<const runtime::agent_type_registry> types, io_threads& io);
+               std::shared_ptr<const runtime::agent_type_registry> types,
+               std::shared_ptr<runtime::state_store> store, io_threads& io);
   ~node_runtime();
 
   const runtime::node_config& config() const;

@@ -30,8 +30,17 @@ struct session_state {
   std::string fixed_agent;               // `/ws/{type}`: the connection's own agent
   std::vector<std::string> early_frames; // arrived before the own agent existed
   uint64_t auto_id = 0;
-  std::map<std::string, caf::actor> inflight; // client id -> agent running it
-  std::set<caf::actor> attached;
+  /// A `send` not yet answered with done/error. If its agent goes down
+  /// (passivated, crashed), it is sent again: the request log makes that safe.
+  struct request {
+    caf::actor agent; // null while the lookup runs
+    std::string agent_name;
+    std::string text;
+    int attempts = 0;
+  };
+  std::map<std::string, request> inflight;    // by client id
+  std::map<caf::actor, std::string> attached; // agent -> its name
+  std::set<caf::actor_addr> monitored;
   bool shutting_down = false;
   static inline const char* name = "ws_session";
 };
@@ -79,6 +88,73 @@ void with_agent(session_actor* self, const std::string& id, const std::string& a
             });
 }
 
+void watch(session_actor* self, const caf::actor& agent) {
+  if (self->state.monitored.insert(agent.address()).second) self->monitor(agent);
+}
+
+/// Looks the request's agent up (activating it if needed) and sends it.
+void dispatch(session_actor* self, const std::string& id) {
+  auto& st = self->state;
+  auto it = st.inflight.find(id);
+  if (it == st.inflight.end()) return;
+  it->second.agent = nullptr;
+  ++it->second.attempts;
+  self->request(st.directory, directory_timeout, lookup_atom::value, it->second.agent_name)
+      .then(
+          [=](caf::actor& agent) {
+            auto& st = self->state;
+            auto it = st.inflight.find(id);
+            if (it == st.inflight.end()) return; // cancelled while looking up
+            it->second.agent = agent;
+            watch(self, agent);
+            self->send(agent, send_atom::value, id, it->second.text,
+                       caf::actor_cast<caf::actor>(self));
+          },
+          [=](caf::error& err) {
+            if (self->state.inflight.erase(id) == 0) return;
+            auto f = to_failure(err);
+            write_error(self, id, f.code, f.message);
+            maybe_close(self);
+          });
+}
+
+/// An agent activation went away: passivated, crashed or killed. Requests it
+/// had not answered go to its next activation; attachments follow it.
+void on_agent_down(session_actor* self, const caf::actor_addr& who) {
+  auto& st = self->state;
+  st.monitored.erase(who);
+  std::vector<std::string> resend;
+  for (auto& [id, req] : st.inflight)
+    if (req.agent && req.agent.address() == who) resend.push_back(id);
+  for (auto& id : resend) {
+    auto& req = st.inflight[id];
+    if (req.attempts >= 3 || st.shutting_down) {
+      auto name = req.agent_name;
+      st.inflight.erase(id);
+      write_error(self, id, errc::internal, "agent " + name + " stopped repeatedly");
+      continue;
+    }
+    dispatch(self, id);
+  }
+  for (auto it = st.attached.begin(); it != st.attached.end();) {
+    if (it->first.address() != who) {
+      ++it;
+      continue;
+    }
+    auto name = it->second;
+    it = st.attached.erase(it);
+    self->request(st.directory, directory_timeout, lookup_atom::value, name)
+        .then(
+            [=](caf::actor& agent) {
+              self->state.attached[agent] = name;
+              watch(self, agent);
+              self->send(agent, subscribe_atom::value, caf::actor_cast<caf::actor>(self));
+            },
+            [](caf::error&) {}); // killed: nothing to follow
+  }
+  maybe_close(self);
+}
+
 void handle_op(session_actor* self, client_op op) {
   auto& st = self->state;
   switch (op.kind) {
@@ -109,23 +185,8 @@ void handle_op(session_actor* self, client_op op) {
                          "a request with id '" + op.id + "' is still running");
     if (st.inflight.size() >= max_inflight)
       return write_error(self, op.id, errc::overloaded, "too many requests in flight");
-    st.inflight[op.id] = nullptr; // reserved until the lookup answers
-    self->request(st.directory, directory_timeout, lookup_atom::value, op.agent)
-        .then(
-            [=](caf::actor& agent) {
-              auto& st = self->state;
-              auto it = st.inflight.find(op.id);
-              if (it == st.inflight.end()) return; // cancelled while looking up
-              it->second = agent;
-              self->send(agent, send_atom::value, op.id, op.text,
-                         caf::actor_cast<caf::actor>(self));
-            },
-            [=](caf::error& err) {
-              if (self->state.inflight.erase(op.id) == 0) return;
-              auto f = to_failure(err);
-              write_error(self, op.id, f.code, f.message);
-              maybe_close(self);
-            });
+    st.inflight[op.id] = {nullptr, op.agent, op.text, 0};
+    dispatch(self, op.id);
     break;
   }
   case client_op_kind::cancel: {
@@ -133,8 +194,8 @@ void handle_op(session_actor* self, client_op op) {
     if (it == st.inflight.end())
       return write_error(self, op.id, errc::bad_request,
                          "no running request with id '" + op.id + "'");
-    if (it->second) {
-      self->send(it->second, cancel_atom::value, op.id);
+    if (it->second.agent) {
+      self->send(it->second.agent, cancel_atom::value, op.id);
     } else {
       st.inflight.erase(it);
       write_error(self, op.id, errc::cancelled, "cancelled by client");
@@ -143,7 +204,8 @@ void handle_op(session_actor* self, client_op op) {
   }
   case client_op_kind::attach:
     with_agent(self, op.id, op.agent, [=](caf::actor& agent) {
-      self->state.attached.insert(agent);
+      self->state.attached[agent] = op.agent;
+      watch(self, agent);
       self->send(agent, subscribe_atom::value, caf::actor_cast<caf::actor>(self));
       write_simple(self, event_kind::attached, op.id, op.agent);
     });
@@ -223,6 +285,7 @@ caf::behavior session_impl(session_actor* self, std::shared_ptr<frame_sink> sink
   st.directory = std::move(directory);
   st.node = std::move(node);
   st.fixed_type = std::move(fixed_type);
+  self->set_down_handler([self](caf::down_msg& dm) { on_agent_down(self, dm.source); });
   if (!st.fixed_type.empty()) {
     self->request(st.directory, directory_timeout, spawn_atom::value, st.fixed_type, std::string{})
         .then(
@@ -256,7 +319,7 @@ caf::behavior session_impl(session_actor* self, std::shared_ptr<frame_sink> sink
         if ((ev->kind == event_kind::done || ev->kind == event_kind::error) && !ev->id.empty()) {
           auto it = st.inflight.find(ev->id);
           if (it != st.inflight.end() &&
-              (!it->second || it->second.address() == self->current_sender()))
+              (!it->second.agent || it->second.agent.address() == self->current_sender()))
             st.inflight.erase(it);
         }
         write(self, ev);
@@ -265,8 +328,8 @@ caf::behavior session_impl(session_actor* self, std::shared_ptr<frame_sink> sink
       [=](shutdown_atom) {
         auto& st = self->state;
         st.shutting_down = true;
-        for (auto& [id, agent] : st.inflight)
-          if (agent) self->send(agent, cancel_atom::value, id);
+        for (auto& [id, req] : st.inflight)
+          if (req.agent) self->send(req.agent, cancel_atom::value, id);
         maybe_close(self);
         // Whatever has not ended in two seconds is dropped with the socket.
         self->delayed_send(self, std::chrono::seconds(2), timeout_atom::value);

@@ -99,13 +99,23 @@ int run_node(const std::vector<std::string>& args) {
     std::fputs(banner, stderr);
     runtime::log::warn("node", "simulated_backend", {{"reason", "no accelerators configured"}});
   }
-  if (!cfg.state_path.empty())
+  std::shared_ptr<runtime::state_store> store;
+  try {
+    store = cfg.state_path == ":memory:" ? runtime::make_memory_state_store()
+                                         : runtime::make_sqlite_state_store(cfg.state_path);
+  } catch (const runtime::store_error& e) {
+    runtime::log::error("node", "state_store_failed", {{"reason", e.what()}});
+    std::fprintf(stderr, "troupe: %s\n", e.what());
+    return 2;
+  }
+  runtime::log::info("node", "state_store", {{"store", store->describe()}});
+  if (cfg.state_path == ":memory:")
     runtime::log::warn("node", "state_in_memory",
-                       {{"reason", "durable state store not built yet; state.path is ignored"}});
+                       {{"reason", "state.path is :memory:; a restart forgets every agent"}});
 
   actors::io_threads backend_io{1};
   actors::io_threads gateway_io{1};
-  actors::node_runtime rt{cfg, types, backend_io};
+  actors::node_runtime rt{cfg, types, store, backend_io};
   std::unique_ptr<gateway::gateway> gw;
   if (cfg.has_role("gateway")) {
     gw = std::make_unique<gateway::gateway>(gateway_io, rt);

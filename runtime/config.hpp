@@ -68,7 +68,8 @@ struct node_config {
   std::vector<std::string> roles{"gateway", "agents", "inference"};
   gateway_config gateway;
   limits_config limits;
-  std::string state_path;
+  /// SQLite file for agents and the request log; ":memory:" keeps nothing.
+  std::string state_path = "./data/troupe.db";
   std::vector<accelerator_config> accelerators;
   /// True when no accelerator was configured and the embedded simulated
   /// backend stands in; the node says so loudly at start.

@@ -28,6 +28,12 @@ std::string_view to_string(errc code) {
   return "internal";
 }
 
+errc errc_from_string(std::string_view name) {
+  for (int i = 0; i <= static_cast<int>(errc::internal); ++i)
+    if (to_string(static_cast<errc>(i)) == name) return static_cast<errc>(i);
+  return errc::internal;
+}
+
 int http_status(errc code) {
   switch (code) {
   case errc::success:

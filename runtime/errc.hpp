@@ -23,6 +23,9 @@ enum class errc {
 /// The wire name of a code, e.g. "backend_unavailable".
 std::string_view to_string(errc code);
 
+/// The code for a wire name; `internal` for an unknown one.
+errc errc_from_string(std::string_view name);
+
 /// HTTP status a REST reply carries for a code.
 int http_status(errc code);
 

@@ -125,6 +125,13 @@ simulated_plan plan_simulated_response(const chat_request& req) {
     if (!use_tool.empty() && offers(req, use_tool)) {
       auto args = nlohmann::json::parse(use_args, nullptr, false);
       call(use_tool, args.is_discarded() ? nlohmann::json{{"input", use_args}} : args);
+    } else if (low.find("what did i say first") != std::string::npos) {
+      // Shows the conversation survived: quotes the first user message.
+      for (auto& m : req.messages)
+        if (m.role == "user") {
+          answer = "You first said: " + m.content;
+          break;
+        }
     } else if (auto pos = low.find("count to "); pos != std::string::npos) {
       long n = std::strtol(low.c_str() + pos + 9, nullptr, 10);
       n = std::clamp(n, 1L, 100000L);

@@ -20,6 +20,7 @@ struct simulated_plan {
 /// The simulator's rules, applied to the last message:
 ///  - a tool result -> an answer quoting it ("The result is 42.");
 ///  - "use TOOL {json}" with TOOL offered -> a call to it with those arguments;
+///  - "what did I say first" -> quotes the conversation's first user message;
 ///  - "count to N" -> the numbers 1..N, one token each;
 ///  - "ask TYPE/KEY: TEXT" with the `agent` tool -> a call to that agent;
 ///  - "what time ..." with the `clock` tool -> a clock call;

@@ -50,7 +50,10 @@ def http(method, url, body=None, headers=None, timeout=30):
 class Process:
     def __init__(self, args, name):
         self.log = tempfile.NamedTemporaryFile(prefix=name + "-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        # Each process runs in a fresh directory, so relative paths
+        # (the default ./data/troupe.db) never collide between tests.
+        self.workdir = tempfile.mkdtemp(prefix=name + "-")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.workdir)
         self.name = name
 
     def output(self):
@@ -98,8 +101,11 @@ class SimLlm(Process):
 class Node(Process):
     """A `troupe node` with the given YAML (the gateway address is filled in)."""
 
-    def __init__(self, yaml_body="", port=None, wait=True, auth_keys_file=None):
+    def __init__(self, yaml_body="", port=None, wait=True, auth_keys_file=None, state_path=None):
+        """`state_path`: the SQLite file, to restart a node on the same state."""
         self.port = port or free_port()
+        if state_path and "state:" not in yaml_body:
+            yaml_body = f"state: {{path: {state_path}}}\n" + yaml_body
         self.config = tempfile.NamedTemporaryFile("w", prefix="troupe-", suffix=".yaml", delete=False)
         auth = f", auth: {{keys_file: {auth_keys_file}}}" if auth_keys_file else ""
         self.config.write(f"node: {{id: test-node}}\ngateway: {{listen: 127.0.0.1:{self.port}{auth}}}\n" + yaml_body)

@@ -1,0 +1,115 @@
+#include "runtime/state_store.hpp"
+
+#include <map>
+#include <algorithm>
+#include <mutex>
+#include <tuple>
+
+namespace troupe::runtime {
+
+namespace {
+
+class memory_state_store final : public state_store {
+public:
+  bool create(const agent_id& id) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    return records_.emplace(id, agent_record{id, {}}).second;
+  }
+
+  std::optional<agent_record> load(const agent_id& id) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    auto it = records_.find(id);
+    if (it == records_.end()) return std::nullopt;
+    return it->second;
+  }
+
+  void append(const agent_id& id, const chat_message& msg) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    append_locked(id, msg);
+  }
+
+  bool erase(const agent_id& id) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    requests_.erase(id);
+    return records_.erase(id) > 0;
+  }
+
+  std::vector<agent_id> list() override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    std::vector<agent_id> out;
+    out.reserve(records_.size());
+    for (auto& [id, rec] : records_)
+      out.push_back(id);
+    return out;
+  }
+
+  void begin_turn(const agent_id& id, const std::string& request_id,
+                  const std::string& text) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    requests_[id][request_id] = {request_id, text, request_state::running, {}, ++seq_};
+    append_locked(id, {"user", text, {}, {}, {}});
+  }
+
+  void finish_turn(const agent_id& id, const std::string& request_id, request_state state,
+                   const std::string& outcome) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    auto& e = requests_[id][request_id];
+    e.entry.id = request_id;
+    e.entry.state = state;
+    e.entry.outcome = outcome;
+  }
+
+  std::optional<request_entry> find_request(const agent_id& id,
+                                            const std::string& request_id) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    auto a = requests_.find(id);
+    if (a == requests_.end()) return std::nullopt;
+    auto r = a->second.find(request_id);
+    if (r == a->second.end()) return std::nullopt;
+    return r->second.entry;
+  }
+
+  std::vector<std::pair<agent_id, request_entry>> open_turns() override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    std::vector<std::tuple<uint64_t, agent_id, request_entry>> open;
+    for (auto& [id, reqs] : requests_)
+      for (auto& [rid, e] : reqs)
+        if (e.entry.state == request_state::running) open.emplace_back(e.seq, id, e.entry);
+    std::sort(open.begin(), open.end(),
+              [](auto& a, auto& b) { return std::get<0>(a) < std::get<0>(b); });
+    std::vector<std::pair<agent_id, request_entry>> out;
+    for (auto& [seq, id, e] : open)
+      out.emplace_back(id, e);
+    return out;
+  }
+
+  std::string describe() const override { return "memory"; }
+
+private:
+  struct logged {
+    logged() = default;
+    logged(std::string id, std::string text, request_state s, std::string outcome, uint64_t q)
+        : entry{std::move(id), std::move(text), s, std::move(outcome)}, seq(q) {}
+    request_entry entry;
+    uint64_t seq = 0;
+  };
+
+  void append_locked(const agent_id& id, const chat_message& msg) {
+    auto& rec = records_[id];
+    rec.id = id;
+    rec.history.push_back(msg);
+  }
+
+  std::mutex mutex_;
+  std::map<agent_id, agent_record> records_;
+  std::map<agent_id, std::map<std::string, logged>> requests_;
+  uint64_t seq_ = 0;
+};
+
+} // namespace
+
+std::shared_ptr<state_store> make_memory_state_store() {
+  return std::make_shared<memory_state_store>();
+}
+
+} // namespace troupe::runtime

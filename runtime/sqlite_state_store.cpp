@@ -1,0 +1,339 @@
+#include "runtime/state_store.hpp"
+
+#include <nlohmann/json.hpp>
+#include <sqlite3.h>
+
+#include <chrono>
+#include <filesystem>
+#include <mutex>
+
+namespace troupe::runtime {
+
+namespace {
+
+using nlohmann::json;
+
+std::string encode_message(const chat_message& m) {
+  json j{{"role", m.role}, {"content", m.content}};
+  if (!m.tool_calls.empty()) {
+    json calls = json::array();
+    for (auto& c : m.tool_calls)
+      calls.push_back({{"id", c.id}, {"name", c.name}, {"arguments", c.arguments}});
+    j["tool_calls"] = std::move(calls);
+  }
+  if (!m.tool_call_id.empty()) j["tool_call_id"] = m.tool_call_id;
+  if (!m.name.empty()) j["name"] = m.name;
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+chat_message decode_message(const std::string& text) {
+  auto j = json::parse(text, nullptr, false);
+  chat_message m;
+  if (!j.is_object()) return m;
+  m.role = j.value("role", "");
+  m.content = j.value("content", "");
+  m.tool_call_id = j.value("tool_call_id", "");
+  m.name = j.value("name", "");
+  if (auto it = j.find("tool_calls"); it != j.end() && it->is_array())
+    for (auto& c : *it)
+      m.tool_calls.push_back({c.value("id", ""), c.value("name", ""), c.value("arguments", "")});
+  return m;
+}
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+/// One prepared statement, reset after each use.
+class statement {
+public:
+  statement(sqlite3* db, const char* sql) : db_(db) {
+    if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr) != SQLITE_OK)
+      throw store_error(std::string{"sqlite prepare failed: "} + sqlite3_errmsg(db) +
+                        " in: " + sql);
+  }
+  ~statement() { sqlite3_finalize(stmt_); }
+  statement(const statement&) = delete;
+  statement& operator=(const statement&) = delete;
+
+  statement& bind(int i, const std::string& v) {
+    sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  statement& bind(int i, int64_t v) {
+    sqlite3_bind_int64(stmt_, i, v);
+    return *this;
+  }
+
+  /// Steps once; true while a row is available.
+  bool step() {
+    int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc != SQLITE_DONE)
+      throw store_error(std::string{"sqlite step failed: "} + sqlite3_errmsg(db_));
+    return false;
+  }
+  void run() {
+    step();
+    reset();
+  }
+  void reset() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+  std::string text(int col) {
+    auto p = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, col));
+    return p ? std::string{p, static_cast<size_t>(sqlite3_column_bytes(stmt_, col))}
+             : std::string{};
+  }
+  int64_t integer(int col) { return sqlite3_column_int64(stmt_, col); }
+
+private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+};
+
+/// Resets a statement however the scope is left.
+struct reset_on_exit {
+  statement& s;
+  ~reset_on_exit() { s.reset(); }
+};
+
+class sqlite_state_store final : public state_store {
+public:
+  explicit sqlite_state_store(const std::string& path) : path_(path) {
+    auto parent = std::filesystem::path(path).parent_path();
+    std::error_code ec;
+    if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+    if (sqlite3_open_v2(path.c_str(), &db_,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        nullptr) != SQLITE_OK) {
+      std::string why = db_ ? sqlite3_errmsg(db_) : "out of memory";
+      sqlite3_close(db_);
+      throw store_error("cannot open state store '" + path + "': " + why);
+    }
+    sqlite3_busy_timeout(db_, 5000);
+    // WAL: a committed transaction survives the process dying at any point.
+    exec("PRAGMA journal_mode=WAL");
+    exec("PRAGMA synchronous=NORMAL");
+    exec("PRAGMA foreign_keys=OFF");
+    exec("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)");
+    check_version();
+    exec("CREATE TABLE IF NOT EXISTS agents(type TEXT NOT NULL, key TEXT NOT NULL, "
+         "created_ms INTEGER NOT NULL, PRIMARY KEY(type, key)) WITHOUT ROWID");
+    exec("CREATE TABLE IF NOT EXISTS messages(type TEXT NOT NULL, key TEXT NOT NULL, "
+         "seq INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY(type, key, seq)) WITHOUT ROWID");
+    exec("CREATE TABLE IF NOT EXISTS requests(type TEXT NOT NULL, key TEXT NOT NULL, "
+         "request_id TEXT NOT NULL, text TEXT NOT NULL, state INTEGER NOT NULL, "
+         "outcome TEXT NOT NULL DEFAULT '', updated_ms INTEGER NOT NULL, "
+         "PRIMARY KEY(type, key, request_id)) WITHOUT ROWID");
+    exec("CREATE INDEX IF NOT EXISTS requests_open ON requests(updated_ms) WHERE state = 0");
+    insert_agent_ = std::make_unique<statement>(
+        db_, "INSERT OR IGNORE INTO agents(type, key, created_ms) VALUES(?1, ?2, ?3)");
+    select_agent_ =
+        std::make_unique<statement>(db_, "SELECT 1 FROM agents WHERE type=?1 AND key=?2");
+    select_messages_ = std::make_unique<statement>(
+        db_, "SELECT body FROM messages WHERE type=?1 AND key=?2 ORDER BY seq");
+    insert_message_ = std::make_unique<statement>(
+        db_, "INSERT INTO messages(type, key, seq, body) VALUES(?1, ?2, "
+             "(SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE type=?1 AND key=?2), ?3)");
+    delete_agent_ = std::make_unique<statement>(db_, "DELETE FROM agents WHERE type=?1 AND key=?2");
+    delete_messages_ =
+        std::make_unique<statement>(db_, "DELETE FROM messages WHERE type=?1 AND key=?2");
+    delete_requests_ =
+        std::make_unique<statement>(db_, "DELETE FROM requests WHERE type=?1 AND key=?2");
+    list_agents_ =
+        std::make_unique<statement>(db_, "SELECT type, key FROM agents ORDER BY type, key");
+    upsert_request_ = std::make_unique<statement>(
+        db_, "INSERT INTO requests(type, key, request_id, text, state, outcome, updated_ms) "
+             "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(type, key, request_id) DO UPDATE SET "
+             "text=excluded.text, state=excluded.state, outcome=excluded.outcome, "
+             "updated_ms=excluded.updated_ms");
+    finish_request_ =
+        std::make_unique<statement>(db_, "UPDATE requests SET state=?4, outcome=?5, updated_ms=?6 "
+                                         "WHERE type=?1 AND key=?2 AND request_id=?3");
+    find_request_ = std::make_unique<statement>(
+        db_,
+        "SELECT text, state, outcome FROM requests WHERE type=?1 AND key=?2 AND request_id=?3");
+    open_requests_ = std::make_unique<statement>(
+        db_,
+        "SELECT type, key, request_id, text FROM requests WHERE state = 0 ORDER BY updated_ms");
+  }
+
+  ~sqlite_state_store() override {
+    insert_agent_.reset();
+    select_agent_.reset();
+    select_messages_.reset();
+    insert_message_.reset();
+    delete_agent_.reset();
+    delete_messages_.reset();
+    delete_requests_.reset();
+    list_agents_.reset();
+    upsert_request_.reset();
+    finish_request_.reset();
+    find_request_.reset();
+    open_requests_.reset();
+    sqlite3_close(db_);
+  }
+
+  bool create(const agent_id& id) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    insert_agent_->bind(1, id.type).bind(2, id.key).bind(3, now_ms()).run();
+    return sqlite3_changes(db_) > 0;
+  }
+
+  std::optional<agent_record> load(const agent_id& id) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    {
+      reset_on_exit r{*select_agent_};
+      if (!select_agent_->bind(1, id.type).bind(2, id.key).step()) return std::nullopt;
+    }
+    agent_record rec{id, {}};
+    reset_on_exit r{*select_messages_};
+    select_messages_->bind(1, id.type).bind(2, id.key);
+    while (select_messages_->step())
+      rec.history.push_back(decode_message(select_messages_->text(0)));
+    return rec;
+  }
+
+  void append(const agent_id& id, const chat_message& msg) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    transaction tx{*this};
+    insert_agent_->bind(1, id.type).bind(2, id.key).bind(3, now_ms()).run();
+    insert_message_->bind(1, id.type).bind(2, id.key).bind(3, encode_message(msg)).run();
+    tx.commit();
+  }
+
+  bool erase(const agent_id& id) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    transaction tx{*this};
+    delete_agent_->bind(1, id.type).bind(2, id.key).run();
+    bool existed = sqlite3_changes(db_) > 0;
+    delete_messages_->bind(1, id.type).bind(2, id.key).run();
+    delete_requests_->bind(1, id.type).bind(2, id.key).run();
+    tx.commit();
+    return existed;
+  }
+
+  std::vector<agent_id> list() override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    std::vector<agent_id> out;
+    reset_on_exit r{*list_agents_};
+    while (list_agents_->step())
+      out.push_back({list_agents_->text(0), list_agents_->text(1)});
+    return out;
+  }
+
+  void begin_turn(const agent_id& id, const std::string& request_id,
+                  const std::string& text) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    transaction tx{*this};
+    insert_agent_->bind(1, id.type).bind(2, id.key).bind(3, now_ms()).run();
+    upsert_request_->bind(1, id.type)
+        .bind(2, id.key)
+        .bind(3, request_id)
+        .bind(4, text)
+        .bind(5, int64_t{0})
+        .bind(6, std::string{})
+        .bind(7, now_ms())
+        .run();
+    insert_message_->bind(1, id.type)
+        .bind(2, id.key)
+        .bind(3, encode_message({"user", text, {}, {}, {}}))
+        .run();
+    tx.commit();
+  }
+
+  void finish_turn(const agent_id& id, const std::string& request_id, request_state state,
+                   const std::string& outcome) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    finish_request_->bind(1, id.type)
+        .bind(2, id.key)
+        .bind(3, request_id)
+        .bind(4, static_cast<int64_t>(state))
+        .bind(5, outcome)
+        .bind(6, now_ms())
+        .run();
+  }
+
+  std::optional<request_entry> find_request(const agent_id& id,
+                                            const std::string& request_id) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    reset_on_exit r{*find_request_};
+    if (!find_request_->bind(1, id.type).bind(2, id.key).bind(3, request_id).step())
+      return std::nullopt;
+    return request_entry{request_id, find_request_->text(0),
+                         static_cast<request_state>(find_request_->integer(1)),
+                         find_request_->text(2)};
+  }
+
+  std::vector<std::pair<agent_id, request_entry>> open_turns() override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    std::vector<std::pair<agent_id, request_entry>> out;
+    reset_on_exit r{*open_requests_};
+    while (open_requests_->step())
+      out.push_back(
+          {{open_requests_->text(0), open_requests_->text(1)},
+           {open_requests_->text(2), open_requests_->text(3), request_state::running, {}}});
+    return out;
+  }
+
+  std::string describe() const override { return "sqlite " + path_; }
+
+private:
+  /// BEGIN IMMEDIATE ... COMMIT, rolled back if not committed.
+  struct transaction {
+    explicit transaction(sqlite_state_store& s) : s_(s) { s_.exec("BEGIN IMMEDIATE"); }
+    void commit() {
+      s_.exec("COMMIT");
+      done_ = true;
+    }
+    ~transaction() {
+      if (!done_) sqlite3_exec(s_.db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    }
+    sqlite_state_store& s_;
+    bool done_ = false;
+  };
+
+  void exec(const char* sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string why = err ? err : "unknown error";
+      sqlite3_free(err);
+      throw store_error("state store '" + path_ + "': " + why + " (in: " + sql + ")");
+    }
+  }
+
+  void check_version() {
+    statement get{db_, "SELECT value FROM meta WHERE key='schema_version'"};
+    if (get.step()) {
+      int v = std::atoi(get.text(0).c_str());
+      if (v > state_schema_version)
+        throw store_error("state store '" + path_ + "' was written by schema version " +
+                          std::to_string(v) + "; this build understands up to version " +
+                          std::to_string(state_schema_version) +
+                          ". Upgrade troupe or point state.path elsewhere.");
+      return;
+    }
+    exec(("INSERT INTO meta(key, value) VALUES('schema_version', '" +
+          std::to_string(state_schema_version) + "')")
+             .c_str());
+  }
+
+  std::string path_;
+  sqlite3* db_ = nullptr;
+  std::mutex mutex_;
+  std::unique_ptr<statement> insert_agent_, select_agent_, select_messages_, insert_message_,
+      delete_agent_, delete_messages_, delete_requests_, list_agents_, upsert_request_,
+      finish_request_, find_request_, open_requests_;
+};
+
+} // namespace
+
+std::shared_ptr<state_store> make_sqlite_state_store(const std::string& path) {
+  return std::make_shared<sqlite_state_store>(path);
+}
+
+} // namespace troupe::runtime

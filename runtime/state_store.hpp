@@ -1,0 +1,84 @@
+#pragma once
+
+#include "runtime/ids.hpp"
+#include "runtime/llm.hpp"
+
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace troupe::runtime {
+
+/// A stored agent: its identity and conversation so far.
+struct agent_record {
+  agent_id id;
+  std::vector<chat_message> history;
+};
+
+enum class request_state { running, done, failed };
+
+/// One entry of the request log, keyed by (agent, client request id). It
+/// makes a retried `send` idempotent and tells which turns a crash cut.
+struct request_entry {
+  std::string id;
+  std::string text;
+  request_state state = request_state::running;
+  /// JSON: `{"answer","usage","steps"}` when done, `{"code","message"}` when failed.
+  std::string outcome;
+};
+
+/// A store that cannot do its job (disk full, corrupt file, newer schema).
+struct store_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// Where agents keep their conversations and the request log (DESIGN.md
+/// "State and supervision"). Thread-safe: every agent actor calls it.
+/// Failures throw `store_error`; the calling actor dies and is reactivated
+/// from what was stored.
+class state_store {
+public:
+  virtual ~state_store() = default;
+
+  // -- agents -----------------------------------------------------------------
+
+  /// Creates an empty record; false if it exists already.
+  virtual bool create(const agent_id& id) = 0;
+  virtual std::optional<agent_record> load(const agent_id& id) = 0;
+  /// Appends one message to an agent's history (creating the record if needed).
+  virtual void append(const agent_id& id, const chat_message& msg) = 0;
+  /// Removes the agent, its history and its request log.
+  virtual bool erase(const agent_id& id) = 0;
+  virtual std::vector<agent_id> list() = 0;
+
+  // -- request log ------------------------------------------------------------
+
+  /// Write-ahead for a turn: records request `request_id` as running and
+  /// appends the user message, atomically.
+  virtual void begin_turn(const agent_id& id, const std::string& request_id,
+                          const std::string& text) = 0;
+  virtual void finish_turn(const agent_id& id, const std::string& request_id, request_state state,
+                           const std::string& outcome) = 0;
+  virtual std::optional<request_entry> find_request(const agent_id& id,
+                                                    const std::string& request_id) = 0;
+  /// Turns still marked running, oldest first: cut by a crash if no live
+  /// activation is running them.
+  virtual std::vector<std::pair<agent_id, request_entry>> open_turns() = 0;
+
+  /// "sqlite ./data/troupe.db" or "memory", for logs.
+  virtual std::string describe() const = 0;
+};
+
+std::shared_ptr<state_store> make_memory_state_store();
+
+/// Opens (creating if needed) a SQLite store in WAL mode. A file written by
+/// a newer schema version is refused with a `store_error` saying so.
+std::shared_ptr<state_store> make_sqlite_state_store(const std::string& path);
+
+/// The schema version this build writes.
+constexpr int state_schema_version = 1;
+
+} // namespace troupe::runtime
