@@ -61,6 +61,12 @@ struct worker_state {
   uint64_t next_seq = 1;
   bool healthy = true;
   std::string health_detail = "not checked yet";
+  /// Circuit breaker over real requests: `failure_threshold` failures in a
+  /// row open it (no routing); the next good health probe half-opens it
+  /// (one request admitted); that request's outcome closes or reopens it.
+  enum class breaker { closed, open, half_open } brk = breaker::closed;
+  int consecutive_failures = 0;
+  static constexpr int failure_threshold = 3;
   uint64_t served = 0;
   uint64_t failed = 0;
   std::unique_ptr<worker_metrics> metrics;
@@ -92,9 +98,10 @@ void start_job(worker_actor* self, infer_job job) {
   auto t0 = steady_clock::now();
   auto* m = st.metrics.get(); // outlives every stream: streams end before the worker does
   auto first = std::make_shared<bool>(true);
-  auto notify_worker = [weak, seq](bool ok) {
+  auto notify_worker = [weak, seq](errc code, std::string reason) {
     if (auto strong = weak.lock())
-      caf::anon_send(caf::actor_cast<caf::actor>(strong), slot_free_atom::value, seq, ok);
+      caf::anon_send(caf::actor_cast<caf::actor>(strong), slot_free_atom::value, seq, code,
+                     std::move(reason));
   };
   stream_callbacks cb;
   // Tokens go straight from the I/O thread to the agent: the worker only
@@ -109,13 +116,13 @@ void start_job(worker_actor* self, infer_job job) {
   };
   cb.on_done = [sink, job_no, notify_worker](runtime::chat_result result) {
     caf::anon_send(sink, done_atom::value, job_no, std::move(result));
-    notify_worker(true);
+    notify_worker(errc::success, {});
   };
   cb.on_error = [sink, job_no, notify_worker, id = st.cfg.id](errc code, std::string reason,
                                                               bool started) {
+    notify_worker(code, reason);
     caf::anon_send(sink, fail_atom::value, job_no, runtime::failure{code, std::move(reason)},
                    started, id);
-    notify_worker(false);
   };
   auto handle = st.be->start(std::move(job.request), std::move(cb));
   job.request = {}; // the backend has its own copy; keep only what cancel needs
@@ -174,7 +181,9 @@ caf::behavior worker_impl(worker_actor* self, runtime::accelerator_config cfg,
   return {
       [=](infer_atom, infer_job& job) -> caf::result<std::string> {
         auto& st = self->state;
-        if (!st.healthy) {
+        bool probing =
+            st.brk == worker_state::breaker::half_open && (!st.active.empty() || !st.queue.empty());
+        if (!st.healthy || probing) {
           st.metrics->rejected.inc();
           return make_error(errc::backend_unavailable,
                             "worker " + st.cfg.id + " backend unhealthy: " + st.health_detail);
@@ -209,21 +218,60 @@ caf::behavior worker_impl(worker_actor* self, runtime::accelerator_config cfg,
             return;
           }
       },
-      [=](slot_free_atom, uint64_t seq, bool ok) {
+      [=](slot_free_atom, uint64_t seq, errc code, std::string& reason) {
         auto& st = self->state;
         if (st.active.erase(seq) == 0) return;
-        if (ok) {
+        using breaker = worker_state::breaker;
+        if (code == errc::success) {
           ++st.served;
           st.metrics->ok.inc();
+          st.consecutive_failures = 0;
+          if (st.brk == breaker::half_open) {
+            st.brk = breaker::closed;
+            runtime::log::info("inference", "circuit_closed", {{"worker", st.cfg.id}});
+          }
         } else {
           ++st.failed;
           st.metrics->failed.inc();
+          // Only the backend's own failures count; a cancel says nothing about it.
+          bool backend_fault = code == errc::backend_unavailable || code == errc::timeout;
+          if (backend_fault &&
+              (++st.consecutive_failures >= worker_state::failure_threshold ||
+               st.brk == breaker::half_open) &&
+              st.brk != breaker::open) {
+            st.brk = breaker::open;
+            st.healthy = false;
+            st.health_detail = "circuit open after " + std::to_string(st.consecutive_failures) +
+                               " failed request(s): " + reason;
+            runtime::metrics_registry::global()
+                .get_counter("troupe_worker_circuit_opened_total",
+                             "Times a worker stopped taking work after failed requests",
+                             st.metrics->labels)
+                .inc();
+            runtime::log::warn("inference", "circuit_open",
+                               {{"worker", st.cfg.id}, {"reason", reason}});
+          }
         }
         pump(self);
         report(self);
       },
       [=](health_atom, bool ok, std::string& detail) {
         auto& st = self->state;
+        using breaker = worker_state::breaker;
+        if (st.brk == breaker::open) {
+          if (!ok) {
+            // Still down: keep the circuit open, with the probe's reason.
+            st.health_detail = "circuit open: " + detail;
+            report(self);
+            self->delayed_send(self, st.cfg.backend.health_interval, tick_atom::value);
+            return;
+          }
+          st.brk = breaker::half_open; // one request will tell
+          st.consecutive_failures = 0;
+          detail = "half-open: probing with one request";
+        } else if (st.brk == breaker::half_open && ok) {
+          detail = st.health_detail;
+        }
         if (ok != st.healthy || detail != st.health_detail) {
           if (ok != st.healthy)
             runtime::log::write(ok ? runtime::log::level::info : runtime::log::level::warn,

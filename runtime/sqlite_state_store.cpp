@@ -107,11 +107,10 @@ public:
     auto parent = std::filesystem::path(path).parent_path();
     std::error_code ec;
     if (!parent.empty()) std::filesystem::create_directories(parent, ec);
-    if (sqlite3_open_v2(path.c_str(), &db_,
+    if (sqlite3_open_v2(path.c_str(), &db_.p,
                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                         nullptr) != SQLITE_OK) {
-      std::string why = db_ ? sqlite3_errmsg(db_) : "out of memory";
-      sqlite3_close(db_);
+      std::string why = db_.p ? sqlite3_errmsg(db_) : "out of memory";
       throw store_error("cannot open state store '" + path + "': " + why);
     }
     sqlite3_busy_timeout(db_, 5000);
@@ -160,22 +159,6 @@ public:
     open_requests_ = std::make_unique<statement>(
         db_,
         "SELECT type, key, request_id, text FROM requests WHERE state = 0 ORDER BY updated_ms");
-  }
-
-  ~sqlite_state_store() override {
-    insert_agent_.reset();
-    select_agent_.reset();
-    select_messages_.reset();
-    insert_message_.reset();
-    delete_agent_.reset();
-    delete_messages_.reset();
-    delete_requests_.reset();
-    list_agents_.reset();
-    upsert_request_.reset();
-    finish_request_.reset();
-    find_request_.reset();
-    open_requests_.reset();
-    sqlite3_close(db_);
   }
 
   bool create(const agent_id& id) override {
@@ -322,8 +305,16 @@ private:
              .c_str());
   }
 
+  /// Closes the database however the object ends, a throwing constructor
+  /// included; declared before the statements so it outlives them.
+  struct connection {
+    sqlite3* p = nullptr;
+    ~connection() { sqlite3_close(p); }
+    operator sqlite3*() const { return p; }
+  };
+
   std::string path_;
-  sqlite3* db_ = nullptr;
+  connection db_;
   std::mutex mutex_;
   std::unique_ptr<statement> insert_agent_, select_agent_, select_messages_, insert_message_,
       delete_agent_, delete_messages_, delete_requests_, list_agents_, upsert_request_,

@@ -198,3 +198,28 @@ TEST_F(worker_fixture, the_router_falls_back_to_another_worker_when_one_is_full)
   self->send_exit(router, caf::exit_reason::user_shutdown);
   sched.run();
 }
+
+TEST_F(worker_fixture, repeated_backend_failures_open_the_circuit_until_a_probe_succeeds) {
+  auto w = start_worker(4, 4);
+  for (uint64_t job = 1; job <= 3; ++job) {
+    ASSERT_TRUE(std::holds_alternative<std::string>(submit(w, job)));
+    be->streams.back()->cb.on_error(errc::backend_unavailable, "HTTP 500", false);
+    sched.run();
+  }
+  auto refused = submit(w, 4);
+  ASSERT_TRUE(std::holds_alternative<runtime::failure>(refused));
+  EXPECT_NE(std::get<runtime::failure>(refused).message.find("circuit open"), std::string::npos);
+  // A good health probe half-opens it: exactly one request is let through.
+  self->send(w, health_atom::value, true, std::string{"ok"});
+  sched.run();
+  EXPECT_TRUE(std::holds_alternative<std::string>(submit(w, 5)));
+  EXPECT_TRUE(std::holds_alternative<runtime::failure>(submit(w, 6)));
+  be->streams.back()->cb.on_done({});
+  sched.run();
+  // The probe succeeded: closed again, full capacity.
+  EXPECT_TRUE(std::holds_alternative<std::string>(submit(w, 7)));
+  EXPECT_TRUE(std::holds_alternative<std::string>(submit(w, 8)));
+  failures(); // drain the sink
+  self->send_exit(w, caf::exit_reason::user_shutdown);
+  sched.run();
+}
