@@ -11,6 +11,7 @@
 #include <deque>
 #include <optional>
 #include <set>
+#include <variant>
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::runtime::tool_outcome)
 
@@ -25,9 +26,9 @@ namespace {
 struct turn {
   std::string id;
   std::string text;
-  std::vector<caf::actor> requesters;           // send: get this turn's events
-  std::optional<caf::response_promise> promise; // ask: gets the result
-  std::string caller;                           // ask from another agent
+  std::vector<caf::actor> requesters;          // send: get this turn's events
+  std::vector<caf::response_promise> promises; // ask: get the result
+  std::string caller;                          // ask from another agent
   bool begun = false; // written ahead to the store (a resumed turn already is)
   steady_clock::time_point received = steady_clock::now();
 };
@@ -77,6 +78,7 @@ struct agent_state {
   // -- lifecycle ---------------------------------------------------------------
   steady_clock::time_point last_activity = steady_clock::now();
   bool passivating = false;
+  bool node_stopping = false; // open turns stay "running" in the store and resume at restart
   static inline const char* name = "agent";
 };
 
@@ -143,7 +145,8 @@ void finish_ok(agent_actor* self, std::string answer) {
   st.ctx.store->finish_turn(st.id, t.id, runtime::request_state::done,
                             outcome.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   deliver(self, &t, done_event(st.id_str, t.id, answer, st.used, steps));
-  if (t.promise) t.promise->deliver(turn_result{st.id_str, std::move(answer), st.used, steps});
+  for (auto& p : t.promises)
+    p.deliver(turn_result{st.id_str, answer, st.used, steps});
   st.job = 0; // the call is complete: nothing to cancel
   end_turn(self);
 }
@@ -156,12 +159,13 @@ void fail_turn(agent_actor* self, turn& t, errc code, const std::string& message
                       {"id", t.id},
                       {"code", std::string{runtime::to_string(code)}},
                       {"reason", message}});
-  if (t.begun) {
+  if (t.begun && !st.node_stopping) {
     nlohmann::json outcome{{"code", runtime::to_string(code)}, {"message", message}};
     st.ctx.store->finish_turn(st.id, t.id, runtime::request_state::failed, outcome.dump());
   }
   deliver(self, &t, runtime::make_error_event(t.id, code, message, st.id_str));
-  if (t.promise) t.promise->deliver(make_error(code, message));
+  for (auto& p : t.promises)
+    p.deliver(make_error(code, message));
 }
 
 void finish_error(agent_actor* self, errc code, const std::string& message) {
@@ -304,7 +308,7 @@ void run_tools(agent_actor* self) {
       // Half the turn budget, so the asking turn can still answer when the
       // other agent times out.
       self->request(st.ctx.directory, st.ctx.limits.turn_timeout / 2, ask_atom::value, target,
-                    message, st.id_str)
+                    message, st.id_str, st.id_str + ":" + st.current->id + ":" + call.id)
           .then(
               [=](turn_result& r) {
                 if (self->state.turn_seq == seq && self->state.current)
@@ -323,6 +327,24 @@ void run_tools(agent_actor* self) {
       tool_finished(self, i, runtime::run_tool(it->second, call.arguments));
     if (st.turn_seq != seq || !st.current) return;
   }
+}
+
+/// A finished request's stored outcome, or nothing if it is still running.
+std::optional<std::variant<turn_result, runtime::failure>>
+stored_outcome(const runtime::request_entry& e) {
+  auto outcome = nlohmann::json::parse(e.outcome, nullptr, false);
+  if (e.state == runtime::request_state::running || !outcome.is_object()) return std::nullopt;
+  if (e.state == runtime::request_state::failed)
+    return runtime::failure{runtime::errc_from_string(outcome.value("code", "internal")),
+                            outcome.value("message", "")};
+  turn_result r;
+  r.answer = outcome.value("answer", "");
+  if (auto u = outcome.find("usage"); u != outcome.end() && u->is_object()) {
+    r.tokens.prompt_tokens = u->value("prompt_tokens", int64_t{0});
+    r.tokens.completion_tokens = u->value("completion_tokens", int64_t{0});
+  }
+  r.steps = outcome.value("steps", int64_t{0});
+  return r;
 }
 
 /// Picks the turn up from the end of the history: a fresh turn ends in its
@@ -378,7 +400,7 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
   st.history = std::move(history);
   for (auto& r : resume) {
     runtime::log::info("agent", "resuming_turn", {{"agent", st.id_str}, {"id", r.id}});
-    turn t{r.id, r.text, {}, std::nullopt, {}, true};
+    turn t{r.id, r.text, {}, {}, {}, true};
     st.pending.push_back(std::move(t));
   }
   if (st.ctx.idle_timeout.count() > 0)
@@ -434,50 +456,89 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
           if (t.id == id && join(t)) return;
         bool resumed = false;
         if (auto e = st.ctx.store->find_request(st.id, id); e && e->text == text) {
-          auto outcome = nlohmann::json::parse(e->outcome, nullptr, false);
-          if (e->state == runtime::request_state::done && outcome.is_object()) {
-            runtime::usage u;
-            u.prompt_tokens = outcome["usage"].value("prompt_tokens", int64_t{0});
-            u.completion_tokens = outcome["usage"].value("completion_tokens", int64_t{0});
-            self->send(requester, event_atom::value,
-                       done_event(st.id_str, id, outcome.value("answer", ""), u,
-                                  outcome.value("steps", int64_t{0})));
-            return;
-          }
-          if (e->state == runtime::request_state::failed && outcome.is_object()) {
-            self->send(requester, event_atom::value,
-                       runtime::make_error_event(
-                           id, runtime::errc_from_string(outcome.value("code", "internal")),
-                           outcome.value("message", ""), st.id_str));
+          if (auto past = stored_outcome(*e)) {
+            if (auto r = std::get_if<turn_result>(&*past))
+              self->send(requester, event_atom::value,
+                         done_event(st.id_str, id, r->answer, r->tokens, r->steps));
+            else
+              self->send(requester, event_atom::value,
+                         runtime::make_error_event(id, std::get<runtime::failure>(*past).code,
+                                                   std::get<runtime::failure>(*past).message,
+                                                   st.id_str));
             return;
           }
           // Logged as running but not running here: a crash cut it. Resume it.
-          resumed = e->state == runtime::request_state::running;
+          resumed = true;
         }
-        turn t{id, std::move(text), {requester}, std::nullopt, {}, resumed};
+        turn t{id, std::move(text), {requester}, {}, {}, resumed};
         if (!enqueue(std::move(t)))
           self->send(requester, event_atom::value,
                      runtime::make_error_event(id, errc::overloaded,
                                                "agent has too many queued turns",
                                                self->state.id_str));
       },
-      [=](ask_atom, std::string& text, std::string& caller) -> caf::result<turn_result> {
+      [=](ask_atom, std::string& text, std::string& caller,
+          std::string& request_id) -> caf::result<turn_result> {
         auto& st = self->state;
         if (st.passivating)
           return caf::make_error(caf::sec::request_receiver_down); // the directory retries
+        st.last_activity = steady_clock::now();
+        bool resumed = false;
+        if (!request_id.empty()) {
+          // Idempotent like `send`: join the running turn or answer from the log.
+          auto join = [&](turn& t) { return t.id == request_id && t.text == text; };
+          if (st.current && join(*st.current)) {
+            auto rp = self->make_response_promise();
+            st.current->promises.push_back(rp);
+            return caf::delegated<turn_result>{};
+          }
+          for (auto& t : st.pending)
+            if (join(t)) {
+              auto rp = self->make_response_promise();
+              t.promises.push_back(rp);
+              return caf::delegated<turn_result>{};
+            }
+          if (auto e = st.ctx.store->find_request(st.id, request_id); e && e->text == text) {
+            if (auto past = stored_outcome(*e)) {
+              if (auto r = std::get_if<turn_result>(&*past)) {
+                r->agent = st.id_str;
+                return std::move(*r);
+              }
+              auto& f = std::get<runtime::failure>(*past);
+              return make_error(f.code, f.message);
+            }
+            resumed = true;
+          }
+        }
         if (st.pending.size() >= st.ctx.limits.max_pending_turns)
           return make_error(errc::overloaded, "agent has too many queued turns");
-        st.last_activity = steady_clock::now();
         auto rp = self->make_response_promise();
         // Ask ids must stay unique across activations: they key the request log.
-        auto now = std::chrono::system_clock::now().time_since_epoch().count();
-        turn t{"ask-" + std::to_string(now) + "-" + std::to_string(++st.ask_seq),
-               std::move(text),
-               {},
-               rp,
-               std::move(caller)};
+        auto id = request_id;
+        if (id.empty())
+          id = "ask-" +
+               std::to_string(std::chrono::system_clock::now().time_since_epoch().count()) + "-" +
+               std::to_string(++st.ask_seq);
+        turn t{id, std::move(text), {}, {rp}, std::move(caller), resumed};
         enqueue(std::move(t));
         return caf::delegated<turn_result>{};
+      },
+      [=](shutdown_atom) {
+        // Node shutdown: tell everyone waiting, but keep the turns open in
+        // the store; they resume when the node starts again.
+        auto& st = self->state;
+        st.node_stopping = true;
+        auto why = "node shutting down; the turn resumes when it restarts (send the same id "
+                   "again to get its outcome)";
+        if (st.current) {
+          if (st.worker && st.job != 0) self->send(st.worker, cancel_atom::value, st.job);
+          fail_turn(self, *st.current, errc::cancelled, why);
+          st.current.reset();
+        }
+        for (auto& t : st.pending)
+          fail_turn(self, t, errc::cancelled, why);
+        st.pending.clear();
+        self->quit();
       },
       [=](idle_atom) {
         auto& st = self->state;

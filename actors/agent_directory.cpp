@@ -69,14 +69,16 @@ caf::expected<caf::actor> resolve(directory_actor* self, const std::string& text
 /// Asks `hdl`; an activation that passivated or crashed before answering
 /// bounces the request, and the next activation gets it (up to 3 times).
 void ask_with_retry(directory_actor* self, caf::response_promise rp, caf::actor hdl,
-                    std::string agent, std::string text, std::string caller, int attempt) {
+                    std::string agent, std::string text, std::string caller, std::string request_id,
+                    int attempt) {
   auto timeout = self->state.ctx.limits.turn_timeout + std::chrono::seconds(5);
-  self->request(hdl, timeout, ask_atom::value, text, caller)
+  self->request(hdl, timeout, ask_atom::value, text, caller, request_id)
       .then([=](turn_result& r) mutable { rp.deliver(std::move(r)); },
             [=](caf::error& err) mutable {
               if (err == caf::sec::request_receiver_down && attempt < 3) {
                 if (auto next = resolve(self, agent))
-                  return ask_with_retry(self, rp, *next, agent, text, caller, attempt + 1);
+                  return ask_with_retry(self, rp, *next, agent, text, caller, request_id,
+                                        attempt + 1);
               }
               rp.deliver(std::move(err));
             });
@@ -115,9 +117,10 @@ caf::behavior directory_impl(directory_actor* self,
              std::move(entries));
   }
   self->set_exit_handler([self](caf::exit_msg& msg) {
-    // Node shutdown: stop every agent so each open turn ends in `error`.
+    // Node shutdown: every agent tells its waiting clients and stops; open
+    // turns stay open in the store and resume at the next start.
     for (auto& [id, hdl] : self->state.active)
-      self->send_exit(hdl, msg.reason);
+      self->send(hdl, shutdown_atom::value);
     self->quit(msg.reason);
   });
   return {
@@ -142,12 +145,12 @@ caf::behavior directory_impl(directory_actor* self,
         if (!r) return r.error();
         return *r;
       },
-      [=](ask_atom, std::string& agent, std::string& text,
-          std::string& caller) -> caf::result<turn_result> {
+      [=](ask_atom, std::string& agent, std::string& text, std::string& caller,
+          std::string& request_id) -> caf::result<turn_result> {
         auto r = resolve(self, agent);
         if (!r) return r.error();
         auto rp = self->make_response_promise();
-        ask_with_retry(self, rp, *r, agent, text, caller, 0);
+        ask_with_retry(self, rp, *r, agent, text, caller, request_id, 0);
         return caf::delegated<turn_result>{};
       },
       [=](passivate_atom) {

@@ -4,13 +4,16 @@
 #include "actors/backend.hpp"
 #include "actors/inference_router.hpp"
 #include "actors/inference_worker.hpp"
+#include "actors/job_runner.hpp"
 #include "actors/messages.hpp"
 #include "actors/ws_session.hpp"
 #include "runtime/log.hpp"
 
 #include <caf/all.hpp>
 
+#include <cstdio>
 #include <mutex>
+#include <random>
 #include <set>
 #include <thread>
 
@@ -63,6 +66,10 @@ struct node_runtime::impl {
     ctx.node = cfg.id;
     ctx.limits = cfg.limits;
     directory = spawn_agent_directory(system, types, ctx);
+    if (cfg.has_role("agents"))
+      jobs = spawn_job_runner(system, ctx.store, directory, cfg.id, 16,
+                              cfg.limits.turn_timeout + std::chrono::seconds(30));
+    store_ = ctx.store;
   }
 
   /// Agents resumed at start must find the workers: wait (briefly) until
@@ -85,6 +92,10 @@ struct node_runtime::impl {
   caf::actor_system system;
   caf::actor router;
   caf::actor directory;
+  caf::actor jobs;
+  std::shared_ptr<runtime::state_store> store_;
+  std::mt19937_64 rng{std::random_device{}()};
+  std::mutex rng_mutex;
   std::vector<caf::actor> workers;
   std::mutex sessions_mutex;
   std::set<caf::actor> sessions;
@@ -142,7 +153,8 @@ void node_runtime::execute(std::string type, std::string key, std::string messag
     self->request(dir, std::chrono::seconds(10), spawn_atom::value, type, key)
         .then(
             [=](std::string& agent) {
-              self->request(dir, timeout, ask_atom::value, agent, message, std::string{})
+              self->request(dir, timeout, ask_atom::value, agent, message, std::string{},
+                            std::string{})
                   .then(
                       [=](turn_result& r) {
                         cb({std::nullopt, r.agent, std::move(r.answer), r.tokens, r.steps});
@@ -193,6 +205,37 @@ void node_runtime::workers(std::function<void(std::vector<worker_status>)> cb) {
         .then([=](std::vector<worker_status>& ws) { cb(std::move(ws)); },
               [=](caf::error&) { cb({}); });
   });
+}
+
+std::variant<runtime::job_record, runtime::failure>
+node_runtime::submit_job(const std::string& type, std::string key, std::string message) {
+  if (!has_type(type))
+    return runtime::failure{errc::unknown_type, "unknown agent type '" + type + "'"};
+  auto hex = [this] {
+    std::lock_guard<std::mutex> guard{impl_->rng_mutex};
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(impl_->rng()));
+    return std::string{buf};
+  };
+  runtime::job_record job;
+  job.id = "job-" + hex();
+  job.agent = {type, key.empty() ? hex().substr(0, 12) : std::move(key)};
+  job.message = std::move(message);
+  try {
+    impl_->store_->enqueue_job(job);
+  } catch (const runtime::store_error& e) {
+    return runtime::failure{errc::internal, e.what()};
+  }
+  if (impl_->jobs) caf::anon_send(impl_->jobs, tick_atom::value);
+  return job;
+}
+
+std::optional<runtime::job_record> node_runtime::find_job(const std::string& id) {
+  try {
+    return impl_->store_->find_job(id);
+  } catch (const runtime::store_error&) {
+    return std::nullopt;
+  }
 }
 
 void node_runtime::complete(
@@ -251,6 +294,9 @@ void node_runtime::shutdown() {
       self->receive([&](caf::down_msg&) { ++down; },
                     caf::after(std::chrono::milliseconds(100)) >> [] {});
     }
+    // The job runner goes first: its running jobs stay claimed in the store
+    // and run again at the next start, instead of failing as "cancelled".
+    if (im.jobs) self->send_exit(im.jobs, caf::exit_reason::user_shutdown);
     self->send_exit(im.directory, caf::exit_reason::user_shutdown);
     for (auto& w : im.workers)
       self->send_exit(w, caf::exit_reason::user_shutdown);

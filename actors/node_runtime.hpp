@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <variant>
 #include <string>
 #include <vector>
 
@@ -62,6 +63,12 @@ public:
   void kill_agent(std::string agent, std::function<void(std::optional<runtime::failure>)> cb);
   void list_agents(std::function<void(std::vector<std::string>)> cb);
   void workers(std::function<void(std::vector<worker_status>)> cb);
+
+  /// Queues an async job: one turn of agent `type/key` (a fresh key if
+  /// empty). Returns the stored job, or the failure (unknown type, store).
+  std::variant<runtime::job_record, runtime::failure>
+  submit_job(const std::string& type, std::string key, std::string message);
+  std::optional<runtime::job_record> find_job(const std::string& id);
 
   /// One model call routed over the node's workers (`/v1/chat/completions`):
   /// tokens to `on_token`, then `on_end` once.

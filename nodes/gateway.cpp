@@ -148,6 +148,12 @@ struct gateway::impl {
     if (seg.size() >= 2 && seg[0] == "api") {
       if (seg[1] == "agents") return agents(req, seg, ex);
       if (seg[1] == "cluster" && seg.size() == 2 && req.method == "GET") return cluster(ex);
+      if (seg[1] == "jobs" && seg.size() == 3 && req.method == "GET") return get_job(seg[2], ex);
+      if (seg.size() == 3 && seg[2] == "jobs") {
+        if (req.method != "POST")
+          return ex->reply(error_response(errc::bad_request, "use POST", 405));
+        return submit_job(seg[1], req, ex);
+      }
       if (seg.size() == 3 && seg[2] == "execute") {
         if (req.method != "POST")
           return ex->reply(error_response(errc::bad_request, "use POST", 405));
@@ -233,21 +239,12 @@ struct gateway::impl {
 
   void execute(const std::string& type, const http_request& req,
                std::shared_ptr<http_exchange> ex) {
-    auto body = json::parse(req.body, nullptr, false);
-    if (!body.is_object())
-      return ex->reply(error_response(errc::bad_request, "body must be a JSON object"));
-    auto msg = body.find("message");
-    if (msg == body.end() || !msg->is_string())
-      return ex->reply(error_response(errc::bad_request, "missing string field 'message'"));
-    std::string key;
-    if (auto k = body.find("key"); k != body.end()) {
-      if (!k->is_string() || k->get<std::string>().find('/') != std::string::npos)
-        return ex->reply(error_response(errc::bad_request, "'key' must be a string without '/'"));
-      key = k->get<std::string>();
-    }
+    auto mk = message_and_key(req, ex);
+    if (!mk) return;
+    auto [message, key] = *mk;
     if (!rt.has_type(type))
       return ex->reply(error_response(errc::unknown_type, "unknown agent type '" + type + "'"));
-    rt.execute(type, key, msg->get<std::string>(), [ex](actors::execute_result r) {
+    rt.execute(type, key, message, [ex](actors::execute_result r) {
       if (r.error) {
         runtime::log::info("gateway", "execute_failed",
                            {{"agent", r.agent},
@@ -260,6 +257,60 @@ struct gateway::impl {
                                     {"steps", r.steps},
                                     {"usage", usage_json(r.tokens)}}));
     });
+  }
+
+  /// `{"message":"..","key":".."}` from a request body, or an error reply.
+  static std::optional<std::pair<std::string, std::string>>
+  message_and_key(const http_request& req, const std::shared_ptr<http_exchange>& ex) {
+    auto body = json::parse(req.body, nullptr, false);
+    if (!body.is_object()) {
+      ex->reply(error_response(errc::bad_request, "body must be a JSON object"));
+      return std::nullopt;
+    }
+    auto msg = body.find("message");
+    if (msg == body.end() || !msg->is_string()) {
+      ex->reply(error_response(errc::bad_request, "missing string field 'message'"));
+      return std::nullopt;
+    }
+    std::string key;
+    if (auto k = body.find("key"); k != body.end()) {
+      if (!k->is_string() || k->get<std::string>().find('/') != std::string::npos) {
+        ex->reply(error_response(errc::bad_request, "'key' must be a string without '/'"));
+        return std::nullopt;
+      }
+      key = k->get<std::string>();
+    }
+    return std::make_pair(msg->get<std::string>(), key);
+  }
+
+  void submit_job(const std::string& type, const http_request& req,
+                  std::shared_ptr<http_exchange> ex) {
+    auto mk = message_and_key(req, ex);
+    if (!mk) return;
+    auto r = rt.submit_job(type, mk->second, mk->first);
+    if (auto f = std::get_if<runtime::failure>(&r))
+      return ex->reply(error_response(f->code, f->message));
+    auto& job = std::get<runtime::job_record>(r);
+    ex->reply(
+        json_response(202, {{"job", job.id}, {"agent", job.agent.str()}, {"state", "queued"}}));
+  }
+
+  void get_job(const std::string& id, std::shared_ptr<http_exchange> ex) {
+    auto job = rt.find_job(id);
+    if (!job) return ex->reply(error_response(errc::bad_request, "no job '" + id + "'", 404));
+    json out{{"job", job->id},
+             {"agent", job->agent.str()},
+             {"state", runtime::to_string(job->state)},
+             {"attempts", job->attempts}};
+    auto outcome = json::parse(job->outcome, nullptr, false);
+    if (job->state == runtime::job_state::done && outcome.is_object()) {
+      out["answer"] = outcome.value("answer", "");
+      out["steps"] = outcome.value("steps", 0);
+      out["usage"] = outcome.value("usage", json::object());
+    } else if (job->state == runtime::job_state::failed && outcome.is_object()) {
+      out["error"] = outcome;
+    }
+    ex->reply(json_response(200, out));
   }
 
   void models(std::shared_ptr<http_exchange> ex) {

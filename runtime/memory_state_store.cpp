@@ -83,6 +83,55 @@ public:
     return out;
   }
 
+  void enqueue_job(const job_record& job) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    jobs_[job.id] = {job, ++seq_, {}};
+  }
+
+  std::optional<job_record> claim_job(const std::string& owner,
+                                      std::chrono::milliseconds visibility) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    auto now = std::chrono::steady_clock::now();
+    queued_job* best = nullptr;
+    for (auto& [id, j] : jobs_) {
+      bool claimable =
+          j.job.state == job_state::queued || (j.job.state == job_state::running && j.until <= now);
+      if (claimable && (!best || j.seq < best->seq)) best = &j;
+    }
+    if (!best) return std::nullopt;
+    best->job.state = job_state::running;
+    best->job.claimed_by = owner;
+    ++best->job.attempts;
+    best->until = now + visibility;
+    return best->job;
+  }
+
+  void finish_job(const std::string& id, job_state state, const std::string& outcome) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    if (auto it = jobs_.find(id); it != jobs_.end()) {
+      it->second.job.state = state;
+      it->second.job.outcome = outcome;
+    }
+  }
+
+  std::optional<job_record> find_job(const std::string& id) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return std::nullopt;
+    return it->second.job;
+  }
+
+  size_t requeue_jobs_of(const std::string& owner) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    size_t n = 0;
+    for (auto& [id, j] : jobs_)
+      if (j.job.state == job_state::running && j.job.claimed_by == owner) {
+        j.job.state = job_state::queued;
+        ++n;
+      }
+    return n;
+  }
+
   std::string describe() const override { return "memory"; }
 
 private:
@@ -103,10 +152,30 @@ private:
   std::mutex mutex_;
   std::map<agent_id, agent_record> records_;
   std::map<agent_id, std::map<std::string, logged>> requests_;
+  struct queued_job {
+    job_record job;
+    uint64_t seq = 0;
+    std::chrono::steady_clock::time_point until;
+  };
+  std::map<std::string, queued_job> jobs_;
   uint64_t seq_ = 0;
 };
 
 } // namespace
+
+std::string_view to_string(job_state s) {
+  switch (s) {
+  case job_state::queued:
+    return "queued";
+  case job_state::running:
+    return "running";
+  case job_state::done:
+    return "done";
+  case job_state::failed:
+    return "failed";
+  }
+  return "queued";
+}
 
 std::shared_ptr<state_store> make_memory_state_store() {
   return std::make_shared<memory_state_store>();

@@ -129,6 +129,12 @@ public:
          "outcome TEXT NOT NULL DEFAULT '', updated_ms INTEGER NOT NULL, "
          "PRIMARY KEY(type, key, request_id)) WITHOUT ROWID");
     exec("CREATE INDEX IF NOT EXISTS requests_open ON requests(updated_ms) WHERE state = 0");
+    exec("CREATE TABLE IF NOT EXISTS jobs(id TEXT PRIMARY KEY, type TEXT NOT NULL, "
+         "key TEXT NOT NULL, message TEXT NOT NULL, state INTEGER NOT NULL, "
+         "outcome TEXT NOT NULL DEFAULT '', claimed_by TEXT NOT NULL DEFAULT '', "
+         "claimed_until_ms INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0, "
+         "created_ms INTEGER NOT NULL)");
+    exec("CREATE INDEX IF NOT EXISTS jobs_pending ON jobs(created_ms) WHERE state <= 1");
     insert_agent_ = std::make_unique<statement>(
         db_, "INSERT OR IGNORE INTO agents(type, key, created_ms) VALUES(?1, ?2, ?3)");
     select_agent_ =
@@ -156,6 +162,22 @@ public:
     find_request_ = std::make_unique<statement>(
         db_,
         "SELECT text, state, outcome FROM requests WHERE type=?1 AND key=?2 AND request_id=?3");
+    insert_job_ = std::make_unique<statement>(
+        db_, "INSERT INTO jobs(id, type, key, message, state, created_ms) "
+             "VALUES(?1, ?2, ?3, ?4, 0, ?5)");
+    pick_job_ = std::make_unique<statement>(
+        db_, "SELECT id FROM jobs WHERE state = 0 OR (state = 1 AND claimed_until_ms < ?1) "
+             "ORDER BY created_ms, id LIMIT 1");
+    claim_job_ = std::make_unique<statement>(
+        db_, "UPDATE jobs SET state = 1, claimed_by = ?2, claimed_until_ms = ?3, "
+             "attempts = attempts + 1 WHERE id = ?1");
+    finish_job_ =
+        std::make_unique<statement>(db_, "UPDATE jobs SET state = ?2, outcome = ?3 WHERE id = ?1");
+    find_job_ = std::make_unique<statement>(
+        db_, "SELECT type, key, message, state, outcome, claimed_by, attempts FROM jobs "
+             "WHERE id = ?1");
+    requeue_jobs_ = std::make_unique<statement>(
+        db_, "UPDATE jobs SET state = 0 WHERE state = 1 AND claimed_by = ?1");
     open_requests_ = std::make_unique<statement>(
         db_,
         "SELECT type, key, request_id, text FROM requests WHERE state = 0 ORDER BY updated_ms");
@@ -263,6 +285,47 @@ public:
     return out;
   }
 
+  void enqueue_job(const job_record& job) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    insert_job_->bind(1, job.id)
+        .bind(2, job.agent.type)
+        .bind(3, job.agent.key)
+        .bind(4, job.message)
+        .bind(5, now_ms())
+        .run();
+  }
+
+  std::optional<job_record> claim_job(const std::string& owner,
+                                      std::chrono::milliseconds visibility) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    transaction tx{*this};
+    std::string id;
+    {
+      reset_on_exit r{*pick_job_};
+      if (!pick_job_->bind(1, now_ms()).step()) return std::nullopt;
+      id = pick_job_->text(0);
+    }
+    claim_job_->bind(1, id).bind(2, owner).bind(3, now_ms() + visibility.count()).run();
+    tx.commit();
+    return find_job_locked(id);
+  }
+
+  void finish_job(const std::string& id, job_state state, const std::string& outcome) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    finish_job_->bind(1, id).bind(2, static_cast<int64_t>(state)).bind(3, outcome).run();
+  }
+
+  std::optional<job_record> find_job(const std::string& id) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    return find_job_locked(id);
+  }
+
+  size_t requeue_jobs_of(const std::string& owner) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    requeue_jobs_->bind(1, owner).run();
+    return static_cast<size_t>(sqlite3_changes(db_));
+  }
+
   std::string describe() const override { return "sqlite " + path_; }
 
 private:
@@ -279,6 +342,20 @@ private:
     sqlite_state_store& s_;
     bool done_ = false;
   };
+
+  std::optional<job_record> find_job_locked(const std::string& id) {
+    reset_on_exit r{*find_job_};
+    if (!find_job_->bind(1, id).step()) return std::nullopt;
+    job_record j;
+    j.id = id;
+    j.agent = {find_job_->text(0), find_job_->text(1)};
+    j.message = find_job_->text(2);
+    j.state = static_cast<job_state>(find_job_->integer(3));
+    j.outcome = find_job_->text(4);
+    j.claimed_by = find_job_->text(5);
+    j.attempts = find_job_->integer(6);
+    return j;
+  }
 
   void exec(const char* sql) {
     char* err = nullptr;
@@ -318,7 +395,8 @@ private:
   std::mutex mutex_;
   std::unique_ptr<statement> insert_agent_, select_agent_, select_messages_, insert_message_,
       delete_agent_, delete_messages_, delete_requests_, list_agents_, upsert_request_,
-      finish_request_, find_request_, open_requests_;
+      finish_request_, find_request_, open_requests_, insert_job_, pick_job_, claim_job_,
+      finish_job_, find_job_, requeue_jobs_;
 };
 
 } // namespace

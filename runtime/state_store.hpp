@@ -3,10 +3,12 @@
 #include "runtime/ids.hpp"
 #include "runtime/llm.hpp"
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -28,6 +30,22 @@ struct request_entry {
   request_state state = request_state::running;
   /// JSON: `{"answer","usage","steps"}` when done, `{"code","message"}` when failed.
   std::string outcome;
+};
+
+enum class job_state { queued, running, done, failed };
+
+std::string_view to_string(job_state s);
+
+/// One async job (`POST /api/{type}/jobs`): a message for an agent, run by
+/// whichever node claims it. `outcome` is as in `request_entry`.
+struct job_record {
+  std::string id;
+  agent_id agent;
+  std::string message;
+  job_state state = job_state::queued;
+  std::string outcome;
+  std::string claimed_by; // node that runs it
+  int64_t attempts = 0;
 };
 
 /// A store that cannot do its job (disk full, corrupt file, newer schema).
@@ -67,6 +85,19 @@ public:
   /// Turns still marked running, oldest first: cut by a crash if no live
   /// activation is running them.
   virtual std::vector<std::pair<agent_id, request_entry>> open_turns() = 0;
+
+  // -- async jobs -------------------------------------------------------------
+
+  virtual void enqueue_job(const job_record& job) = 0;
+  /// Claims the oldest queued job, or a running one whose claim expired
+  /// (its node died), for `visibility`. Marks it running by `owner`.
+  virtual std::optional<job_record> claim_job(const std::string& owner,
+                                              std::chrono::milliseconds visibility) = 0;
+  virtual void finish_job(const std::string& id, job_state state, const std::string& outcome) = 0;
+  virtual std::optional<job_record> find_job(const std::string& id) = 0;
+  /// Puts `owner`'s running jobs back in the queue: at start, a node takes
+  /// back what its previous incarnation was running. Returns how many.
+  virtual size_t requeue_jobs_of(const std::string& owner) = 0;
 
   /// "sqlite ./data/troupe.db" or "memory", for logs.
   virtual std::string describe() const = 0;

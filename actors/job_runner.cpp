@@ -1,0 +1,134 @@
+#include "actors/job_runner.hpp"
+#include "actors/atoms.hpp"
+#include "actors/messages.hpp"
+#include "runtime/log.hpp"
+#include "runtime/metrics.hpp"
+
+#include <caf/all.hpp>
+
+#include <nlohmann/json.hpp>
+
+namespace troupe::actors {
+
+namespace {
+
+constexpr auto poll_interval = std::chrono::milliseconds(250);
+
+struct runner_state {
+  std::shared_ptr<runtime::state_store> store;
+  caf::actor directory;
+  std::string node;
+  size_t max_running = 8;
+  std::chrono::milliseconds visibility{0};
+  size_t running = 0;
+  static inline const char* name = "job_runner";
+};
+
+using runner_actor = caf::stateful_actor<runner_state>;
+
+runtime::counter& jobs_counter(const char* outcome) {
+  return runtime::metrics_registry::global().get_counter(
+      "troupe_jobs_total", "Async jobs finished by outcome",
+      std::string{"outcome=\""} + outcome + "\"");
+}
+
+void finish(runner_actor* self, const runtime::job_record& job, runtime::job_state state,
+            const nlohmann::json& outcome) {
+  auto& st = self->state;
+  try {
+    st.store->finish_job(job.id, state,
+                         outcome.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  } catch (const runtime::store_error& e) {
+    // The claim lapses and the job runs again; its turn replays from the log.
+    runtime::log::error("jobs", "finish_failed", {{"job", job.id}, {"reason", e.what()}});
+  }
+  jobs_counter(state == runtime::job_state::done ? "done" : "failed").inc();
+  --st.running;
+  self->send(self, tick_atom::value);
+}
+
+void run(runner_actor* self, runtime::job_record job) {
+  auto& st = self->state;
+  ++st.running;
+  auto agent = job.agent.str();
+  // Creating the agent is idempotent; then one turn, keyed by the job id.
+  self->request(st.directory, std::chrono::seconds(10), spawn_atom::value, job.agent.type,
+                job.agent.key)
+      .then(
+          [=](std::string&) {
+            self->request(self->state.directory, self->state.visibility, ask_atom::value, agent,
+                          job.message, std::string{}, job.id)
+                .then(
+                    [=](turn_result& r) {
+                      finish(self, job, runtime::job_state::done,
+                             {{"answer", r.answer},
+                              {"usage",
+                               {{"prompt_tokens", r.tokens.prompt_tokens},
+                                {"completion_tokens", r.tokens.completion_tokens}}},
+                              {"steps", r.steps}});
+                    },
+                    [=](caf::error& err) {
+                      auto f = to_failure(err);
+                      finish(self, job, runtime::job_state::failed,
+                             {{"code", runtime::to_string(f.code)}, {"message", f.message}});
+                    });
+          },
+          [=](caf::error& err) {
+            auto f = to_failure(err);
+            finish(self, job, runtime::job_state::failed,
+                   {{"code", runtime::to_string(f.code)}, {"message", f.message}});
+          });
+}
+
+void pump(runner_actor* self) {
+  auto& st = self->state;
+  while (st.running < st.max_running) {
+    std::optional<runtime::job_record> job;
+    try {
+      job = st.store->claim_job(st.node, st.visibility);
+    } catch (const runtime::store_error& e) {
+      runtime::log::error("jobs", "claim_failed", {{"reason", e.what()}});
+      return;
+    }
+    if (!job) return;
+    runtime::log::info("jobs", "job_started",
+                       {{"job", job->id},
+                        {"agent", job->agent.str()},
+                        {"attempt", std::to_string(job->attempts)}});
+    run(self, std::move(*job));
+  }
+}
+
+caf::behavior runner_impl(runner_actor* self, std::shared_ptr<runtime::state_store> store,
+                          caf::actor directory, std::string node, size_t max_running,
+                          std::chrono::milliseconds visibility) {
+  auto& st = self->state;
+  st.store = std::move(store);
+  st.directory = std::move(directory);
+  st.node = std::move(node);
+  st.max_running = max_running;
+  st.visibility = visibility;
+  if (auto n = st.store->requeue_jobs_of(st.node); n > 0)
+    runtime::log::info("jobs", "jobs_requeued", {{"count", std::to_string(n)}});
+  self->send(self, tick_atom::value);
+  self->delayed_send(self, poll_interval, timeout_atom::value);
+  return {
+      [=](tick_atom) { pump(self); },
+      [=](timeout_atom) {
+        // Polling also finds jobs whose claims lapsed on another node.
+        pump(self);
+        self->delayed_send(self, poll_interval, timeout_atom::value);
+      },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_job_runner(caf::actor_system& sys, std::shared_ptr<runtime::state_store> store,
+                            caf::actor directory, std::string node, size_t max_running,
+                            std::chrono::milliseconds visibility) {
+  return sys.spawn(runner_impl, std::move(store), std::move(directory), std::move(node),
+                   max_running, visibility);
+}
+
+} // namespace troupe::actors

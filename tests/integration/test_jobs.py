@@ -1,0 +1,85 @@
+"""Async jobs: queued in the store, run by the node, surviving restarts."""
+import json
+import os
+import signal
+import tempfile
+import time
+import unittest
+
+from harness import Client, Node, SimLlm, TroupeTestCase, http, run, sim_backend_yaml, wait_until
+
+
+def state_file():
+    return os.path.join(tempfile.mkdtemp(prefix="troupe-state-"), "troupe.db")
+
+
+def wait_job(node, job, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, body = node.get(f"/api/jobs/{job}")
+        j = json.loads(body)
+        if j.get("state") in ("done", "failed"):
+            return j
+        time.sleep(0.05)
+    raise AssertionError(f"job {job} not finished: {j}")
+
+
+class Jobs(TroupeTestCase):
+    def test_a_job_runs_and_reports_its_answer(self):
+        node = self.track(Node(state_path=state_file()))
+        status, body = node.post("/api/chat/jobs", {"message": "what is 12*12", "key": "acct"})
+        self.assertEqual(status, 202, body)
+        j = json.loads(body)
+        self.assertEqual((j["agent"], j["state"]), ("chat/acct", "queued"))
+        self.assertTrue(j["job"].startswith("job-"))
+        done = wait_job(node, j["job"])
+        self.assertEqual(done["state"], "done")
+        self.assertEqual(done["answer"], "The result is 144.")
+        self.assertEqual(done["steps"], 2)
+        self.assertEqual(done["attempts"], 1)
+        # The job's turn is part of the agent's conversation.
+        status, body = node.post("/api/chat/execute", {"message": "what did I say first?", "key": "acct"})
+        self.assertEqual(json.loads(body)["answer"], "You first said: what is 12*12")
+
+    def test_bad_job_requests(self):
+        node = self.track(Node(state_path=state_file()))
+        status, body = node.post("/api/nope/jobs", {"message": "x"})
+        self.assertEqual((status, json.loads(body)["error"]["code"]), (404, "unknown_type"))
+        status, body = node.post("/api/chat/jobs", {"text": "x"})
+        self.assertEqual((status, json.loads(body)["error"]["code"]), (400, "bad_request"))
+        status, body = node.get("/api/jobs/job-doesnotexist")
+        self.assertEqual(status, 404)
+        status, body = http("GET", node.base + "/api/chat/jobs")
+        self.assertEqual(status, 405)
+
+    def restart_mid_jobs(self, stop):
+        path = state_file()
+        sim = self.track(SimLlm(ttft_ms=10, tokens_per_s=25))
+        yaml = sim_backend_yaml([sim])
+        node = self.track(Node(yaml, state_path=path))
+        jobs = []
+        for i in range(5):
+            status, body = node.post("/api/chat/jobs", {"message": f"count to {30 + i}", "key": f"j{i}"})
+            self.assertEqual(status, 202)
+            jobs.append(json.loads(body)["job"])
+        wait_until(lambda: all(json.loads(node.get(f"/api/jobs/{j}")[1])["state"] == "running" for j in jobs),
+                   what="jobs running")
+        time.sleep(0.3)  # some tokens into each turn
+        stop(node)
+        node = self.track(Node(yaml, state_path=path))
+        for i, j in enumerate(jobs):
+            done = wait_job(node, j)
+            self.assertEqual(done["state"], "done", done)
+            self.assertEqual(done["answer"], " ".join(str(n) for n in range(1, 31 + i)))
+        # Each cut turn ran to its end once: resumed by its agent, joined by its job.
+        self.assertIn('troupe_turns_total{outcome="done"} 5', node.get("/metrics")[1])
+
+    def test_jobs_survive_sigkill(self):
+        self.restart_mid_jobs(lambda node: node.kill())
+
+    def test_jobs_survive_a_graceful_restart(self):
+        self.restart_mid_jobs(lambda node: self.assertEqual(node.stop(signal.SIGTERM), 0))
+
+
+if __name__ == "__main__":
+    unittest.main()
