@@ -68,8 +68,9 @@ struct agent_state {
   runtime::usage used;
   uint64_t job = 0; // current model call; 0 = none
   uint64_t job_seq = 0;
-  caf::actor worker;
+  caf::actor worker; // monitored while it runs our call: a crash must not hang the turn
   std::string worker_id;
+  bool streamed = false; // the current call delivered a token
   std::vector<std::string> exclude;
   runtime::failure last_failure{errc::success, {}};
   std::vector<runtime::tool_call> calls;
@@ -117,13 +118,19 @@ runtime::event_ptr done_event(const std::string& agent, const std::string& id,
   return runtime::seal(std::move(ev));
 }
 
+void release_worker(agent_actor* self) {
+  auto& st = self->state;
+  if (st.worker) self->demonitor(st.worker);
+  st.worker = nullptr;
+}
+
 void end_turn(agent_actor* self) {
   auto& st = self->state;
   if (st.worker && st.job != 0) self->send(st.worker, cancel_atom::value, st.job);
   st.current.reset();
   st.last_activity = steady_clock::now();
   st.job = 0;
-  st.worker = nullptr;
+  release_worker(self);
   st.calls.clear();
   st.outcomes.clear();
   st.outstanding = 0;
@@ -218,8 +225,9 @@ void run_step(agent_actor* self) {
   if (st.step + 1 < cfg.max_steps) req.tools = st.type->specs;
   auto job = ++st.job_seq;
   st.job = job;
-  st.worker = nullptr;
+  release_worker(self);
   st.worker_id.clear();
+  st.streamed = false;
   infer_job j{job, std::move(req), caf::actor_cast<caf::actor>(self), st.exclude};
   self->request(st.ctx.router, std::chrono::seconds(30), infer_atom::value, std::move(j))
       .then(
@@ -231,6 +239,7 @@ void run_step(agent_actor* self) {
             }
             st.worker = std::move(worker);
             st.worker_id = std::move(worker_id);
+            self->monitor(st.worker);
           },
           [=](caf::error& err) {
             auto& st = self->state;
@@ -388,6 +397,28 @@ void continue_turn(agent_actor* self) {
   run_tools(self);
 }
 
+/// The current model call failed. Before any token the client has seen
+/// nothing, so another worker gets it; after, the turn ends in `error`.
+void model_call_failed(agent_actor* self, const runtime::failure& f, bool started,
+                       const std::string& worker_id) {
+  auto& st = self->state;
+  st.job = 0;
+  release_worker(self);
+  bool retryable = f.code == errc::backend_unavailable || f.code == errc::overloaded;
+  // The failure names its worker: it may arrive before the router's reply
+  // that would have told us.
+  if (!started && retryable && st.exclude.size() < 3) {
+    metrics().retries.inc();
+    runtime::log::info("agent", "retry_inference",
+                       {{"agent", st.id_str}, {"worker", worker_id}, {"reason", f.message}});
+    st.exclude.push_back(worker_id);
+    st.last_failure = f;
+    run_step(self);
+    return;
+  }
+  finish_error(self, f.code, f.message);
+}
+
 caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
                          std::shared_ptr<const runtime::agent_type> type,
                          std::vector<runtime::chat_message> history,
@@ -408,13 +439,25 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
   start_next(self); // resumed turns run at once, before anyone asks
 
   self->set_down_handler([self](caf::down_msg& dm) {
-    auto& subs = self->state.subscribers;
+    auto& st = self->state;
+    if (st.worker && st.worker.address() == dm.source && st.job != 0) {
+      // The worker died holding our call; its own failure message never comes.
+      model_call_failed(
+          self, {errc::backend_unavailable, "inference worker " + st.worker_id + " stopped"},
+          st.streamed, st.worker_id);
+      return;
+    }
+    auto& subs = st.subscribers;
     for (auto it = subs.begin(); it != subs.end(); ++it)
       if (it->address() == dm.source) {
         subs.erase(it);
         return;
       }
   });
+  // A store failure or a bug ends this activation with its reason; the
+  // directory reactivates the agent from the store on its next message.
+  self->set_exception_handler(
+      [](caf::scheduled_actor*, std::exception_ptr& eptr) { return exception_to_error(eptr); });
   self->set_exit_handler([self](caf::exit_msg& msg) {
     auto& st = self->state;
     auto why = msg.reason == caf::exit_reason::user_shutdown
@@ -589,6 +632,7 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
       },
       [=](token_atom, uint64_t job, std::string& text) {
         if (job != self->state.job) return;
+        self->state.streamed = true;
         runtime::agent_event ev;
         ev.kind = event_kind::token;
         ev.text = std::move(text);
@@ -598,7 +642,7 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
         auto& st = self->state;
         if (job != st.job) return;
         st.job = 0;
-        st.worker = nullptr;
+        release_worker(self);
         st.used += result.tokens;
         append(self, {"assistant", result.content, result.tool_calls, {}, {}});
         if (result.tool_calls.empty()) {
@@ -609,23 +653,10 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
         run_tools(self);
       },
       [=](fail_atom, uint64_t job, runtime::failure& f, bool started, std::string& worker_id) {
-        auto& st = self->state;
-        if (job != st.job) return;
-        st.job = 0;
-        bool retryable = f.code == errc::backend_unavailable || f.code == errc::overloaded;
-        // The failure names its worker: it may arrive before the router's
-        // reply that would have told us.
-        if (!started && retryable && st.exclude.size() < 3) {
-          // Nothing reached the client yet: try another worker.
-          metrics().retries.inc();
-          runtime::log::info("agent", "retry_inference",
-                             {{"agent", st.id_str}, {"worker", worker_id}, {"reason", f.message}});
-          st.exclude.push_back(worker_id);
-          st.last_failure = f;
-          run_step(self);
-          return;
-        }
-        finish_error(self, f.code, f.message);
+        if (job != self->state.job) return;
+        // `started` from the stream, or tokens we saw: either means the client
+        // has seen part of this answer and a retry would repeat it.
+        model_call_failed(self, f, started || self->state.streamed, worker_id);
       },
       [=](timeout_atom, uint64_t seq) {
         auto& st = self->state;

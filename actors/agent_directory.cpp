@@ -23,6 +23,7 @@ struct directory_state {
   std::unordered_map<caf::actor_addr, runtime::agent_id> by_addr;
   std::mt19937_64 rng{std::random_device{}()};
   runtime::gauge* active_gauge = nullptr;
+  bool stopping = false; // node shutdown: quit once every agent is down
   static inline const char* name = "agent_directory";
 };
 
@@ -99,10 +100,11 @@ caf::behavior directory_impl(directory_actor* self,
     if (dm.reason && dm.reason != caf::exit_reason::user_shutdown &&
         dm.reason != caf::exit_reason::kill)
       runtime::log::warn("agent", "agent_crashed",
-                         {{"agent", it->second.str()}, {"reason", caf::to_string(dm.reason)}});
+                         {{"agent", it->second.str()}, {"reason", to_failure(dm.reason).message}});
     st.active.erase(it->second);
     st.by_addr.erase(it);
     st.active_gauge->set(static_cast<int64_t>(st.active.size()));
+    if (st.stopping && st.active.empty()) self->quit();
   });
   // Turns a crash cut are still marked running: their agents come back now
   // and finish them, without waiting for a client to ask.
@@ -119,9 +121,15 @@ caf::behavior directory_impl(directory_actor* self,
   self->set_exit_handler([self](caf::exit_msg& msg) {
     // Node shutdown: every agent tells its waiting clients and stops; open
     // turns stay open in the store and resume at the next start.
-    for (auto& [id, hdl] : self->state.active)
+    // The directory lives until they are down, so the node can stop the
+    // workers only after no agent can mistake that for a failed call.
+    auto& st = self->state;
+    if (st.stopping) return;
+    st.stopping = true;
+    if (st.active.empty()) return self->quit(msg.reason);
+    for (auto& [id, hdl] : st.active)
       self->send(hdl, shutdown_atom::value);
-    self->quit(msg.reason);
+    self->delayed_send(self, std::chrono::seconds(3), shutdown_atom::value);
   });
   return {
       [=](spawn_atom, std::string& type, std::string& key) -> caf::result<std::string> {
@@ -180,6 +188,10 @@ caf::behavior directory_impl(directory_actor* self,
         if (!existed) return make_error(errc::unknown_agent, "no agent '" + agent + "'");
         runtime::log::info("agent", "killed", {{"agent", agent}});
         return true;
+      },
+      [=](shutdown_atom) {
+        if (self->state.stopping)
+          self->quit(); // agents that did not stop in time are left to the system's end
       },
       [=](list_atom) {
         std::vector<std::string> out;

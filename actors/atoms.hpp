@@ -31,5 +31,6 @@ using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
 using idle_atom = caf::atom_constant<caf::atom("idle")>;
 using passivate_atom = caf::atom_constant<caf::atom("passivate")>;
+using crash_atom = caf::atom_constant<caf::atom("crash")>;
 
 } // namespace troupe::actors

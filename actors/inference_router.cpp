@@ -149,6 +149,11 @@ caf::behavior router_impl(router_actor* self, size_t max_affinity) {
         try_next(self, rp, std::move(job), std::move(order), 0, {});
         return caf::delegated<caf::actor, std::string>{};
       },
+      [=](crash_atom, std::string& worker) {
+        // Fault injection (tests): the worker decides whether to obey.
+        if (auto it = self->state.workers.find(worker); it != self->state.workers.end())
+          self->send(it->second.hdl, crash_atom::value);
+      },
       [=](stats_atom) {
         std::vector<worker_status> out;
         for (auto& [id, e] : self->state.workers)

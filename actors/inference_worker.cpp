@@ -69,7 +69,24 @@ struct worker_state {
   static constexpr int failure_threshold = 3;
   uint64_t served = 0;
   uint64_t failed = 0;
-  std::unique_ptr<worker_metrics> metrics;
+  /// Shared with the streams' callbacks, which may outlive a crashed worker.
+  std::shared_ptr<worker_metrics> metrics;
+
+  worker_state() = default;
+  worker_state(const worker_state&) = delete;
+  worker_state& operator=(const worker_state&) = delete;
+  /// Runs however the worker ends, a crash included: abort what it started.
+  ~worker_state() {
+    runtime::failure stopped{errc::backend_unavailable, "inference worker " + cfg.id + " stopped"};
+    for (auto& [seq, r] : active) {
+      // The sink hears it from us first; the stream's own `cancelled`
+      // report that follows is for a job it no longer waits on.
+      caf::anon_send(r.job.sink, fail_atom::value, r.job.job, stopped, false, cfg.id);
+      if (r.handle) r.handle->cancel();
+    }
+    for (auto& job : queue)
+      caf::anon_send(job.sink, fail_atom::value, job.job, stopped, false, cfg.id);
+  }
   static inline const char* name = "inference_worker";
 };
 
@@ -96,7 +113,7 @@ void start_job(worker_actor* self, infer_job job) {
   auto sink = job.sink;
   auto job_no = job.job;
   auto t0 = steady_clock::now();
-  auto* m = st.metrics.get(); // outlives every stream: streams end before the worker does
+  auto m = st.metrics;
   auto first = std::make_shared<bool>(true);
   auto notify_worker = [weak, seq](errc code, std::string reason) {
     if (auto strong = weak.lock())
@@ -153,7 +170,7 @@ caf::behavior worker_impl(worker_actor* self, runtime::accelerator_config cfg,
   st.cfg = std::move(cfg);
   st.be = std::move(be);
   st.router = std::move(router);
-  st.metrics = std::make_unique<worker_metrics>(st.cfg.id);
+  st.metrics = std::make_shared<worker_metrics>(st.cfg.id);
   worker_info info{st.cfg.id,         st.cfg.kind,  st.cfg.backend.models,
                    st.be->describe(), st.cfg.slots, st.cfg.max_queue};
   self->send(st.router, register_atom::value, std::move(info));
@@ -164,19 +181,11 @@ caf::behavior worker_impl(worker_actor* self, runtime::accelerator_config cfg,
                       {"backend", st.be->describe()},
                       {"slots", std::to_string(st.cfg.slots)}});
 
-  self->set_exit_handler([self](caf::exit_msg& msg) {
-    // Streams still running would report to a dead actor; abort them and
-    // fail whatever waits, so no caller hangs.
-    auto& st = self->state;
-    for (auto& [seq, r] : st.active)
-      if (r.handle) r.handle->cancel();
-    for (auto& job : st.queue)
-      caf::anon_send(job.sink, fail_atom::value, job.job,
-                     runtime::failure{errc::backend_unavailable, "worker stopped"}, false,
-                     st.cfg.id);
-    st.queue.clear();
-    self->quit(msg.reason);
-  });
+  self->set_exception_handler(
+      [](caf::scheduled_actor*, std::exception_ptr& eptr) { return exception_to_error(eptr); });
+  // Stopping on purpose or by crash, the state's destructor fails whatever
+  // waits, so no caller hangs.
+  self->set_exit_handler([self](caf::exit_msg& msg) { self->quit(msg.reason); });
 
   return {
       [=](infer_atom, infer_job& job) -> caf::result<std::string> {
@@ -284,6 +293,10 @@ caf::behavior worker_impl(worker_actor* self, runtime::accelerator_config cfg,
         self->delayed_send(self, st.cfg.backend.health_interval, tick_atom::value);
       },
       [=](tick_atom) { check_health(self); },
+      [=](crash_atom) {
+        if (fault_injection_enabled())
+          throw std::runtime_error("injected crash of worker " + self->state.cfg.id);
+      },
   };
 }
 

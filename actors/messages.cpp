@@ -4,15 +4,36 @@
 #include <caf/make_message.hpp>
 #include <caf/sec.hpp>
 
+#include <cstdlib>
+#include <stdexcept>
+
 namespace troupe::actors {
 
 namespace {
 constexpr auto troupe_category = caf::atom("troupe");
 } // namespace
 
+bool fault_injection_enabled() {
+  static const bool enabled = [] {
+    auto v = std::getenv("TROUPE_FAULT_INJECTION");
+    return v && std::string{v} == "1";
+  }();
+  return enabled;
+}
+
 caf::error make_error(runtime::errc code, std::string reason) {
   return caf::error{static_cast<uint8_t>(code), troupe_category,
                     caf::make_message(std::move(reason))};
+}
+
+caf::error exception_to_error(std::exception_ptr& eptr) {
+  try {
+    std::rethrow_exception(eptr);
+  } catch (const std::exception& e) {
+    return make_error(runtime::errc::internal, e.what());
+  } catch (...) {
+    return make_error(runtime::errc::internal, "unknown exception");
+  }
 }
 
 runtime::failure to_failure(const caf::error& err) {

@@ -10,6 +10,7 @@
 #include <caf/error.hpp>
 
 #include <cstdint>
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -34,8 +35,16 @@ struct turn_result {
   int64_t steps = 0;
 };
 
+/// True when the process was started with TROUPE_FAULT_INJECTION=1: tests
+/// may then crash actors on purpose (`crash_atom`). Off in production.
+bool fault_injection_enabled();
+
 /// Builds a CAF error carrying one of the protocol's codes and a reason.
 caf::error make_error(runtime::errc code, std::string reason);
+
+/// For `set_exception_handler`: an exception escaping a handler becomes an
+/// `internal` error carrying its message, so logs and `/health` say what broke.
+caf::error exception_to_error(std::exception_ptr& eptr);
 
 /// Maps any CAF error (ours, a timeout, a dead receiver) to a protocol failure.
 runtime::failure to_failure(const caf::error& err);

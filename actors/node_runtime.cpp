@@ -55,10 +55,22 @@ struct node_runtime::impl {
        std::shared_ptr<runtime::state_store> store, io_threads& io)
       : cfg(c), types(std::move(t)), system(configure(caf_cfg)) {
     router = spawn_inference_router(system);
-    if (cfg.has_role("inference"))
-      for (auto& acc : cfg.accelerators)
-        workers.push_back(spawn_inference_worker(system, acc, make_backend(acc, io), router));
-    wait_for_workers();
+    if (cfg.has_role("inference")) {
+      // The inference subtree: one supervised worker per accelerator. A
+      // crashed worker comes back on the same backend and registers again.
+      std::vector<child_spec> children;
+      for (auto& acc : cfg.accelerators) {
+        auto be = make_backend(acc, io);
+        auto r = router;
+        children.push_back({"worker:" + acc.id, [acc, be, r](caf::actor_system& sys) {
+                              return spawn_inference_worker(sys, acc, be, r);
+                            }});
+      }
+      inference =
+          spawn_supervisor(system, "inference", std::move(children),
+                           {static_cast<int>(cfg.max_restarts), cfg.restart_window}, status);
+    }
+    wait_for_workers(cfg.has_role("inference") ? cfg.accelerators.size() : 0);
     agent_context ctx;
     ctx.store = std::move(store);
     ctx.idle_timeout = cfg.idle_timeout;
@@ -74,14 +86,14 @@ struct node_runtime::impl {
 
   /// Agents resumed at start must find the workers: wait (briefly) until
   /// every local worker has registered with the router.
-  void wait_for_workers() {
+  void wait_for_workers(size_t expected) {
     caf::scoped_actor self{system};
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     while (std::chrono::steady_clock::now() < deadline) {
       size_t known = 0;
       self->request(router, std::chrono::seconds(1), stats_atom::value)
           .receive([&](std::vector<worker_status>& ws) { known = ws.size(); }, [&](caf::error&) {});
-      if (known >= workers.size()) return;
+      if (known >= expected) return;
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   }
@@ -93,10 +105,12 @@ struct node_runtime::impl {
   caf::actor router;
   caf::actor directory;
   caf::actor jobs;
+  caf::actor inference; // supervisor of the workers
+  std::shared_ptr<supervision_status> status = std::make_shared<supervision_status>();
   std::shared_ptr<runtime::state_store> store_;
   std::mt19937_64 rng{std::random_device{}()};
   std::mutex rng_mutex;
-  std::vector<caf::actor> workers;
+
   std::mutex sessions_mutex;
   std::set<caf::actor> sessions;
   bool stopped = false;
@@ -230,6 +244,14 @@ node_runtime::submit_job(const std::string& type, std::string key, std::string m
   return job;
 }
 
+const supervision_status& node_runtime::supervision() const {
+  return *impl_->status;
+}
+
+void node_runtime::crash_worker(const std::string& id) {
+  if (fault_injection_enabled()) caf::anon_send(impl_->router, crash_atom::value, id);
+}
+
 std::optional<runtime::job_record> node_runtime::find_job(const std::string& id) {
   try {
     return impl_->store_->find_job(id);
@@ -298,8 +320,11 @@ void node_runtime::shutdown() {
     // and run again at the next start, instead of failing as "cancelled".
     if (im.jobs) self->send_exit(im.jobs, caf::exit_reason::user_shutdown);
     self->send_exit(im.directory, caf::exit_reason::user_shutdown);
-    for (auto& w : im.workers)
-      self->send_exit(w, caf::exit_reason::user_shutdown);
+    // Agents first, workers after: a worker stopping under a live agent
+    // would look to it like a failed call and end its turn for good.
+    self->monitor(im.directory);
+    self->receive([](caf::down_msg&) {}, caf::after(std::chrono::seconds(4)) >> [] {});
+    if (im.inference) self->send_exit(im.inference, caf::exit_reason::user_shutdown);
     self->send_exit(im.router, caf::exit_reason::user_shutdown);
   }
   runtime::log::info("node", "actors_stopped", {{"sessions", std::to_string(sessions.size())}});

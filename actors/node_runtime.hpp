@@ -1,6 +1,7 @@
 #pragma once
 
 #include "actors/frame_sink.hpp"
+#include "actors/supervision.hpp"
 #include "actors/worker_status.hpp"
 #include "runtime/config.hpp"
 #include "runtime/errc.hpp"
@@ -69,6 +70,12 @@ public:
   std::variant<runtime::job_record, runtime::failure>
   submit_job(const std::string& type, std::string key, std::string message);
   std::optional<runtime::job_record> find_job(const std::string& id);
+
+  /// The supervision tree's restarts and escalations, for `/health`.
+  const supervision_status& supervision() const;
+
+  /// Fault injection (TROUPE_FAULT_INJECTION=1 only): crashes worker `id`.
+  void crash_worker(const std::string& id);
 
   /// One model call routed over the node's workers (`/v1/chat/completions`):
   /// tokens to `on_token`, then `on_end` once.

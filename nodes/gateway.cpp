@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <set>
 
@@ -142,6 +143,12 @@ struct gateway::impl {
         return ex->reply(error_response(errc::unknown_type, "unknown agent type '" + type + "'"));
       return ex->upgrade(std::make_shared<session_bridge>(rt, type));
     }
+    if (seg.size() == 4 && seg[0] == "debug" && seg[1] == "crash" && seg[2] == "worker" &&
+        req.method == "POST" && std::getenv("TROUPE_FAULT_INJECTION") &&
+        std::string{std::getenv("TROUPE_FAULT_INJECTION")} == "1") {
+      rt.crash_worker(seg[3]);
+      return ex->reply(json_response(202, {{"crashing", seg[3]}}));
+    }
     if (req.path == "/metrics" && req.method == "GET")
       return ex->reply(
           {200, "text/plain; version=0.0.4", runtime::metrics_registry::global().render(), {}});
@@ -181,18 +188,29 @@ struct gateway::impl {
     bool sim = cfg.simulated_default;
     auto node = cfg.id;
     bool needs_workers = cfg.has_role("inference");
-    rt.workers([ex, sim, node, needs_workers](std::vector<actors::worker_status> ws) {
+    json supervision = json::object();
+    for (auto& [name, c] : rt.supervision().snapshot())
+      supervision[name] = {{"subtree", c.subtree},
+                           {"restarts", c.restarts},
+                           {"last_failure", c.last_failure},
+                           {"escalated", c.escalated}};
+    bool escalated = rt.supervision().any_escalated();
+    rt.workers([ex, sim, node, needs_workers, supervision,
+                escalated](std::vector<actors::worker_status> ws) {
       json workers = json::array();
       bool any_healthy = false;
       for (auto& w : ws) {
         any_healthy |= w.load.healthy;
         workers.push_back(worker_json(w));
       }
-      bool ok = any_healthy || !needs_workers;
+      // An escalated subtree means the node needs a restart: say so, so an
+      // orchestrator probing /health replaces it.
+      bool ok = (any_healthy || !needs_workers) && !escalated;
       ex->reply(json_response(ok ? 200 : 503, {{"status", ok ? "ok" : "degraded"},
                                                {"node", node},
                                                {"simulated_backend", sim},
-                                               {"workers", workers}}));
+                                               {"workers", workers},
+                                               {"supervision", supervision}}));
     });
   }
 

@@ -240,6 +240,13 @@ node_config parse(const YAML::Node& root, const std::string& file) {
     r.finish();
   }
 
+  if (auto n = top.get("supervision")) {
+    map_reader r{*n, "supervision", file};
+    r.read("max_restarts", cfg.max_restarts, 0, 1000);
+    r.read("within", cfg.restart_window);
+    r.finish();
+  }
+
   if (auto n = top.get("cluster"))
     top.fail(*n, "'cluster' is not supported by this build yet: run a single node");
 

@@ -75,6 +75,10 @@ struct node_config {
   /// backend stands in; the node says so loudly at start.
   bool simulated_default = false;
   std::chrono::milliseconds idle_timeout{600000};
+  /// Restart intensity of supervisors: more than `max_restarts` within
+  /// `restart_window` and the subtree is given up (shown in `/health`).
+  int64_t max_restarts = 5;
+  std::chrono::milliseconds restart_window{10000};
   std::map<std::string, agent_type_config> agent_types;
 
   bool has_role(const std::string& r) const;

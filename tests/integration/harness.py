@@ -48,12 +48,13 @@ def http(method, url, body=None, headers=None, timeout=30):
 
 
 class Process:
-    def __init__(self, args, name):
+    def __init__(self, args, name, env=None):
         self.log = tempfile.NamedTemporaryFile(prefix=name + "-", suffix=".log", delete=False)
         # Each process runs in a fresh directory, so relative paths
         # (the default ./data/troupe.db) never collide between tests.
         self.workdir = tempfile.mkdtemp(prefix=name + "-")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.workdir,
+                                     env=dict(os.environ, **(env or {})))
         self.name = name
 
     def output(self):
@@ -101,7 +102,7 @@ class SimLlm(Process):
 class Node(Process):
     """A `troupe node` with the given YAML (the gateway address is filled in)."""
 
-    def __init__(self, yaml_body="", port=None, wait=True, auth_keys_file=None, state_path=None):
+    def __init__(self, yaml_body="", port=None, wait=True, auth_keys_file=None, state_path=None, env=None):
         """`state_path`: the SQLite file, to restart a node on the same state."""
         self.port = port or free_port()
         if state_path and "state:" not in yaml_body:
@@ -110,7 +111,7 @@ class Node(Process):
         auth = f", auth: {{keys_file: {auth_keys_file}}}" if auth_keys_file else ""
         self.config.write(f"node: {{id: test-node}}\ngateway: {{listen: 127.0.0.1:{self.port}{auth}}}\n" + yaml_body)
         self.config.close()
-        super().__init__([TROUPE, "node", "--config", self.config.name], "node")
+        super().__init__([TROUPE, "node", "--config", self.config.name], "node", env)
         self.base = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
         if wait:
