@@ -397,6 +397,20 @@ void continue_turn(agent_actor* self) {
   run_tools(self);
 }
 
+/// Ends the running and every queued turn with `cancelled`, aborting the
+/// model call; the activation is about to stop.
+void cancel_all_turns(agent_actor* self, const std::string& why) {
+  auto& st = self->state;
+  if (st.current) {
+    if (st.worker && st.job != 0) self->send(st.worker, cancel_atom::value, st.job);
+    fail_turn(self, *st.current, errc::cancelled, why);
+    st.current.reset();
+  }
+  for (auto& t : st.pending)
+    fail_turn(self, t, errc::cancelled, why);
+  st.pending.clear();
+}
+
 /// The current model call failed. Before any token the client has seen
 /// nothing, so another worker gets it; after, the turn ends in `error`.
 void model_call_failed(agent_actor* self, const runtime::failure& f, bool started,
@@ -463,14 +477,7 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
     auto why = msg.reason == caf::exit_reason::user_shutdown
                    ? "agent stopped"
                    : "agent stopped: " + caf::to_string(msg.reason);
-    if (st.current) {
-      if (st.worker && st.job != 0) self->send(st.worker, cancel_atom::value, st.job);
-      fail_turn(self, *st.current, errc::cancelled, why);
-      st.current.reset();
-    }
-    for (auto& t : st.pending)
-      fail_turn(self, t, errc::cancelled, why);
-    st.pending.clear();
+    cancel_all_turns(self, why);
     self->quit(msg.reason);
   });
 
@@ -573,14 +580,7 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
         st.node_stopping = true;
         auto why = "node shutting down; the turn resumes when it restarts (send the same id "
                    "again to get its outcome)";
-        if (st.current) {
-          if (st.worker && st.job != 0) self->send(st.worker, cancel_atom::value, st.job);
-          fail_turn(self, *st.current, errc::cancelled, why);
-          st.current.reset();
-        }
-        for (auto& t : st.pending)
-          fail_turn(self, t, errc::cancelled, why);
-        st.pending.clear();
+        cancel_all_turns(self, why);
         self->quit();
       },
       [=](idle_atom) {
