@@ -473,7 +473,6 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
   self->set_exception_handler(
       [](caf::scheduled_actor*, std::exception_ptr& eptr) { return exception_to_error(eptr); });
   self->set_exit_handler([self](caf::exit_msg& msg) {
-    auto& st = self->state;
     auto why = msg.reason == caf::exit_reason::user_shutdown
                    ? "agent stopped"
                    : "agent stopped: " + caf::to_string(msg.reason);
