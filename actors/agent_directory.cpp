@@ -24,6 +24,14 @@ struct directory_state {
   std::mt19937_64 rng{std::random_device{}()};
   runtime::gauge* active_gauge = nullptr;
   bool stopping = false; // node shutdown: quit once every agent is down
+  struct pending_ask {
+    caf::response_promise rp;
+    std::string agent, text, caller, request_id;
+    int attempts = 0;
+    caf::actor_addr bound; // the activation it was last sent to
+  };
+  std::unordered_map<uint64_t, pending_ask> asks;
+  uint64_t next_ask = 0;
   static inline const char* name = "agent_directory";
 };
 
@@ -54,6 +62,12 @@ caf::actor activate(directory_actor* self, const runtime::agent_id& id,
   return hdl;
 }
 
+/// The directory outlives a failing store: a store error becomes an
+/// `internal` error for this one request, never a dead directory.
+caf::error store_unavailable(const runtime::store_error& e) {
+  return make_error(errc::internal, std::string{"state store unavailable: "} + e.what());
+}
+
 /// The activation of `text` (type/key), activating it from the store.
 caf::expected<caf::actor> resolve(directory_actor* self, const std::string& text) {
   auto& st = self->state;
@@ -62,27 +76,51 @@ caf::expected<caf::actor> resolve(directory_actor* self, const std::string& text
   if (auto it = st.active.find(*id); it != st.active.end()) return it->second;
   if (!st.types->find(id->type))
     return make_error(errc::unknown_agent, "no agent '" + text + "' (unknown type)");
-  auto rec = st.ctx.store->load(*id);
+  std::optional<runtime::agent_record> rec;
+  try {
+    rec = st.ctx.store->load(*id);
+  } catch (const runtime::store_error& e) {
+    return store_unavailable(e);
+  }
   if (!rec) return make_error(errc::unknown_agent, "no agent '" + text + "'");
   return activate(self, *id, std::move(rec->history));
 }
 
-/// Asks `hdl`; an activation that passivated or crashed before answering
-/// bounces the request, and the next activation gets it (up to 3 times).
-void ask_with_retry(directory_actor* self, caf::response_promise rp, caf::actor hdl,
-                    std::string agent, std::string text, std::string caller, std::string request_id,
-                    int attempt) {
-  auto timeout = self->state.ctx.limits.turn_timeout + std::chrono::seconds(5);
-  self->request(hdl, timeout, ask_atom::value, text, caller, request_id)
-      .then([=](turn_result& r) mutable { rp.deliver(std::move(r)); },
-            [=](caf::error& err) mutable {
-              if (err == caf::sec::request_receiver_down && attempt < 3) {
-                if (auto next = resolve(self, agent))
-                  return ask_with_retry(self, rp, *next, agent, text, caller, request_id,
-                                        attempt + 1);
-              }
-              rp.deliver(std::move(err));
-            });
+/// Sends pending ask `n` to the agent's current activation. An activation
+/// that passivates, or dies holding the ask (a crash never answers), hands
+/// it to the next one: the ask's request id makes that safe, since the new
+/// activation joins or resumes the same turn.
+void attempt_ask(directory_actor* self, uint64_t n) {
+  auto& st = self->state;
+  auto it = st.asks.find(n);
+  if (it == st.asks.end()) return;
+  auto& ask = it->second;
+  auto hdl = ++ask.attempts > 4 ? caf::expected<caf::actor>{make_error(
+                                      errc::internal, "agent " + ask.agent + " stopped repeatedly")}
+                                : resolve(self, ask.agent);
+  if (!hdl) {
+    ask.rp.deliver(hdl.error());
+    st.asks.erase(it);
+    return;
+  }
+  ask.bound = hdl->address();
+  auto timeout = st.ctx.limits.turn_timeout + std::chrono::seconds(5);
+  self->request(*hdl, timeout, ask_atom::value, ask.text, ask.caller, ask.request_id)
+      .then(
+          [=](turn_result& r) {
+            auto it = self->state.asks.find(n);
+            if (it == self->state.asks.end()) return;
+            it->second.rp.deliver(std::move(r));
+            self->state.asks.erase(it);
+          },
+          [=](caf::error& err) {
+            auto it = self->state.asks.find(n);
+            if (it == self->state.asks.end()) return;
+            if (err == caf::sec::request_receiver_down)
+              return attempt_ask(self, n); // passivating: the next activation takes it
+            it->second.rp.deliver(std::move(err));
+            self->state.asks.erase(it);
+          });
 }
 
 caf::behavior directory_impl(directory_actor* self,
@@ -95,15 +133,29 @@ caf::behavior directory_impl(directory_actor* self,
       "troupe_active_agents", "Agent activations in memory on this node");
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
-    auto it = st.by_addr.find(dm.source);
-    if (it == st.by_addr.end()) return;
-    if (dm.reason && dm.reason != caf::exit_reason::user_shutdown &&
-        dm.reason != caf::exit_reason::kill)
-      runtime::log::warn("agent", "agent_crashed",
-                         {{"agent", it->second.str()}, {"reason", to_failure(dm.reason).message}});
-    st.active.erase(it->second);
-    st.by_addr.erase(it);
-    st.active_gauge->set(static_cast<int64_t>(st.active.size()));
+    if (auto it = st.by_addr.find(dm.source); it != st.by_addr.end()) {
+      if (dm.reason && dm.reason != caf::exit_reason::user_shutdown &&
+          dm.reason != caf::exit_reason::kill)
+        runtime::log::warn(
+            "agent", "agent_crashed",
+            {{"agent", it->second.str()}, {"reason", to_failure(dm.reason).message}});
+      st.active.erase(it->second);
+      st.by_addr.erase(it);
+      st.active_gauge->set(static_cast<int64_t>(st.active.size()));
+    }
+    // Asks the gone activation held go to the next one: a crashed actor
+    // never answers them.
+    std::vector<uint64_t> orphaned;
+    for (auto& [n, ask] : st.asks)
+      if (ask.bound == dm.source) orphaned.push_back(n);
+    for (auto n : orphaned) {
+      if (st.stopping) {
+        st.asks[n].rp.deliver(make_error(errc::cancelled, "node shutting down"));
+        st.asks.erase(n);
+      } else {
+        attempt_ask(self, n);
+      }
+    }
     if (st.stopping && st.active.empty()) self->quit();
   });
   // Turns a crash cut are still marked running: their agents come back now
@@ -139,11 +191,15 @@ caf::behavior directory_impl(directory_actor* self,
         if (key.empty()) key = fresh_key(self);
         runtime::agent_id id{type, key};
         if (!st.active.contains(id)) {
-          if (st.ctx.store->create(id)) {
-            activate(self, id, {});
-            runtime::log::info("agent", "spawned", {{"agent", id.str()}});
-          } else if (auto rec = st.ctx.store->load(id)) {
-            activate(self, id, std::move(rec->history));
+          try {
+            if (st.ctx.store->create(id)) {
+              activate(self, id, {});
+              runtime::log::info("agent", "spawned", {{"agent", id.str()}});
+            } else if (auto rec = st.ctx.store->load(id)) {
+              activate(self, id, std::move(rec->history));
+            }
+          } catch (const runtime::store_error& e) {
+            return store_unavailable(e);
           }
         }
         return id.str();
@@ -157,8 +213,13 @@ caf::behavior directory_impl(directory_actor* self,
           std::string& request_id) -> caf::result<turn_result> {
         auto r = resolve(self, agent);
         if (!r) return r.error();
-        auto rp = self->make_response_promise();
-        ask_with_retry(self, rp, *r, agent, text, caller, request_id, 0);
+        auto& st = self->state;
+        // Every ask gets a request id, so a retry after a crash resumes the
+        // cut turn instead of running the message twice.
+        if (request_id.empty()) request_id = "ask-" + fresh_key(self) + fresh_key(self);
+        auto n = ++st.next_ask;
+        st.asks[n] = {self->make_response_promise(), agent, text, caller, request_id, 0, {}};
+        attempt_ask(self, n);
         return caf::delegated<turn_result>{};
       },
       [=](passivate_atom) {
@@ -177,7 +238,12 @@ caf::behavior directory_impl(directory_actor* self,
         auto id = runtime::agent_id::parse(agent);
         if (!id)
           return make_error(errc::bad_request, "agent must be type/key, got '" + agent + "'");
-        bool existed = st.ctx.store->erase(*id);
+        bool existed = false;
+        try {
+          existed = st.ctx.store->erase(*id);
+        } catch (const runtime::store_error& e) {
+          return store_unavailable(e);
+        }
         if (auto it = st.active.find(*id); it != st.active.end()) {
           self->send_exit(it->second, caf::exit_reason::user_shutdown);
           st.by_addr.erase(it->second.address());
@@ -193,10 +259,14 @@ caf::behavior directory_impl(directory_actor* self,
         if (self->state.stopping)
           self->quit(); // agents that did not stop in time are left to the system's end
       },
-      [=](list_atom) {
+      [=](list_atom) -> caf::result<std::vector<std::string>> {
         std::vector<std::string> out;
-        for (auto& id : self->state.ctx.store->list())
-          out.push_back(id.str());
+        try {
+          for (auto& id : self->state.ctx.store->list())
+            out.push_back(id.str());
+        } catch (const runtime::store_error& e) {
+          return store_unavailable(e);
+        }
         return out;
       },
   };

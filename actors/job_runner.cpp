@@ -8,6 +8,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include <map>
+#include <tuple>
+#include <vector>
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::runtime::job_record)
+
 namespace troupe::actors {
 
 namespace {
@@ -21,6 +27,10 @@ struct runner_state {
   size_t max_running = 8;
   std::chrono::milliseconds visibility{0};
   size_t running = 0;
+  /// Outcomes the store did not take yet (it was down); retried each poll.
+  std::vector<std::tuple<std::string, runtime::job_state, std::string>> unfinished;
+  std::map<std::string, int> transient_retries; // by job id
+  bool store_down = false;
   static inline const char* name = "job_runner";
 };
 
@@ -35,16 +45,32 @@ runtime::counter& jobs_counter(const char* outcome) {
 void finish(runner_actor* self, const runtime::job_record& job, runtime::job_state state,
             const nlohmann::json& outcome) {
   auto& st = self->state;
+  st.transient_retries.erase(job.id);
+  auto text = outcome.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   try {
-    st.store->finish_job(job.id, state,
-                         outcome.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    st.store->finish_job(job.id, state, text);
   } catch (const runtime::store_error& e) {
-    // The claim lapses and the job runs again; its turn replays from the log.
-    runtime::log::error("jobs", "finish_failed", {{"job", job.id}, {"reason", e.what()}});
+    // Keep the outcome and record it once the store is back.
+    runtime::log::warn("jobs", "finish_deferred", {{"job", job.id}, {"reason", e.what()}});
+    st.unfinished.emplace_back(job.id, state, std::move(text));
   }
   jobs_counter(state == runtime::job_state::done ? "done" : "failed").inc();
   --st.running;
   self->send(self, tick_atom::value);
+}
+
+void run(runner_actor* self, runtime::job_record job);
+
+/// An `internal` failure (the store was down, the agent kept crashing) says
+/// nothing about the job itself: try again shortly, for up to a minute,
+/// instead of failing an acknowledged job. The job keeps its slot.
+bool retry_later(runner_actor* self, const runtime::job_record& job, const runtime::failure& f) {
+  if (f.code != runtime::errc::internal || ++self->state.transient_retries[job.id] > 60)
+    return false;
+  runtime::log::info("jobs", "job_retry", {{"job", job.id}, {"reason", f.message}});
+  --self->state.running;
+  self->delayed_send(self, std::chrono::seconds(1), job);
+  return true;
 }
 
 void run(runner_actor* self, runtime::job_record job) {
@@ -69,12 +95,14 @@ void run(runner_actor* self, runtime::job_record job) {
                     },
                     [=](caf::error& err) {
                       auto f = to_failure(err);
+                      if (retry_later(self, job, f)) return;
                       finish(self, job, runtime::job_state::failed,
                              {{"code", runtime::to_string(f.code)}, {"message", f.message}});
                     });
           },
           [=](caf::error& err) {
             auto f = to_failure(err);
+            if (retry_later(self, job, f)) return;
             finish(self, job, runtime::job_state::failed,
                    {{"code", runtime::to_string(f.code)}, {"message", f.message}});
           });
@@ -82,12 +110,26 @@ void run(runner_actor* self, runtime::job_record job) {
 
 void pump(runner_actor* self) {
   auto& st = self->state;
+  for (auto it = st.unfinished.begin(); it != st.unfinished.end();) {
+    try {
+      st.store->finish_job(std::get<0>(*it), std::get<1>(*it), std::get<2>(*it));
+      it = st.unfinished.erase(it);
+    } catch (const runtime::store_error&) {
+      break;
+    }
+  }
   while (st.running < st.max_running) {
     std::optional<runtime::job_record> job;
     try {
       job = st.store->claim_job(st.node, st.visibility);
+      if (st.store_down) {
+        st.store_down = false;
+        runtime::log::info("jobs", "store_recovered");
+      }
     } catch (const runtime::store_error& e) {
-      runtime::log::error("jobs", "claim_failed", {{"reason", e.what()}});
+      if (!st.store_down) // once per outage, not once per poll
+        runtime::log::error("jobs", "store_unavailable", {{"reason", e.what()}});
+      st.store_down = true;
       return;
     }
     if (!job) return;
@@ -114,6 +156,7 @@ caf::behavior runner_impl(runner_actor* self, std::shared_ptr<runtime::state_sto
   self->delayed_send(self, poll_interval, timeout_atom::value);
   return {
       [=](tick_atom) { pump(self); },
+      [=](runtime::job_record& job) { run(self, std::move(job)); }, // a retry falls due
       [=](timeout_atom) {
         // Polling also finds jobs whose claims lapsed on another node.
         pump(self);

@@ -101,15 +101,19 @@ int run_node(const std::vector<std::string>& args) {
   }
   std::shared_ptr<runtime::state_store> store;
   try {
-    store = cfg.state_path == ":memory:" ? runtime::make_memory_state_store()
-                                         : runtime::make_sqlite_state_store(cfg.state_path);
+    if (!cfg.state_redis.empty())
+      store = runtime::make_redis_state_store(cfg.state_redis);
+    else if (cfg.state_path == ":memory:")
+      store = runtime::make_memory_state_store();
+    else
+      store = runtime::make_sqlite_state_store(cfg.state_path);
   } catch (const runtime::store_error& e) {
     runtime::log::error("node", "state_store_failed", {{"reason", e.what()}});
     std::fprintf(stderr, "troupe: %s\n", e.what());
     return 2;
   }
   runtime::log::info("node", "state_store", {{"store", store->describe()}});
-  if (cfg.state_path == ":memory:")
+  if (cfg.state_redis.empty() && cfg.state_path == ":memory:")
     runtime::log::warn("node", "state_in_memory",
                        {{"reason", "state.path is :memory:; a restart forgets every agent"}});
 

@@ -253,8 +253,12 @@ node_config parse(const YAML::Node& root, const std::string& file) {
   if (auto n = top.get("state")) {
     map_reader r{*n, "state", file};
     r.read("path", cfg.state_path);
-    if (auto redis = r.get("redis"))
-      r.fail(*redis, "'state.redis' is not supported by this build yet");
+    if (auto redis = r.get("redis")) {
+      cfg.state_redis = r.scalar(*redis, "redis");
+      if (cfg.state_redis.rfind("redis://", 0) != 0)
+        r.fail(*redis,
+               "'state.redis' must look like redis://host:port/db, got '" + cfg.state_redis + "'");
+    }
     r.finish();
   }
 

@@ -70,6 +70,8 @@ struct node_config {
   limits_config limits;
   /// SQLite file for agents and the request log; ":memory:" keeps nothing.
   std::string state_path = "./data/troupe.db";
+  /// `redis://host:port/db`: the shared Redis store instead of SQLite.
+  std::string state_redis;
   std::vector<accelerator_config> accelerators;
   /// True when no accelerator was configured and the embedded simulated
   /// backend stands in; the node says so loudly at start.

@@ -109,6 +109,11 @@ std::shared_ptr<state_store> make_memory_state_store();
 /// a newer schema version is refused with a `store_error` saying so.
 std::shared_ptr<state_store> make_sqlite_state_store(const std::string& path);
 
+/// Connects to a Redis store (`redis://host:port/db`), the store every node
+/// of a cluster shares. Unreachable at start: `store_error`. A connection
+/// lost later is re-made on the next call; a call that still fails throws.
+std::shared_ptr<state_store> make_redis_state_store(const std::string& url);
+
 /// The schema version this build writes.
 constexpr int state_schema_version = 1;
 

@@ -99,6 +99,34 @@ class SimLlm(Process):
             return False
 
 
+class RedisServer(Process):
+    """A real redis-server on a free loopback port; AOF on, so a restart on
+    the same directory keeps every acknowledged write."""
+
+    def __init__(self, port=None, workdir=None):
+        self.port = port or free_port()
+        super().__init__(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                          "--save", "", "--appendonly", "yes", "--appendfsync", "always",
+                          "--dir", ".", "--loglevel", "warning"], "redis")
+        if workdir:  # restart on an earlier server's files
+            self.proc.kill()
+            self.proc.wait()
+            self.workdir = workdir
+            self.proc = subprocess.Popen(self.proc.args, stdout=self.log, stderr=subprocess.STDOUT, cwd=workdir)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        wait_until(self._up, what=f"redis on {self.port}")
+
+    def _up(self):
+        if not self.alive():
+            raise AssertionError("redis-server exited:\n" + self.output())
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
 class Node(Process):
     """A `troupe node` with the given YAML (the gateway address is filled in)."""
 

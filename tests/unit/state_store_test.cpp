@@ -3,8 +3,14 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <csignal>
+#include <fcntl.h>
 #include <filesystem>
 #include <functional>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 
 using namespace troupe::runtime;
@@ -20,7 +26,50 @@ std::string temp_db(const std::string& name) {
   return path.string();
 }
 
-/// Runs the same behaviour against both stores.
+int free_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+/// A real redis-server on a free loopback port for the test's lifetime.
+struct redis_server {
+  redis_server() : port(free_port()) {
+    pid = fork();
+    if (pid == 0) {
+      int devnull = open("/dev/null", O_WRONLY);
+      dup2(devnull, 1);
+      dup2(devnull, 2);
+      auto p = std::to_string(port);
+      execlp("redis-server", "redis-server", "--port", p.c_str(), "--bind", "127.0.0.1", "--save",
+             "", "--appendonly", "no", "--loglevel", "warning", nullptr);
+      _exit(127);
+    }
+    for (int i = 0; i < 200; ++i) { // up to 2 s
+      try {
+        make_redis_state_store(url());
+        return;
+      } catch (const store_error&) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    }
+  }
+  ~redis_server() {
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+  }
+  std::string url() const { return "redis://127.0.0.1:" + std::to_string(port) + "/0"; }
+  int port;
+  pid_t pid = -1;
+};
+
+/// Runs the same behaviour against every store.
 void for_each_store(const std::string& name,
                     const std::function<void(std::shared_ptr<state_store>)>& f) {
   {
@@ -30,6 +79,11 @@ void for_each_store(const std::string& name,
   {
     SCOPED_TRACE("sqlite");
     f(make_sqlite_state_store(temp_db(name)));
+  }
+  {
+    SCOPED_TRACE("redis");
+    redis_server redis;
+    f(make_redis_state_store(redis.url()));
   }
 }
 
@@ -120,4 +174,45 @@ TEST(StateStore, SqliteRefusesANewerSchema) {
 
 TEST(StateStore, SqliteReportsAnUnusablePath) {
   EXPECT_THROW(make_sqlite_state_store("/proc/troupe/cannot/be/here.db"), store_error);
+}
+
+TEST(StateStore, JobsAreClaimedOnceAndLapsedClaimsAreTakenAgain) {
+  for_each_store("jobs", [](std::shared_ptr<state_store> s) {
+    s->enqueue_job({"job-1", a, "first", job_state::queued, {}, {}, 0});
+    s->enqueue_job({"job-2", a, "second", job_state::queued, {}, {}, 0});
+    auto j1 = s->claim_job("n1", std::chrono::minutes(1));
+    ASSERT_TRUE(j1);
+    EXPECT_EQ(j1->id, "job-1");
+    EXPECT_EQ(j1->state, job_state::running);
+    EXPECT_EQ(j1->attempts, 1);
+    auto j2 = s->claim_job("n2", std::chrono::milliseconds(1));
+    ASSERT_TRUE(j2);
+    EXPECT_EQ(j2->id, "job-2");
+    EXPECT_FALSE(s->claim_job("n1", std::chrono::minutes(1)));
+    // n2's claim lapses (its node died): n1 takes the job over.
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    auto again = s->claim_job("n1", std::chrono::minutes(1));
+    ASSERT_TRUE(again);
+    EXPECT_EQ(again->id, "job-2");
+    EXPECT_EQ(again->attempts, 2);
+    s->finish_job("job-2", job_state::done, R"({"answer":"ok"})");
+    auto done = s->find_job("job-2");
+    ASSERT_TRUE(done);
+    EXPECT_EQ(done->state, job_state::done);
+    EXPECT_EQ(done->outcome, R"({"answer":"ok"})");
+    EXPECT_EQ(done->message, "second");
+    EXPECT_FALSE(s->find_job("job-3"));
+  });
+}
+
+TEST(StateStore, ANodeTakesBackItsOwnRunningJobsAtStart) {
+  for_each_store("requeue", [](std::shared_ptr<state_store> s) {
+    s->enqueue_job({"job-1", a, "first", job_state::queued, {}, {}, 0});
+    ASSERT_TRUE(s->claim_job("n1", std::chrono::minutes(10)));
+    EXPECT_FALSE(s->claim_job("n1", std::chrono::minutes(10)));
+    EXPECT_EQ(s->requeue_jobs_of("n1"), 1u); // n1 restarted
+    auto j = s->claim_job("n1", std::chrono::minutes(10));
+    ASSERT_TRUE(j);
+    EXPECT_EQ(j->id, "job-1");
+  });
 }

@@ -1,0 +1,436 @@
+#include "runtime/state_store.hpp"
+
+#include <hiredis/hiredis.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <deque>
+#include <mutex>
+
+namespace troupe::runtime {
+
+namespace {
+
+using nlohmann::json;
+
+// Key layout (one Redis database per cluster):
+//   troupe:meta              hash   schema_version
+//   troupe:agents            zset   "type/key" -> created ms
+//   troupe:h:{agent}         list   history, one JSON message per element
+//   troupe:req:{agent}       hash   request id -> {"text","state","outcome"}
+//   troupe:open              zset   "{agent}\n{request id}" -> started ms
+//   troupe:job:{id}          hash   type key message state outcome claimed_by attempts entry
+//   troupe:jobs              stream job ids, consumer group "runners"
+constexpr const char* agents_key = "troupe:agents";
+constexpr const char* open_key = "troupe:open";
+constexpr const char* jobs_stream = "troupe:jobs";
+constexpr const char* jobs_group = "runners";
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string encode_message(const chat_message& m) {
+  json j{{"role", m.role}, {"content", m.content}};
+  if (!m.tool_calls.empty()) {
+    json calls = json::array();
+    for (auto& c : m.tool_calls)
+      calls.push_back({{"id", c.id}, {"name", c.name}, {"arguments", c.arguments}});
+    j["tool_calls"] = std::move(calls);
+  }
+  if (!m.tool_call_id.empty()) j["tool_call_id"] = m.tool_call_id;
+  if (!m.name.empty()) j["name"] = m.name;
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+chat_message decode_message(const std::string& text) {
+  auto j = json::parse(text, nullptr, false);
+  chat_message m;
+  if (!j.is_object()) return m;
+  m.role = j.value("role", "");
+  m.content = j.value("content", "");
+  m.tool_call_id = j.value("tool_call_id", "");
+  m.name = j.value("name", "");
+  if (auto it = j.find("tool_calls"); it != j.end() && it->is_array())
+    for (auto& c : *it)
+      m.tool_calls.push_back({c.value("id", ""), c.value("name", ""), c.value("arguments", "")});
+  return m;
+}
+
+struct reply_deleter {
+  void operator()(redisReply* r) const { freeReplyObject(r); }
+};
+using reply_ptr = std::unique_ptr<redisReply, reply_deleter>;
+
+std::string str(const redisReply* r) {
+  if (!r || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_STATUS)) return {};
+  return std::string{r->str, r->len};
+}
+
+using command = std::vector<std::string>;
+
+class redis_state_store final : public state_store {
+public:
+  explicit redis_state_store(const std::string& url) : url_(url) {
+    parse_url();
+    connect();
+    auto v = run({"HGET", "troupe:meta", "schema_version"});
+    if (v->type == REDIS_REPLY_STRING) {
+      int version = std::atoi(str(v.get()).c_str());
+      if (version > state_schema_version)
+        throw store_error("state store " + url_ + " was written by schema version " +
+                          std::to_string(version) + "; this build understands up to version " +
+                          std::to_string(state_schema_version) + ". Upgrade troupe.");
+    } else {
+      run({"HSET", "troupe:meta", "schema_version", std::to_string(state_schema_version)});
+    }
+    auto g = run_raw({"XGROUP", "CREATE", jobs_stream, jobs_group, "0", "MKSTREAM"});
+    if (g->type == REDIS_REPLY_ERROR && str_err(g.get()).find("BUSYGROUP") == std::string::npos)
+      throw store_error("redis: cannot create the job group: " + str_err(g.get()));
+  }
+
+  ~redis_state_store() override {
+    if (ctx_) redisFree(ctx_);
+  }
+
+  bool create(const agent_id& id) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    return run({"ZADD", agents_key, "NX", std::to_string(now_ms()), id.str()})->integer > 0;
+  }
+
+  std::optional<agent_record> load(const agent_id& id) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    if (run({"ZSCORE", agents_key, id.str()})->type == REDIS_REPLY_NIL) return std::nullopt;
+    agent_record rec{id, {}};
+    auto h = run({"LRANGE", "troupe:h:" + id.str(), "0", "-1"});
+    for (size_t i = 0; i < h->elements; ++i)
+      rec.history.push_back(decode_message(str(h->element[i])));
+    return rec;
+  }
+
+  void append(const agent_id& id, const chat_message& msg) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    transaction({{"ZADD", agents_key, "NX", std::to_string(now_ms()), id.str()},
+                 {"RPUSH", "troupe:h:" + id.str(), encode_message(msg)}});
+  }
+
+  bool erase(const agent_id& id) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    auto a = id.str();
+    std::vector<command> cmds{
+        {"ZREM", agents_key, a}, {"DEL", "troupe:h:" + a}, {"DEL", "troupe:req:" + a}};
+    auto keys = run({"HKEYS", "troupe:req:" + a});
+    for (size_t i = 0; i < keys->elements; ++i)
+      cmds.push_back({"ZREM", open_key, a + "\n" + str(keys->element[i])});
+    auto r = transaction(cmds);
+    return r->elements > 0 && r->element[0]->integer > 0;
+  }
+
+  std::vector<agent_id> list() override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    std::vector<agent_id> out;
+    auto r = run({"ZRANGE", agents_key, "0", "-1"});
+    for (size_t i = 0; i < r->elements; ++i)
+      if (auto id = agent_id::parse(str(r->element[i]))) out.push_back(*id);
+    return out;
+  }
+
+  void begin_turn(const agent_id& id, const std::string& request_id,
+                  const std::string& text) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    auto a = id.str();
+    json entry{{"text", text}, {"state", 0}, {"outcome", ""}};
+    transaction({{"ZADD", agents_key, "NX", std::to_string(now_ms()), a},
+                 {"HSET", "troupe:req:" + a, request_id, entry.dump()},
+                 {"ZADD", open_key, std::to_string(now_ms()), a + "\n" + request_id},
+                 {"RPUSH", "troupe:h:" + a, encode_message({"user", text, {}, {}, {}})}});
+  }
+
+  void finish_turn(const agent_id& id, const std::string& request_id, request_state state,
+                   const std::string& outcome) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    auto a = id.str();
+    auto old = json::parse(str(run({"HGET", "troupe:req:" + a, request_id}).get()), nullptr, false);
+    json entry{{"text", old.is_object() ? old.value("text", "") : std::string{}},
+               {"state", static_cast<int>(state)},
+               {"outcome", outcome}};
+    transaction({{"HSET", "troupe:req:" + a, request_id, entry.dump()},
+                 {"ZREM", open_key, a + "\n" + request_id}});
+  }
+
+  std::optional<request_entry> find_request(const agent_id& id,
+                                            const std::string& request_id) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    return find_request_locked(id.str(), request_id);
+  }
+
+  std::vector<std::pair<agent_id, request_entry>> open_turns() override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    std::vector<std::pair<agent_id, request_entry>> out;
+    auto r = run({"ZRANGE", open_key, "0", "-1"});
+    for (size_t i = 0; i < r->elements; ++i) {
+      auto member = str(r->element[i]);
+      auto nl = member.find('\n');
+      auto id = agent_id::parse(member.substr(0, nl));
+      if (!id || nl == std::string::npos) continue;
+      if (auto e = find_request_locked(member.substr(0, nl), member.substr(nl + 1)))
+        out.emplace_back(*id, std::move(*e));
+    }
+    return out;
+  }
+
+  void enqueue_job(const job_record& job) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    transaction(
+        {{"HSET", "troupe:job:" + job.id, "type", job.agent.type, "key", job.agent.key, "message",
+          job.message, "state", "0", "outcome", "", "claimed_by", "", "attempts", "0", "entry", ""},
+         {"XADD", jobs_stream, "*", "job", job.id}});
+  }
+
+  std::optional<job_record> claim_job(const std::string& owner,
+                                      std::chrono::milliseconds visibility) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    for (int guard_loop = 0; guard_loop < 64; ++guard_loop) {
+      std::string entry, job_id;
+      if (!reclaimed_.empty()) {
+        std::tie(entry, job_id) = reclaimed_.front();
+        reclaimed_.pop_front();
+      } else if (!next_entry(owner, visibility, entry, job_id)) {
+        return std::nullopt;
+      }
+      auto job = find_job_locked(job_id);
+      if (!job || job->state == job_state::done || job->state == job_state::failed) {
+        run({"XACK", jobs_stream, jobs_group, entry}); // stale entry: finished elsewhere
+        continue;
+      }
+      transaction({{"HSET", "troupe:job:" + job_id, "state", "1", "claimed_by", owner, "entry",
+                    entry, "claimed_until", std::to_string(now_ms() + visibility.count())},
+                   {"HINCRBY", "troupe:job:" + job_id, "attempts", "1"}});
+      job->state = job_state::running;
+      job->claimed_by = owner;
+      ++job->attempts;
+      return job;
+    }
+    return std::nullopt;
+  }
+
+  void finish_job(const std::string& id, job_state state, const std::string& outcome) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    auto entry = str(run({"HGET", "troupe:job:" + id, "entry"}).get());
+    std::vector<command> cmds{{"HSET", "troupe:job:" + id, "state",
+                               std::to_string(static_cast<int>(state)), "outcome", outcome}};
+    if (!entry.empty()) {
+      cmds.push_back({"XACK", jobs_stream, jobs_group, entry});
+      cmds.push_back({"XDEL", jobs_stream, entry});
+    }
+    transaction(cmds);
+  }
+
+  std::optional<job_record> find_job(const std::string& id) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    return find_job_locked(id);
+  }
+
+  size_t requeue_jobs_of(const std::string& owner) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    // Reading the group from id 0 returns this consumer's own pending
+    // entries: what its previous incarnation claimed and never finished.
+    auto r = run(
+        {"XREADGROUP", "GROUP", jobs_group, owner, "COUNT", "100000", "STREAMS", jobs_stream, "0"});
+    size_t n = 0;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
+      auto entries = r->element[0]->element[1];
+      for (size_t i = 0; i < entries->elements; ++i) {
+        auto e = entries->element[i];
+        if (e->elements < 2 || e->element[1]->elements < 2) continue;
+        reclaimed_.emplace_back(str(e->element[0]), str(e->element[1]->element[1]));
+        ++n;
+      }
+    }
+    return n;
+  }
+
+  std::string describe() const override { return "redis " + url_; }
+
+private:
+  static std::string str_err(const redisReply* r) {
+    return r && r->type == REDIS_REPLY_ERROR ? std::string{r->str, r->len} : std::string{};
+  }
+
+  /// A job entry for `owner`: one whose claim lapsed, else a new one.
+  bool next_entry(const std::string& owner, std::chrono::milliseconds visibility,
+                  std::string& entry, std::string& job_id) {
+    auto take = [&](const redisReply* entries) {
+      if (!entries || entries->type != REDIS_REPLY_ARRAY || entries->elements == 0) return false;
+      auto e = entries->element[0];
+      if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 || e->element[1]->elements < 2)
+        return false;
+      entry = str(e->element[0]);
+      job_id = str(e->element[1]->element[1]);
+      return true;
+    };
+    // A claim lapses at the deadline its claimer set (claimed_until), as in
+    // the other stores; look at the oldest pending entries for one.
+    (void)visibility;
+    auto pending = run({"XPENDING", jobs_stream, jobs_group, "-", "+", "16"});
+    for (size_t i = 0; i < pending->elements; ++i) {
+      auto p = pending->element[i];
+      if (p->type != REDIS_REPLY_ARRAY || p->elements < 2) continue;
+      auto id = str(p->element[0]);
+      auto rng = run({"XRANGE", jobs_stream, id, id});
+      if (rng->elements == 0) {
+        run({"XACK", jobs_stream, jobs_group, id}); // deleted: nothing to run
+        continue;
+      }
+      auto job = str(rng->element[0]->element[1]->element[1]);
+      auto until = run({"HGET", "troupe:job:" + job, "claimed_until"});
+      if (std::atoll(str(until.get()).c_str()) >= now_ms()) continue;
+      auto claimed = run({"XCLAIM", jobs_stream, jobs_group, owner, "0", id});
+      if (take(claimed.get())) return true;
+    }
+    auto fresh =
+        run({"XREADGROUP", "GROUP", jobs_group, owner, "COUNT", "1", "STREAMS", jobs_stream, ">"});
+    return fresh->type == REDIS_REPLY_ARRAY && fresh->elements > 0 &&
+           take(fresh->element[0]->element[1]);
+  }
+
+  std::optional<request_entry> find_request_locked(const std::string& agent,
+                                                   const std::string& request_id) {
+    auto r = run({"HGET", "troupe:req:" + agent, request_id});
+    if (r->type != REDIS_REPLY_STRING) return std::nullopt;
+    auto j = json::parse(str(r.get()), nullptr, false);
+    if (!j.is_object()) return std::nullopt;
+    return request_entry{request_id, j.value("text", ""),
+                         static_cast<request_state>(j.value("state", 0)), j.value("outcome", "")};
+  }
+
+  std::optional<job_record> find_job_locked(const std::string& id) {
+    auto r = run({"HGETALL", "troupe:job:" + id});
+    if (r->elements == 0) return std::nullopt;
+    job_record j;
+    j.id = id;
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+      auto k = str(r->element[i]);
+      auto v = str(r->element[i + 1]);
+      if (k == "type")
+        j.agent.type = v;
+      else if (k == "key")
+        j.agent.key = v;
+      else if (k == "message")
+        j.message = v;
+      else if (k == "state")
+        j.state = static_cast<job_state>(std::atoi(v.c_str()));
+      else if (k == "outcome")
+        j.outcome = v;
+      else if (k == "claimed_by")
+        j.claimed_by = v;
+      else if (k == "attempts")
+        j.attempts = std::atoll(v.c_str());
+    }
+    return j;
+  }
+
+  void parse_url() {
+    // redis://host:port/db
+    auto rest = url_.substr(url_.find("://") == std::string::npos ? 0 : url_.find("://") + 3);
+    auto slash = rest.find('/');
+    auto hostport = rest.substr(0, slash);
+    if (slash != std::string::npos && slash + 1 < rest.size())
+      db_ = std::atoi(rest.c_str() + slash + 1);
+    auto colon = hostport.rfind(':');
+    host_ = colon == std::string::npos ? hostport : hostport.substr(0, colon);
+    port_ = colon == std::string::npos ? 6379 : std::atoi(hostport.c_str() + colon + 1);
+  }
+
+  void connect() {
+    if (ctx_) redisFree(ctx_);
+    ctx_ = redisConnectWithTimeout(host_.c_str(), port_, timeval{2, 0});
+    if (!ctx_ || ctx_->err) {
+      std::string why = ctx_ ? ctx_->errstr : "out of memory";
+      if (ctx_) redisFree(ctx_);
+      ctx_ = nullptr;
+      throw store_error("redis unreachable at " + url_ + ": " + why);
+    }
+    timeval tv{5, 0};
+    redisSetTimeout(ctx_, tv);
+    if (db_ != 0) run_raw({"SELECT", std::to_string(db_)});
+  }
+
+  /// Sends commands pipelined and returns the last reply. Reconnects once
+  /// on a broken connection (every caller's commands are safe to repeat).
+  reply_ptr send(const std::vector<command>& cmds) {
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      if (!ctx_ || ctx_->err) {
+        try {
+          connect();
+        } catch (const store_error&) {
+          if (attempt == 1) throw;
+          continue;
+        }
+      }
+      for (auto& c : cmds) {
+        std::vector<const char*> argv;
+        std::vector<size_t> lens;
+        for (auto& a : c) {
+          argv.push_back(a.data());
+          lens.push_back(a.size());
+        }
+        redisAppendCommandArgv(ctx_, static_cast<int>(argv.size()), argv.data(), lens.data());
+      }
+      reply_ptr last;
+      bool broken = false;
+      for (size_t i = 0; i < cmds.size(); ++i) {
+        void* raw = nullptr;
+        if (redisGetReply(ctx_, &raw) != REDIS_OK) {
+          broken = true;
+          break;
+        }
+        last.reset(static_cast<redisReply*>(raw));
+      }
+      if (!broken) return last;
+      redisFree(ctx_);
+      ctx_ = nullptr;
+    }
+    throw store_error("redis connection to " + url_ + " lost");
+  }
+
+  reply_ptr run_raw(const command& c) { return send({c}); }
+
+  reply_ptr run(const command& c) {
+    auto r = run_raw(c);
+    if (r->type == REDIS_REPLY_ERROR)
+      throw store_error("redis " + c.front() + " failed: " + str_err(r.get()));
+    return r;
+  }
+
+  /// MULTI ... EXEC: all or nothing. Returns EXEC's array of replies.
+  reply_ptr transaction(const std::vector<command>& cmds) {
+    std::vector<command> all;
+    all.push_back({"MULTI"});
+    all.insert(all.end(), cmds.begin(), cmds.end());
+    all.push_back({"EXEC"});
+    auto r = send(all);
+    if (r->type != REDIS_REPLY_ARRAY)
+      throw store_error("redis transaction failed: " +
+                        (r->type == REDIS_REPLY_ERROR ? str_err(r.get()) : std::string{"aborted"}));
+    return r;
+  }
+
+  std::string url_;
+  std::string host_;
+  int port_ = 6379;
+  int db_ = 0;
+  redisContext* ctx_ = nullptr;
+  std::mutex mutex_;
+  std::deque<std::pair<std::string, std::string>> reclaimed_; // (entry, job id)
+};
+
+} // namespace
+
+std::shared_ptr<state_store> make_redis_state_store(const std::string& url) {
+  return std::make_shared<redis_state_store>(url);
+}
+
+} // namespace troupe::runtime
