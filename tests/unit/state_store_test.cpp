@@ -185,12 +185,12 @@ TEST(StateStore, JobsAreClaimedOnceAndLapsedClaimsAreTakenAgain) {
     EXPECT_EQ(j1->id, "job-1");
     EXPECT_EQ(j1->state, job_state::running);
     EXPECT_EQ(j1->attempts, 1);
-    auto j2 = s->claim_job("n2", std::chrono::milliseconds(1));
+    auto j2 = s->claim_job("n2", std::chrono::milliseconds(250));
     ASSERT_TRUE(j2);
     EXPECT_EQ(j2->id, "job-2");
     EXPECT_FALSE(s->claim_job("n1", std::chrono::minutes(1)));
     // n2's claim lapses (its node died): n1 takes the job over.
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
     auto again = s->claim_job("n1", std::chrono::minutes(1));
     ASSERT_TRUE(again);
     EXPECT_EQ(again->id, "job-2");
