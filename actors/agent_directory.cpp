@@ -259,6 +259,26 @@ caf::behavior directory_impl(directory_actor* self,
         if (self->state.stopping)
           self->quit(); // agents that did not stop in time are left to the system's end
       },
+      [=](job_atom, std::string& job_id) -> caf::result<job_view> {
+        auto& st = self->state;
+        std::optional<runtime::job_record> job;
+        try {
+          job = st.ctx.store->find_job(job_id);
+          if (job && job->state != runtime::job_state::done &&
+              job->state != runtime::job_state::failed)
+            st.ctx.store->create(job->agent); // a queued job's agent may not exist yet
+        } catch (const runtime::store_error& e) {
+          return store_unavailable(e);
+        }
+        if (!job) return make_error(errc::bad_request, "no job '" + job_id + "'");
+        job_view view{*job, nullptr};
+        if (job->state != runtime::job_state::done && job->state != runtime::job_state::failed) {
+          auto hdl = resolve(self, job->agent.str());
+          if (!hdl) return hdl.error();
+          view.agent = *hdl;
+        }
+        return view;
+      },
       [=](list_atom) -> caf::result<std::vector<std::string>> {
         std::vector<std::string> out;
         try {

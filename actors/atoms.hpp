@@ -32,5 +32,6 @@ using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
 using idle_atom = caf::atom_constant<caf::atom("idle")>;
 using passivate_atom = caf::atom_constant<caf::atom("passivate")>;
 using crash_atom = caf::atom_constant<caf::atom("crash")>;
+using job_atom = caf::atom_constant<caf::atom("job")>;
 
 } // namespace troupe::actors

@@ -3,6 +3,7 @@
 #include "actors/worker_status.hpp"
 #include "runtime/errc.hpp"
 #include "runtime/llm.hpp"
+#include "runtime/state_store.hpp"
 #include "runtime/ws_protocol.hpp"
 
 #include <caf/actor.hpp>
@@ -35,6 +36,12 @@ struct turn_result {
   int64_t steps = 0;
 };
 
+/// An async job as a session sees it when a client attaches to it.
+struct job_view {
+  runtime::job_record job;
+  caf::actor agent; // its activation, when the job is not finished
+};
+
 /// True when the process was started with TROUPE_FAULT_INJECTION=1: tests
 /// may then crash actors on purpose (`crash_atom`). Off in production.
 bool fault_injection_enabled();
@@ -55,6 +62,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::infer_job)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::worker_info)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::worker_load)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::turn_result)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::job_view)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<troupe::actors::worker_status>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::runtime::chat_result)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::runtime::failure)

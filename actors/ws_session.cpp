@@ -6,6 +6,7 @@
 #include "runtime/ws_protocol.hpp"
 
 #include <caf/all.hpp>
+#include <nlohmann/json.hpp>
 
 #include <map>
 #include <set>
@@ -41,6 +42,7 @@ struct session_state {
   std::map<std::string, request> inflight;    // by client id
   std::map<caf::actor, std::string> attached; // agent -> its name
   std::set<caf::actor_addr> monitored;
+  std::set<std::string> watched_jobs; // attached jobs whose end was not seen yet
   bool shutting_down = false;
   static inline const char* name = "ws_session";
 };
@@ -155,6 +157,59 @@ void on_agent_down(session_actor* self, const caf::actor_addr& who) {
   maybe_close(self);
 }
 
+/// Writes a finished job's stored outcome as its `done` or `error` event.
+void write_job_end(session_actor* self, const runtime::job_record& job) {
+  auto outcome = nlohmann::json::parse(job.outcome, nullptr, false);
+  if (!outcome.is_object()) outcome = nlohmann::json::object();
+  if (job.state == runtime::job_state::done) {
+    runtime::agent_event ev;
+    ev.kind = event_kind::done;
+    ev.agent = job.agent.str();
+    ev.id = job.id;
+    ev.answer = outcome.value("answer", "");
+    if (auto u = outcome.find("usage"); u != outcome.end() && u->is_object()) {
+      ev.tokens.prompt_tokens = u->value("prompt_tokens", int64_t{0});
+      ev.tokens.completion_tokens = u->value("completion_tokens", int64_t{0});
+    }
+    ev.steps = outcome.value("steps", int64_t{0});
+    write(self, runtime::seal(std::move(ev)));
+  } else {
+    write(self, runtime::make_error_event(
+                    job.id, runtime::errc_from_string(outcome.value("code", "internal")),
+                    outcome.value("message", ""), job.agent.str()));
+  }
+}
+
+/// `attach` to a job: a finished one answers with its outcome at once; a
+/// queued or running one subscribes to its agent, whose events for the job
+/// carry the job id. Checked once more after subscribing, so a job that
+/// ends in between is not missed.
+void attach_job(session_actor* self, const std::string& op_id, const std::string& job_id,
+                bool first) {
+  auto& st = self->state;
+  self->request(st.directory, directory_timeout, job_atom::value, job_id)
+      .then(
+          [=](job_view& view) {
+            auto& st = self->state;
+            auto finished = !view.agent;
+            if (first && !finished) {
+              st.watched_jobs.insert(job_id);
+              st.attached[view.agent] = view.job.agent.str();
+              watch(self, view.agent);
+              self->send(view.agent, subscribe_atom::value, caf::actor_cast<caf::actor>(self));
+              write_simple(self, event_kind::attached, op_id, view.job.agent.str());
+              return attach_job(self, op_id, job_id, false);
+            }
+            if (finished && (first || st.watched_jobs.erase(job_id) > 0))
+              write_job_end(self, view.job);
+          },
+          [=](caf::error& err) {
+            if (!first) return;
+            auto f = to_failure(err);
+            write_error(self, op_id, f.code, f.message);
+          });
+}
+
 void handle_op(session_actor* self, client_op op) {
   auto& st = self->state;
   switch (op.kind) {
@@ -203,6 +258,7 @@ void handle_op(session_actor* self, client_op op) {
     break;
   }
   case client_op_kind::attach:
+    if (!op.job.empty()) return attach_job(self, op.id, op.job, true);
     with_agent(self, op.id, op.agent, [=](caf::actor& agent) {
       self->state.attached[agent] = op.agent;
       watch(self, agent);
@@ -317,6 +373,7 @@ caf::behavior session_impl(session_actor* self, std::shared_ptr<frame_sink> sink
       [=](event_atom, runtime::event_ptr& ev) {
         auto& st = self->state;
         if ((ev->kind == event_kind::done || ev->kind == event_kind::error) && !ev->id.empty()) {
+          st.watched_jobs.erase(ev->id);
           auto it = st.inflight.find(ev->id);
           if (it != st.inflight.end() &&
               (!it->second.agent || it->second.agent.address() == self->current_sender()))

@@ -91,7 +91,9 @@ std::variant<client_op, protocol_error> decode_client_frame(std::string_view tex
     op.kind = name == "attach"   ? client_op_kind::attach
               : name == "detach" ? client_op_kind::detach
                                  : client_op_kind::kill;
-    ok = read_string(j, "agent", op.agent, err, true);
+    ok =
+        read_string(j, "job", op.job, err, false) &&
+        read_string(j, "agent", op.agent, err, op.kind != client_op_kind::attach || op.job.empty());
   } else if (name == "list") {
     op.kind = client_op_kind::list;
   } else if (name == "ping") {

@@ -23,6 +23,7 @@ struct client_op {
   std::string key;   // spawn (optional)
   std::string agent; // send, attach, detach, kill: "type/key"
   std::string text;  // send
+  std::string job;   // attach: an async job instead of an agent
 };
 
 /// A frame that could not be decoded; `id` is set when the frame had one.

@@ -41,6 +41,27 @@ class Jobs(TroupeTestCase):
         status, body = node.post("/api/chat/execute", {"message": "what did I say first?", "key": "acct"})
         self.assertEqual(json.loads(body)["answer"], "You first said: what is 12*12")
 
+    def test_a_websocket_client_attaches_to_a_job(self):
+        sim = self.track(SimLlm(ttft_ms=10, tokens_per_s=100))
+        node = self.track(Node(sim_backend_yaml([sim]), state_path=state_file()))
+        job = json.loads(node.post("/api/chat/jobs", {"message": "count to 100", "key": "w1"})[1])["job"]
+
+        async def go():
+            c = await Client.connect(node.ws_url)
+            await c.send(op="attach", job=job, id="a")
+            evs = await c.until(lambda e: e["ev"] in ("done", "error") and e.get("id") == job)
+            self.assertEqual(evs[0], {"ev": "attached", "agent": "chat/w1", "id": "a"})
+            self.assertEqual(evs[-1]["answer"], " ".join(str(i) for i in range(1, 101)))
+            self.assertTrue(any(e["ev"] == "token" and e["id"] == job for e in evs))
+            # A finished job answers at once with its stored outcome.
+            await c.send(op="attach", job=job, id="b")
+            ev = await c.recv()
+            self.assertEqual((ev["ev"], ev["id"], ev["answer"]), ("done", job, evs[-1]["answer"]))
+            await c.send(op="attach", job="job-nope", id="c")
+            ev = await c.recv()
+            self.assertEqual((ev["ev"], ev["code"], ev["id"]), ("error", "bad_request", "c"))
+        run(go())
+
     def test_bad_job_requests(self):
         node = self.track(Node(state_path=state_file()))
         status, body = node.post("/api/nope/jobs", {"message": "x"})

@@ -39,6 +39,9 @@ TEST(WsProtocol, DecodesEveryOp) {
   EXPECT_EQ(op_of(R"({"op":"cancel","id":"2"})").kind, client_op_kind::cancel);
   EXPECT_EQ(op_of(R"({"op":"attach","agent":"chat/k1"})").kind, client_op_kind::attach);
   EXPECT_EQ(op_of(R"({"op":"kill","agent":"chat/k1"})").kind, client_op_kind::kill);
+  auto j = op_of(R"({"op":"attach","job":"job-1","id":"a"})");
+  EXPECT_EQ(j.kind, client_op_kind::attach);
+  EXPECT_EQ(j.job, "job-1");
   EXPECT_EQ(op_of(R"({"op":"list"})").kind, client_op_kind::list);
   EXPECT_EQ(op_of(R"({"op":"ping"})").kind, client_op_kind::ping);
 }
@@ -55,6 +58,8 @@ TEST(WsProtocol, BadFramesAreBadRequestsWithTheirId) {
   EXPECT_EQ(error_of(R"({"op":"send","agent":5,"text":"x"})").message,
             "field 'agent' must be a string");
   EXPECT_EQ(error_of(R"({"op":"cancel"})").code, errc::bad_request);
+  EXPECT_EQ(error_of(R"({"op":"kill","job":"job-1"})").message, "missing field 'agent'");
+  EXPECT_EQ(error_of(R"({"op":"attach"})").message, "missing field 'agent'");
   EXPECT_EQ(error_of(R"({"id":"1"})").message, "missing field 'op'");
 }
 
