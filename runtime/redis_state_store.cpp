@@ -1,4 +1,5 @@
 #include "runtime/state_store.hpp"
+#include "runtime/stored_message.hpp"
 
 #include <hiredis/hiredis.h>
 #include <nlohmann/json.hpp>
@@ -30,33 +31,6 @@ int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
-}
-
-std::string encode_message(const chat_message& m) {
-  json j{{"role", m.role}, {"content", m.content}};
-  if (!m.tool_calls.empty()) {
-    json calls = json::array();
-    for (auto& c : m.tool_calls)
-      calls.push_back({{"id", c.id}, {"name", c.name}, {"arguments", c.arguments}});
-    j["tool_calls"] = std::move(calls);
-  }
-  if (!m.tool_call_id.empty()) j["tool_call_id"] = m.tool_call_id;
-  if (!m.name.empty()) j["name"] = m.name;
-  return j.dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
-chat_message decode_message(const std::string& text) {
-  auto j = json::parse(text, nullptr, false);
-  chat_message m;
-  if (!j.is_object()) return m;
-  m.role = j.value("role", "");
-  m.content = j.value("content", "");
-  m.tool_call_id = j.value("tool_call_id", "");
-  m.name = j.value("name", "");
-  if (auto it = j.find("tool_calls"); it != j.end() && it->is_array())
-    for (auto& c : *it)
-      m.tool_calls.push_back({c.value("id", ""), c.value("name", ""), c.value("arguments", "")});
-  return m;
 }
 
 struct reply_deleter {
@@ -106,14 +80,14 @@ public:
     agent_record rec{id, {}};
     auto h = run({"LRANGE", "troupe:h:" + id.str(), "0", "-1"});
     for (size_t i = 0; i < h->elements; ++i)
-      rec.history.push_back(decode_message(str(h->element[i])));
+      rec.history.push_back(decode_stored_message(str(h->element[i])));
     return rec;
   }
 
   void append(const agent_id& id, const chat_message& msg) override {
     std::lock_guard<std::mutex> guard{mutex_};
     transaction({{"ZADD", agents_key, "NX", std::to_string(now_ms()), id.str()},
-                 {"RPUSH", "troupe:h:" + id.str(), encode_message(msg)}});
+                 {"RPUSH", "troupe:h:" + id.str(), encode_stored_message(msg)}});
   }
 
   bool erase(const agent_id& id) override {
@@ -145,7 +119,7 @@ public:
     transaction({{"ZADD", agents_key, "NX", std::to_string(now_ms()), a},
                  {"HSET", "troupe:req:" + a, request_id, entry.dump()},
                  {"ZADD", open_key, std::to_string(now_ms()), a + "\n" + request_id},
-                 {"RPUSH", "troupe:h:" + a, encode_message({"user", text, {}, {}, {}})}});
+                 {"RPUSH", "troupe:h:" + a, encode_stored_message({"user", text, {}, {}, {}})}});
   }
 
   void finish_turn(const agent_id& id, const std::string& request_id, request_state state,

@@ -1,4 +1,5 @@
 #include "runtime/state_store.hpp"
+#include "runtime/stored_message.hpp"
 
 #include <nlohmann/json.hpp>
 #include <sqlite3.h>
@@ -12,33 +13,6 @@ namespace troupe::runtime {
 namespace {
 
 using nlohmann::json;
-
-std::string encode_message(const chat_message& m) {
-  json j{{"role", m.role}, {"content", m.content}};
-  if (!m.tool_calls.empty()) {
-    json calls = json::array();
-    for (auto& c : m.tool_calls)
-      calls.push_back({{"id", c.id}, {"name", c.name}, {"arguments", c.arguments}});
-    j["tool_calls"] = std::move(calls);
-  }
-  if (!m.tool_call_id.empty()) j["tool_call_id"] = m.tool_call_id;
-  if (!m.name.empty()) j["name"] = m.name;
-  return j.dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
-chat_message decode_message(const std::string& text) {
-  auto j = json::parse(text, nullptr, false);
-  chat_message m;
-  if (!j.is_object()) return m;
-  m.role = j.value("role", "");
-  m.content = j.value("content", "");
-  m.tool_call_id = j.value("tool_call_id", "");
-  m.name = j.value("name", "");
-  if (auto it = j.find("tool_calls"); it != j.end() && it->is_array())
-    for (auto& c : *it)
-      m.tool_calls.push_back({c.value("id", ""), c.value("name", ""), c.value("arguments", "")});
-  return m;
-}
 
 int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -199,7 +173,7 @@ public:
     reset_on_exit r{*select_messages_};
     select_messages_->bind(1, id.type).bind(2, id.key);
     while (select_messages_->step())
-      rec.history.push_back(decode_message(select_messages_->text(0)));
+      rec.history.push_back(decode_stored_message(select_messages_->text(0)));
     return rec;
   }
 
@@ -207,7 +181,7 @@ public:
     std::lock_guard<std::mutex> guard{mutex_};
     transaction tx{*this};
     insert_agent_->bind(1, id.type).bind(2, id.key).bind(3, now_ms()).run();
-    insert_message_->bind(1, id.type).bind(2, id.key).bind(3, encode_message(msg)).run();
+    insert_message_->bind(1, id.type).bind(2, id.key).bind(3, encode_stored_message(msg)).run();
     tx.commit();
   }
 
@@ -246,7 +220,7 @@ public:
         .run();
     insert_message_->bind(1, id.type)
         .bind(2, id.key)
-        .bind(3, encode_message({"user", text, {}, {}, {}}))
+        .bind(3, encode_stored_message({"user", text, {}, {}, {}}))
         .run();
     tx.commit();
   }
