@@ -3,6 +3,7 @@
 #include "actors/messages.hpp"
 #include "runtime/log.hpp"
 #include "runtime/metrics.hpp"
+#include "runtime/turn_outcome.hpp"
 
 #include <caf/all.hpp>
 
@@ -105,19 +106,6 @@ void emit(agent_actor* self, runtime::agent_event ev) {
   deliver(self, st.current ? &*st.current : nullptr, runtime::seal(std::move(ev)));
 }
 
-runtime::event_ptr done_event(const std::string& agent, const std::string& id,
-                              const std::string& answer, const runtime::usage& used,
-                              int64_t steps) {
-  runtime::agent_event ev;
-  ev.kind = event_kind::done;
-  ev.agent = agent;
-  ev.id = id;
-  ev.answer = answer;
-  ev.tokens = used;
-  ev.steps = steps;
-  return runtime::seal(std::move(ev));
-}
-
 void release_worker(agent_actor* self) {
   auto& st = self->state;
   if (st.worker) self->demonitor(st.worker);
@@ -144,14 +132,9 @@ void finish_ok(agent_actor* self, std::string answer) {
   metrics().seconds.observe(
       std::chrono::duration<double>(steady_clock::now() - t.received).count());
   auto steps = st.step + 1;
-  nlohmann::json outcome{{"answer", answer},
-                         {"usage",
-                          {{"prompt_tokens", st.used.prompt_tokens},
-                           {"completion_tokens", st.used.completion_tokens}}},
-                         {"steps", steps}};
   st.ctx.store->finish_turn(st.id, t.id, runtime::request_state::done,
-                            outcome.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
-  deliver(self, &t, done_event(st.id_str, t.id, answer, st.used, steps));
+                            runtime::encode_outcome(runtime::turn_outcome{answer, st.used, steps}));
+  deliver(self, &t, runtime::make_done_event(t.id, st.id_str, answer, st.used, steps));
   for (auto& p : t.promises)
     p.deliver(turn_result{st.id_str, answer, st.used, steps});
   st.job = 0; // the call is complete: nothing to cancel
@@ -167,8 +150,8 @@ void fail_turn(agent_actor* self, turn& t, errc code, const std::string& message
                       {"code", std::string{runtime::to_string(code)}},
                       {"reason", message}});
   if (t.begun && !st.node_stopping) {
-    nlohmann::json outcome{{"code", runtime::to_string(code)}, {"message", message}};
-    st.ctx.store->finish_turn(st.id, t.id, runtime::request_state::failed, outcome.dump());
+    st.ctx.store->finish_turn(st.id, t.id, runtime::request_state::failed,
+                              runtime::encode_outcome(runtime::failure{code, message}));
   }
   deliver(self, &t, runtime::make_error_event(t.id, code, message, st.id_str));
   for (auto& p : t.promises)
@@ -341,19 +324,12 @@ void run_tools(agent_actor* self) {
 /// A finished request's stored outcome, or nothing if it is still running.
 std::optional<std::variant<turn_result, runtime::failure>>
 stored_outcome(const runtime::request_entry& e) {
-  auto outcome = nlohmann::json::parse(e.outcome, nullptr, false);
-  if (e.state == runtime::request_state::running || !outcome.is_object()) return std::nullopt;
-  if (e.state == runtime::request_state::failed)
-    return runtime::failure{runtime::errc_from_string(outcome.value("code", "internal")),
-                            outcome.value("message", "")};
-  turn_result r;
-  r.answer = outcome.value("answer", "");
-  if (auto u = outcome.find("usage"); u != outcome.end() && u->is_object()) {
-    r.tokens.prompt_tokens = u->value("prompt_tokens", int64_t{0});
-    r.tokens.completion_tokens = u->value("completion_tokens", int64_t{0});
-  }
-  r.steps = outcome.value("steps", int64_t{0});
-  return r;
+  if (e.state == runtime::request_state::running) return std::nullopt;
+  auto past = runtime::decode_outcome(e.state == runtime::request_state::done, e.outcome);
+  if (!past) return std::nullopt;
+  if (auto f = std::get_if<runtime::failure>(&*past)) return *f;
+  auto& done = std::get<runtime::turn_outcome>(*past);
+  return turn_result{{}, std::move(done.answer), done.tokens, done.steps};
 }
 
 /// Picks the turn up from the end of the history: a fresh turn ends in its
@@ -508,7 +484,7 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
           if (auto past = stored_outcome(*e)) {
             if (auto r = std::get_if<turn_result>(&*past))
               self->send(requester, event_atom::value,
-                         done_event(st.id_str, id, r->answer, r->tokens, r->steps));
+                         runtime::make_done_event(id, st.id_str, r->answer, r->tokens, r->steps));
             else
               self->send(requester, event_atom::value,
                          runtime::make_error_event(id, std::get<runtime::failure>(*past).code,

@@ -5,7 +5,8 @@
 #include <caf/all.hpp>
 
 #include <algorithm>
-#include <map>
+#include <memory>
+#include <string_view>
 #include <tuple>
 #include <unordered_map>
 
@@ -25,7 +26,8 @@ bool serves(const worker_info& w, const std::string& model) {
 std::vector<size_t> rank_workers(const std::vector<worker_status>& ws, const infer_job& job,
                                  const std::string& affinity_worker) {
   auto& prefer = job.request.prefer;
-  using key = std::tuple<int, size_t, int, double, size_t>;
+  // Ties go to the lower id, so the order never depends on registration order.
+  using key = std::tuple<int, size_t, int, double, std::string_view>;
   std::vector<std::pair<key, size_t>> ranked;
   for (size_t i = 0; i < ws.size(); ++i) {
     auto& w = ws[i];
@@ -39,7 +41,7 @@ std::vector<size_t> rank_workers(const std::vector<worker_status>& ws, const inf
         static_cast<double>(busy) / static_cast<double>(std::max<int64_t>(1, w.info.slots));
     // A free slot beats preference: a busy NPU should not queue work while
     // a GPU idles. Among free workers, preference, then affinity, then load.
-    ranked.push_back({key{has_free_slot ? 0 : 1, pref, affine ? 0 : 1, load, i}, i});
+    ranked.push_back({key{has_free_slot ? 0 : 1, pref, affine ? 0 : 1, load, w.info.id}, i});
   }
   std::sort(ranked.begin(), ranked.end());
   std::vector<size_t> out;
@@ -50,43 +52,51 @@ std::vector<size_t> rank_workers(const std::vector<worker_status>& ws, const inf
 
 namespace {
 
-struct worker_entry {
-  caf::actor hdl;
-  worker_status status;
-};
-
+/// The workers in two parallel vectors: `rank_workers` reads `status`
+/// in place, so routing a request copies nothing but the chosen order.
 struct router_state {
-  std::map<std::string, worker_entry> workers;
+  std::vector<worker_status> status;
+  std::vector<caf::actor> hdl;
   size_t max_affinity = 0;
   /// affinity key -> worker id; bounded, cleared when it grows too big.
   std::unordered_map<std::string, std::string> affinity;
   static inline const char* name = "inference_router";
+
+  /// Index of worker `id`, or `status.size()`.
+  size_t find(const std::string& id) const {
+    size_t i = 0;
+    while (i < status.size() && status[i].info.id != id)
+      ++i;
+    return i;
+  }
 };
 
 using router_actor = caf::stateful_actor<router_state>;
 
-void try_next(router_actor* self, caf::response_promise rp, infer_job job,
+/// Offers the job to the workers in `order` until one takes it. The job is
+/// shared by the attempts: each message carries one copy, nothing more.
+void try_next(router_actor* self, caf::response_promise rp, std::shared_ptr<const infer_job> job,
               std::vector<std::string> order, size_t pos, std::string last_error) {
   if (pos >= order.size()) {
     rp.deliver(make_error(errc::overloaded,
                           last_error.empty() ? "every worker for this model is full" : last_error));
     return;
   }
-  auto id = order[pos];
-  auto it = self->state.workers.find(id);
-  if (it == self->state.workers.end())
+  auto& st = self->state;
+  auto i = st.find(order[pos]);
+  if (i == st.status.size())
     return try_next(self, std::move(rp), std::move(job), std::move(order), pos + 1, last_error);
-  auto hdl = it->second.hdl;
+  auto hdl = st.hdl[i];
   // Count it now: the worker's own load report arrives later, and a burst
   // of requests must not all pick the same worker meanwhile.
-  it->second.status.load.queued += 1;
-  self->request(hdl, std::chrono::seconds(10), infer_atom::value, job)
+  st.status[i].load.queued += 1;
+  self->request(hdl, std::chrono::seconds(10), infer_atom::value, *job)
       .then(
           [=](std::string& worker_id) mutable {
-            if (!job.request.affinity_key.empty()) {
+            if (!job->request.affinity_key.empty()) {
               auto& aff = self->state.affinity;
               if (aff.size() >= self->state.max_affinity) aff.clear();
-              aff[job.request.affinity_key] = worker_id;
+              aff[job->request.affinity_key] = worker_id;
             }
             rp.deliver(hdl, std::move(worker_id));
           },
@@ -99,65 +109,68 @@ void try_next(router_actor* self, caf::response_promise rp, infer_job job,
 caf::behavior router_impl(router_actor* self, size_t max_affinity) {
   self->state.max_affinity = max_affinity;
   self->set_down_handler([self](caf::down_msg& dm) {
-    auto& ws = self->state.workers;
-    for (auto it = ws.begin(); it != ws.end(); ++it)
-      if (it->second.hdl.address() == dm.source) {
-        runtime::log::warn("inference", "worker_down", {{"worker", it->first}});
-        ws.erase(it);
+    auto& st = self->state;
+    for (size_t i = 0; i < st.hdl.size(); ++i)
+      if (st.hdl[i].address() == dm.source) {
+        runtime::log::warn("inference", "worker_down", {{"worker", st.status[i].info.id}});
+        st.hdl.erase(st.hdl.begin() + static_cast<std::ptrdiff_t>(i));
+        st.status.erase(st.status.begin() + static_cast<std::ptrdiff_t>(i));
         return;
       }
   });
   return {
       [=](register_atom, worker_info& info) {
+        auto& st = self->state;
         auto hdl = caf::actor_cast<caf::actor>(self->current_sender());
         self->monitor(hdl);
-        auto id = info.id;
-        worker_status st{std::move(info), {}};
-        st.load.id = id;
-        self->state.workers[id] = worker_entry{hdl, std::move(st)};
+        worker_status ws{std::move(info), {}};
+        ws.load.id = ws.info.id;
+        auto i = st.find(ws.info.id);
+        if (i == st.status.size()) {
+          st.status.push_back(std::move(ws));
+          st.hdl.push_back(hdl);
+        } else { // a restarted worker replaces its predecessor
+          st.status[i] = std::move(ws);
+          st.hdl[i] = hdl;
+        }
       },
       [=](load_atom, worker_load& load) {
-        auto it = self->state.workers.find(load.id);
-        if (it != self->state.workers.end()) it->second.status.load = std::move(load);
+        auto& st = self->state;
+        if (auto i = st.find(load.id); i < st.status.size()) st.status[i].load = std::move(load);
       },
       [=](infer_atom, infer_job& job) -> caf::result<caf::actor, std::string> {
-        std::vector<worker_status> ws;
-        std::vector<std::string> ids;
-        for (auto& [id, e] : self->state.workers) {
-          ws.push_back(e.status);
-          ids.push_back(id);
-        }
+        auto& st = self->state;
         std::string affine;
-        if (auto it = self->state.affinity.find(job.request.affinity_key);
-            it != self->state.affinity.end())
+        if (auto it = st.affinity.find(job.request.affinity_key); it != st.affinity.end())
           affine = it->second;
-        auto ranked = rank_workers(ws, job, affine);
+        auto ranked = rank_workers(st.status, job, affine);
         if (ranked.empty()) {
           std::string why = "no healthy worker serves model '" +
                             (job.request.model.empty() ? std::string{"(any)"} : job.request.model) +
                             "'";
-          for (auto& w : ws)
+          for (auto& w : st.status)
             if (!w.load.healthy) why += "; " + w.info.id + ": " + w.load.health_detail;
           return make_error(errc::backend_unavailable, why);
         }
         std::vector<std::string> order;
         for (auto i : ranked)
-          order.push_back(ids[i]);
+          order.push_back(st.status[i].info.id);
         // Only now take the promise: returning an error after taking it would
         // leave the requester waiting for its timeout.
         auto rp = self->make_response_promise();
-        try_next(self, rp, std::move(job), std::move(order), 0, {});
+        try_next(self, rp, std::make_shared<const infer_job>(std::move(job)), std::move(order), 0,
+                 {});
         return caf::delegated<caf::actor, std::string>{};
       },
       [=](crash_atom, std::string& worker) {
         // Fault injection (tests): the worker decides whether to obey.
-        if (auto it = self->state.workers.find(worker); it != self->state.workers.end())
-          self->send(it->second.hdl, crash_atom::value);
+        auto& st = self->state;
+        if (auto i = st.find(worker); i < st.status.size())
+          self->send(st.hdl[i], crash_atom::value);
       },
       [=](stats_atom) {
-        std::vector<worker_status> out;
-        for (auto& [id, e] : self->state.workers)
-          out.push_back(e.status);
+        auto out = self->state.status;
+        std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.info.id < b.info.id; });
         return out;
       },
   };

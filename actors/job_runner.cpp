@@ -3,10 +3,9 @@
 #include "actors/messages.hpp"
 #include "runtime/log.hpp"
 #include "runtime/metrics.hpp"
+#include "runtime/turn_outcome.hpp"
 
 #include <caf/all.hpp>
-
-#include <nlohmann/json.hpp>
 
 #include <map>
 #include <tuple>
@@ -43,10 +42,10 @@ runtime::counter& jobs_counter(const char* outcome) {
 }
 
 void finish(runner_actor* self, const runtime::job_record& job, runtime::job_state state,
-            const nlohmann::json& outcome) {
+            std::string text) {
   auto& st = self->state;
   st.transient_retries.erase(job.id);
-  auto text = outcome.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+
   try {
     st.store->finish_job(job.id, state, text);
   } catch (const runtime::store_error& e) {
@@ -87,24 +86,19 @@ void run(runner_actor* self, runtime::job_record job) {
                 .then(
                     [=](turn_result& r) {
                       finish(self, job, runtime::job_state::done,
-                             {{"answer", r.answer},
-                              {"usage",
-                               {{"prompt_tokens", r.tokens.prompt_tokens},
-                                {"completion_tokens", r.tokens.completion_tokens}}},
-                              {"steps", r.steps}});
+                             runtime::encode_outcome(
+                                 runtime::turn_outcome{r.answer, r.tokens, r.steps}));
                     },
                     [=](caf::error& err) {
                       auto f = to_failure(err);
                       if (retry_later(self, job, f)) return;
-                      finish(self, job, runtime::job_state::failed,
-                             {{"code", runtime::to_string(f.code)}, {"message", f.message}});
+                      finish(self, job, runtime::job_state::failed, runtime::encode_outcome(f));
                     });
           },
           [=](caf::error& err) {
             auto f = to_failure(err);
             if (retry_later(self, job, f)) return;
-            finish(self, job, runtime::job_state::failed,
-                   {{"code", runtime::to_string(f.code)}, {"message", f.message}});
+            finish(self, job, runtime::job_state::failed, runtime::encode_outcome(f));
           });
 }
 

@@ -3,10 +3,10 @@
 #include "actors/messages.hpp"
 #include "runtime/log.hpp"
 #include "runtime/metrics.hpp"
+#include "runtime/turn_outcome.hpp"
 #include "runtime/ws_protocol.hpp"
 
 #include <caf/all.hpp>
-#include <nlohmann/json.hpp>
 
 #include <map>
 #include <set>
@@ -159,25 +159,15 @@ void on_agent_down(session_actor* self, const caf::actor_addr& who) {
 
 /// Writes a finished job's stored outcome as its `done` or `error` event.
 void write_job_end(session_actor* self, const runtime::job_record& job) {
-  auto outcome = nlohmann::json::parse(job.outcome, nullptr, false);
-  if (!outcome.is_object()) outcome = nlohmann::json::object();
-  if (job.state == runtime::job_state::done) {
-    runtime::agent_event ev;
-    ev.kind = event_kind::done;
-    ev.agent = job.agent.str();
-    ev.id = job.id;
-    ev.answer = outcome.value("answer", "");
-    if (auto u = outcome.find("usage"); u != outcome.end() && u->is_object()) {
-      ev.tokens.prompt_tokens = u->value("prompt_tokens", int64_t{0});
-      ev.tokens.completion_tokens = u->value("completion_tokens", int64_t{0});
-    }
-    ev.steps = outcome.value("steps", int64_t{0});
-    write(self, runtime::seal(std::move(ev)));
-  } else {
-    write(self, runtime::make_error_event(
-                    job.id, runtime::errc_from_string(outcome.value("code", "internal")),
-                    outcome.value("message", ""), job.agent.str()));
-  }
+  bool done = job.state == runtime::job_state::done;
+  auto past = runtime::decode_outcome(done, job.outcome);
+  if (!past) // unreadable: still end the job for the client, with empty fields
+    past = done ? decltype(past){runtime::turn_outcome{}}
+                : decltype(past){runtime::failure{errc::internal, {}}};
+  if (auto f = std::get_if<runtime::failure>(&*past))
+    return write(self, runtime::make_error_event(job.id, f->code, f->message, job.agent.str()));
+  auto& d = std::get<runtime::turn_outcome>(*past);
+  write(self, runtime::make_done_event(job.id, job.agent.str(), d.answer, d.tokens, d.steps));
 }
 
 /// `attach` to a job: a finished one answers with its outcome at once; a

@@ -167,6 +167,18 @@ event_ptr seal(agent_event ev) {
   return std::make_shared<const agent_event>(std::move(ev));
 }
 
+event_ptr make_done_event(std::string id, std::string agent, std::string answer,
+                          const usage& tokens, int64_t steps) {
+  agent_event ev;
+  ev.kind = event_kind::done;
+  ev.id = std::move(id);
+  ev.agent = std::move(agent);
+  ev.answer = std::move(answer);
+  ev.tokens = tokens;
+  ev.steps = steps;
+  return seal(std::move(ev));
+}
+
 event_ptr make_error_event(std::string id, errc code, std::string message, std::string agent) {
   agent_event ev;
   ev.kind = event_kind::error;

@@ -77,6 +77,10 @@ using event_ptr = std::shared_ptr<const agent_event>;
 /// Encodes `ev` into `ev.json` and freezes it.
 event_ptr seal(agent_event ev);
 
+/// The `done` event of request `id`.
+event_ptr make_done_event(std::string id, std::string agent, std::string answer,
+                          const usage& tokens, int64_t steps);
+
 /// Convenience for the common error event.
 event_ptr make_error_event(std::string id, errc code, std::string message, std::string agent = {});
 
