@@ -1,6 +1,7 @@
 #include "actors/backend.hpp"
 #include "actors/io_threads.hpp"
 #include "runtime/simulated_model.hpp"
+#include "runtime/token_pacer.hpp"
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
@@ -25,11 +26,11 @@ public:
   simulated_stream(net::io_context& ctx, runtime::simulated_plan plan, stream_callbacks cb,
                    milliseconds ttft, double tokens_per_s)
       : strand_(net::make_strand(ctx)), timer_(strand_), plan_(std::move(plan)), cb_(std::move(cb)),
-        ttft_(ttft), interval_(duration_cast<nanoseconds>(duration<double>(1.0 / tokens_per_s))) {}
+        pacer_(ttft, tokens_per_s, plan_.tokens.size()) {}
 
   void run() {
-    start_ = steady_clock::now() + ttft_;
-    timer_.expires_at(start_);
+    pacer_.start();
+    timer_.expires_at(pacer_.wake_at());
     timer_.async_wait([self = shared_from_this()](auto ec) { self->on_tick(ec); });
   }
 
@@ -38,19 +39,20 @@ public:
       if (self->finished_) return;
       self->finished_ = true;
       self->timer_.cancel();
-      self->cb_.on_error(runtime::errc::cancelled, "cancelled", self->next_ > 0);
+      self->cb_.on_error(runtime::errc::cancelled, "cancelled", self->pacer_.next() > 0);
     });
   }
 
 private:
   void on_tick(boost::system::error_code ec) {
     if (ec || finished_) return;
-    auto now = steady_clock::now();
     auto& toks = plan_.tokens;
-    while (next_ < toks.size() && start_ + interval_ * next_ <= now)
-      cb_.on_token(toks[next_++]);
-    if (next_ < toks.size()) {
-      timer_.expires_at(start_ + interval_ * next_);
+    auto first = pacer_.next();
+    auto due = pacer_.release(steady_clock::now());
+    for (size_t i = first; i < first + due; ++i)
+      cb_.on_token(toks[i]);
+    if (!pacer_.done()) {
+      timer_.expires_at(pacer_.wake_at());
       timer_.async_wait([self = shared_from_this()](auto ec) { self->on_tick(ec); });
       return;
     }
@@ -68,10 +70,7 @@ private:
   net::steady_timer timer_;
   runtime::simulated_plan plan_;
   stream_callbacks cb_;
-  milliseconds ttft_;
-  nanoseconds interval_;
-  steady_clock::time_point start_;
-  size_t next_ = 0;
+  runtime::token_pacer pacer_;
   bool finished_ = false;
 };
 

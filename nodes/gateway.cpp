@@ -28,12 +28,6 @@ http_response error_response(errc code, const std::string& message, int status =
                        {{"error", {{"code", runtime::to_string(code)}, {"message", message}}}});
 }
 
-json usage_json(const runtime::usage& u) {
-  return {{"prompt_tokens", u.prompt_tokens},
-          {"completion_tokens", u.completion_tokens},
-          {"total_tokens", u.total_tokens()}};
-}
-
 /// Splits "/a/b/c" into {"a","b","c"}.
 std::vector<std::string> segments(const std::string& path) {
   std::vector<std::string> out;
@@ -273,7 +267,7 @@ struct gateway::impl {
       ex->reply(json_response(200, {{"agent", r.agent},
                                     {"answer", r.answer},
                                     {"steps", r.steps},
-                                    {"usage", usage_json(r.tokens)}}));
+                                    {"usage", runtime::usage_to_json(r.tokens)}}));
     });
   }
 

@@ -1,4 +1,5 @@
 #include "nodes/http_server.hpp"
+#include "nodes/write_queue.hpp"
 #include "actors/io_threads.hpp"
 #include "runtime/log.hpp"
 #include "runtime/metrics.hpp"
@@ -12,7 +13,6 @@
 #include <boost/beast/websocket.hpp>
 
 #include <atomic>
-#include <deque>
 #include <mutex>
 #include <stdexcept>
 #include <unordered_map>
@@ -87,7 +87,8 @@ class ws_session final : public actors::frame_sink,
                          public std::enable_shared_from_this<ws_session> {
 public:
   ws_session(beast::tcp_stream&& stream, std::shared_ptr<connection_token> token)
-      : ws_(std::move(stream)), token_(std::move(token)) {}
+      : ws_(std::move(stream)), token_(std::move(token)),
+        queue_(token_->srv->opts.max_outbound_bytes) {}
 
   void run(http::request<http::string_body> req, std::shared_ptr<ws_handler> handler) {
     handler_ = std::move(handler);
@@ -154,12 +155,12 @@ private:
 
   void do_send(std::shared_ptr<const std::string> frame) {
     if (closing_ || finished_) return;
-    if (queued_bytes_ + frame->size() > token_->srv->opts.max_outbound_bytes) {
+    if (!queue_.push(std::move(frame))) {
       counter_of("troupe_ws_slow_client_disconnects_total",
                  "Clients disconnected because they did not read")
           .inc();
       runtime::log::warn("gateway", "slow_client_disconnected",
-                         {{"queued_bytes", std::to_string(queued_bytes_)}});
+                         {{"queued_bytes", std::to_string(queue_.bytes())}});
       // A client that does not read cannot take a close frame either while a
       // write is stuck: drop the TCP connection.
       if (writing_) {
@@ -171,15 +172,13 @@ private:
       }
       return;
     }
-    queued_bytes_ += frame->size();
-    queue_.push_back(std::move(frame));
     if (!writing_) do_write();
   }
 
   void do_write() {
     writing_ = true;
     ws_.text(true);
-    ws_.async_write(net::buffer(*queue_.front()),
+    ws_.async_write(net::buffer(queue_.front()),
                     beast::bind_front_handler(&ws_session::on_write, shared_from_this()));
   }
 
@@ -188,11 +187,9 @@ private:
     if (ec) {
       fail(ec, "ws_write");
       queue_.clear();
-      queued_bytes_ = 0;
       return;
     }
-    queued_bytes_ -= queue_.front()->size();
-    queue_.pop_front();
+    queue_.pop();
     if (!queue_.empty()) return do_write();
     if (close_pending_) do_close();
   }
@@ -220,7 +217,6 @@ private:
     if (finished_) return;
     finished_ = true;
     queue_.clear();
-    queued_bytes_ = 0;
     {
       std::lock_guard<std::mutex> guard{token_->srv->ws_mutex};
       token_->srv->ws_sessions.erase(this);
@@ -232,8 +228,7 @@ private:
   std::shared_ptr<connection_token> token_;
   beast::flat_buffer buffer_;
   std::shared_ptr<ws_handler> handler_;
-  std::deque<std::shared_ptr<const std::string>> queue_;
-  size_t queued_bytes_ = 0;
+  write_queue queue_;
   bool opened_ = false;
   bool writing_ = false;
   bool closing_ = false;
@@ -264,7 +259,8 @@ std::string serialize_head(int status, const std::string& server,
 class http_session final : public http_exchange, public std::enable_shared_from_this<http_session> {
 public:
   http_session(tcp::socket&& socket, std::shared_ptr<connection_token> token)
-      : stream_(std::move(socket)), token_(std::move(token)) {}
+      : stream_(std::move(socket)), token_(std::move(token)),
+        queue_(token_->srv->opts.max_outbound_bytes) {}
 
   void run() {
     net::dispatch(stream_.get_executor(),
@@ -395,7 +391,7 @@ private:
 
   void enqueue(std::shared_ptr<const std::string> data) {
     if (dead_) return;
-    if (queued_bytes_ + data->size() > token_->srv->opts.max_outbound_bytes) {
+    if (!queue_.push(std::move(data))) {
       counter_of("troupe_http_slow_client_disconnects_total",
                  "HTTP streams dropped because the client did not read")
           .inc();
@@ -404,14 +400,12 @@ private:
       stream_.socket().close(ignored);
       return;
     }
-    queued_bytes_ += data->size();
-    queue_.push_back(std::move(data));
     if (!writing_) do_write();
   }
 
   void do_write() {
     writing_ = true;
-    net::async_write(stream_, net::buffer(*queue_.front()),
+    net::async_write(stream_, net::buffer(queue_.front()),
                      beast::bind_front_handler(&http_session::on_write, shared_from_this()));
   }
 
@@ -423,8 +417,7 @@ private:
       queue_.clear();
       return;
     }
-    queued_bytes_ -= queue_.front()->size();
-    queue_.pop_front();
+    queue_.pop();
     if (!queue_.empty()) return do_write();
     if (end_after_write_) {
       end_after_write_ = false;
@@ -444,8 +437,7 @@ private:
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   http::request<http::string_body> req_;
-  std::deque<std::shared_ptr<const std::string>> queue_;
-  size_t queued_bytes_ = 0;
+  write_queue queue_;
   bool keep_alive_ = true;
   bool upgrade_ = false;
   bool answered_ = false;

@@ -4,6 +4,7 @@
 #include "runtime/log.hpp"
 #include "runtime/openai_codec.hpp"
 #include "runtime/simulated_model.hpp"
+#include "runtime/token_pacer.hpp"
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -70,13 +71,13 @@ public:
                 runtime::simulated_plan plan, const sim_llm_options& opts,
                 std::shared_ptr<slot_pool> slots, std::string model)
       : strand_(net::make_strand(ctx)), timer_(strand_), ex_(std::move(ex)), plan_(std::move(plan)),
-        interval_(duration_cast<nanoseconds>(duration<double>(1.0 / opts.tokens_per_s))),
-        ttft_(opts.ttft_ms), slots_(std::move(slots)), model_(std::move(model)) {}
+        pacer_(milliseconds{opts.ttft_ms}, opts.tokens_per_s, plan_.tokens.size()),
+        slots_(std::move(slots)), model_(std::move(model)) {}
 
   void run() {
     ex_->start_stream(200, "text/event-stream");
-    start_ = steady_clock::now() + ttft_;
-    timer_.expires_at(start_);
+    pacer_.start();
+    timer_.expires_at(pacer_.wake_at());
     timer_.async_wait([self = shared_from_this()](auto ec) { self->tick(ec); });
   }
 
@@ -89,15 +90,15 @@ private:
   void tick(boost::system::error_code ec) {
     if (ec) return finish();
     if (ex_->client_gone()) return finish();
-    auto now = steady_clock::now();
-    auto& toks = plan_.tokens;
-    while (next_ < toks.size() && start_ + interval_ * next_ <= now) {
+    auto first = pacer_.next();
+    auto due = pacer_.release(steady_clock::now());
+    for (size_t i = first; i < first + due; ++i) {
       runtime::chat_chunk c;
-      c.content = toks[next_++];
+      c.content = plan_.tokens[i];
       send(c);
     }
-    if (next_ < toks.size()) {
-      timer_.expires_at(start_ + interval_ * next_);
+    if (!pacer_.done()) {
+      timer_.expires_at(pacer_.wake_at());
       timer_.async_wait([self = shared_from_this()](auto ec) { self->tick(ec); });
       return;
     }
@@ -140,12 +141,9 @@ private:
   net::steady_timer timer_;
   std::shared_ptr<http_exchange> ex_;
   runtime::simulated_plan plan_;
-  nanoseconds interval_;
-  milliseconds ttft_;
+  runtime::token_pacer pacer_;
   std::shared_ptr<slot_pool> slots_;
   std::string model_;
-  steady_clock::time_point start_;
-  size_t next_ = 0;
   bool released_ = false;
 };
 

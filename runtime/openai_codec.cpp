@@ -43,13 +43,13 @@ usage parse_usage(const json& u) {
   return out;
 }
 
-json usage_json(const usage& u) {
+} // namespace
+
+json usage_to_json(const usage& u) {
   return {{"prompt_tokens", u.prompt_tokens},
           {"completion_tokens", u.completion_tokens},
           {"total_tokens", u.total_tokens()}};
 }
-
-} // namespace
 
 std::string encode_chat_request(const chat_request& req, bool stream) {
   json j{{"model", req.model}, {"temperature", req.temperature}};
@@ -174,7 +174,7 @@ std::string encode_chat_chunk(const std::string& id, const std::string& model,
   if (chunk.has_usage && chunk.content.empty() && chunk.tool_calls.empty() &&
       chunk.finish_reason.empty()) {
     j["choices"] = json::array();
-    j["usage"] = usage_json(chunk.tokens);
+    j["usage"] = usage_to_json(chunk.tokens);
     return j.dump();
   }
   json delta = json::object();
@@ -210,7 +210,7 @@ std::string encode_chat_completion(const std::string& id, const std::string& mod
          {"choices",
           json::array(
               {{{"index", 0}, {"message", to_json(m)}, {"finish_reason", result.finish_reason}}})},
-         {"usage", usage_json(result.tokens)}};
+         {"usage", usage_to_json(result.tokens)}};
   return j.dump();
 }
 

@@ -2,11 +2,16 @@
 
 #include "runtime/llm.hpp"
 
+#include <nlohmann/json_fwd.hpp>
+
 #include <optional>
 #include <string>
 #include <string_view>
 
 namespace troupe::runtime {
+
+/// OpenAI's usage object: prompt, completion and total tokens.
+nlohmann::json usage_to_json(const usage& u);
 
 /// Encodes a request body for `POST /chat/completions`, with `stream: true`
 /// and `stream_options.include_usage` when `stream` is set.

@@ -1,4 +1,5 @@
 #include "runtime/simulated_model.hpp"
+#include "runtime/token_pacer.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -62,4 +63,16 @@ TEST(SimulatedModel, AnswersFromToolResults) {
   req.messages.push_back({"assistant", "", {{"c", "calculator", "{}"}}, {}, {}});
   req.messages.push_back({"tool", "42", {}, "c", "calculator"});
   EXPECT_EQ(joined(plan_simulated_response(req)), "The result is 42.");
+}
+
+TEST(TokenPacer, ReleasesWhatFellDueTogether) {
+  token_pacer pacer{std::chrono::milliseconds(0), 10, 5}; // one every 100 ms
+  pacer.start();
+  auto t0 = token_pacer::clock::now();
+  EXPECT_EQ(pacer.release(t0 - std::chrono::seconds(1)), 0u); // before the first token
+  EXPECT_EQ(pacer.release(t0 + std::chrono::milliseconds(250)), 3u);
+  EXPECT_EQ(pacer.next(), 3u);
+  EXPECT_FALSE(pacer.done());
+  EXPECT_EQ(pacer.release(t0 + std::chrono::seconds(1)), 2u);
+  EXPECT_TRUE(pacer.done());
 }
