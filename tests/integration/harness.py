@@ -160,6 +160,27 @@ class Node(Process):
         return http("POST", self.base + path, body)
 
 
+def state_file():
+    """A fresh SQLite path, to start (and restart) a node on its own state."""
+    return os.path.join(tempfile.mkdtemp(prefix="troupe-state-"), "troupe.db")
+
+
+def wait_job(node, job, timeout=30):
+    """Polls GET /api/jobs/{job} until it is done or failed; tolerates a
+    node that is briefly unreachable."""
+    deadline = time.monotonic() + timeout
+    j = None
+    while time.monotonic() < deadline:
+        try:
+            j = json.loads(node.get(f"/api/jobs/{job}")[1])
+            if j.get("state") in ("done", "failed"):
+                return j
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"job {job} not finished: {j}")
+
+
 def sim_backend_yaml(sims, slots=8, extra=""):
     """Accelerator entries pointing at sim-llm processes (or plain URLs)."""
     lines = ["inference:", "  accelerators:"]

@@ -1,18 +1,13 @@
 """Conversations survive a node killed with SIGKILL; retries are idempotent;
 idle agents passivate and come back with their history."""
 import json
-import os
-import signal
 import sqlite3
 import subprocess
 import tempfile
 import unittest
 
-from harness import TROUPE, Client, Node, SimLlm, TroupeTestCase, run, sim_backend_yaml, wait_until
-
-
-def state_file():
-    return os.path.join(tempfile.mkdtemp(prefix="troupe-state-"), "troupe.db")
+from harness import (TROUPE, Client, Node, SimLlm, TroupeTestCase, run, sim_backend_yaml, state_file,
+                     wait_until)
 
 
 class Durability(TroupeTestCase):

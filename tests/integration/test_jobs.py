@@ -1,27 +1,11 @@
 """Async jobs: queued in the store, run by the node, surviving restarts."""
 import json
-import os
 import signal
-import tempfile
 import time
 import unittest
 
-from harness import Client, Node, SimLlm, TroupeTestCase, http, run, sim_backend_yaml, wait_until
-
-
-def state_file():
-    return os.path.join(tempfile.mkdtemp(prefix="troupe-state-"), "troupe.db")
-
-
-def wait_job(node, job, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status, body = node.get(f"/api/jobs/{job}")
-        j = json.loads(body)
-        if j.get("state") in ("done", "failed"):
-            return j
-        time.sleep(0.05)
-    raise AssertionError(f"job {job} not finished: {j}")
+from harness import (Client, Node, SimLlm, TroupeTestCase, http, run, sim_backend_yaml, state_file,
+                     wait_job, wait_until)
 
 
 class Jobs(TroupeTestCase):

@@ -7,21 +7,8 @@ import tempfile
 import time
 import unittest
 
-from harness import TROUPE, Client, Node, RedisServer, SimLlm, TroupeTestCase, free_port, run, sim_backend_yaml
-
-
-def wait_job(node, job, timeout=30):
-    deadline = time.monotonic() + timeout
-    j = None
-    while time.monotonic() < deadline:
-        try:
-            j = json.loads(node.get(f"/api/jobs/{job}")[1])
-            if j.get("state") in ("done", "failed"):
-                return j
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"job {job} not finished: {j}")
+from harness import (TROUPE, Client, Node, RedisServer, SimLlm, TroupeTestCase, free_port, run,
+                     sim_backend_yaml, wait_job)
 
 
 class RedisStore(TroupeTestCase):
