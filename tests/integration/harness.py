@@ -160,6 +160,21 @@ class Node(Process):
         return http("POST", self.base + path, body)
 
 
+def write_config(text):
+    """Writes a YAML config to a temporary file and returns its path."""
+    f = tempfile.NamedTemporaryFile("w", prefix="troupe-", suffix=".yaml", delete=False)
+    f.write(text)
+    f.close()
+    return f.name
+
+
+def node_exit(config_text, *flags):
+    """Runs `troupe node` on a config that should stop it at start (or
+    `--check` it); returns the finished process with its output."""
+    return subprocess.run([TROUPE, "node", "--config", write_config(config_text), *flags],
+                          capture_output=True, text=True, timeout=30)
+
+
 def state_file():
     """A fresh SQLite path, to start (and restart) a node on its own state."""
     return os.path.join(tempfile.mkdtemp(prefix="troupe-state-"), "troupe.db")

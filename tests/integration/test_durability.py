@@ -2,12 +2,10 @@
 idle agents passivate and come back with their history."""
 import json
 import sqlite3
-import subprocess
-import tempfile
 import unittest
 
-from harness import (TROUPE, Client, Node, SimLlm, TroupeTestCase, run, sim_backend_yaml, state_file,
-                     wait_until)
+from harness import (Client, Node, SimLlm, TroupeTestCase, node_exit, run, sim_backend_yaml,
+                     state_file, wait_until)
 
 
 class Durability(TroupeTestCase):
@@ -120,10 +118,7 @@ class Durability(TroupeTestCase):
         db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
         db.commit()
         db.close()
-        cfg = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
-        cfg.write(f"gateway: {{listen: 127.0.0.1:0}}\nstate: {{path: {path}}}\n")
-        cfg.close()
-        r = subprocess.run([TROUPE, "node", "--config", cfg.name], capture_output=True, text=True, timeout=30)
+        r = node_exit(f"gateway: {{listen: 127.0.0.1:0}}\nstate: {{path: {path}}}\n")
         self.assertEqual(r.returncode, 2)
         self.assertIn("schema version 99", r.stderr)
 

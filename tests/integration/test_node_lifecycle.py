@@ -4,19 +4,12 @@ import os
 import signal
 import socket
 import subprocess
-import tempfile
 import unittest
 
 import websockets
 
-from harness import TROUPE, Client, Node, SimLlm, TroupeTestCase, run, sim_backend_yaml, wait_until
-
-
-def write_config(text):
-    f = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
-    f.write(text)
-    f.close()
-    return f.name
+from harness import (TROUPE, Client, Node, SimLlm, TroupeTestCase, run, sim_backend_yaml, wait_until,
+                     write_config)
 
 
 def check(path):

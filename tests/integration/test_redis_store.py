@@ -2,12 +2,10 @@
 conversations and jobs survive a node killed with SIGKILL and a Redis
 restart (AOF on)."""
 import json
-import subprocess
-import tempfile
 import time
 import unittest
 
-from harness import (TROUPE, Client, Node, RedisServer, SimLlm, TroupeTestCase, free_port, run,
+from harness import (Client, Node, RedisServer, SimLlm, TroupeTestCase, free_port, node_exit, run,
                      sim_backend_yaml, wait_job)
 
 
@@ -62,10 +60,7 @@ class RedisStore(TroupeTestCase):
             self.assertEqual(wait_job(node, j)["answer"], f"The result is {3 * i}.")
 
     def test_redis_unreachable_at_start_exits_2(self):
-        cfg = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
-        cfg.write(f"gateway: {{listen: 127.0.0.1:0}}\nstate: {{redis: redis://127.0.0.1:{free_port()}/0}}\n")
-        cfg.close()
-        r = subprocess.run([TROUPE, "node", "--config", cfg.name], capture_output=True, text=True, timeout=30)
+        r = node_exit(f"gateway: {{listen: 127.0.0.1:0}}\nstate: {{redis: redis://127.0.0.1:{free_port()}/0}}\n")
         self.assertEqual(r.returncode, 2)
         self.assertIn("redis unreachable", r.stderr)
 
