@@ -14,6 +14,8 @@
 namespace troupe::actors {
 
 /// What every agent of a node shares.
+class agent_placement;
+
 struct agent_context {
   std::shared_ptr<runtime::state_store> store;
   caf::actor router;
@@ -22,6 +24,8 @@ struct agent_context {
   runtime::limits_config limits;
   /// Idle activations passivate after this long (0 = never).
   std::chrono::milliseconds idle_timeout{0};
+  /// Cluster placement; null on a single node.
+  std::shared_ptr<agent_placement> placement;
 };
 
 /// Spawns one agent activation with the history it had and the turns a

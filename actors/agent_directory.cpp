@@ -1,4 +1,5 @@
 #include "actors/agent_directory.hpp"
+#include "actors/agent_placement.hpp"
 #include "actors/atoms.hpp"
 #include "actors/messages.hpp"
 #include "runtime/log.hpp"
@@ -21,6 +22,9 @@ struct directory_state {
   agent_context ctx;
   std::unordered_map<runtime::agent_id, caf::actor> active;
   std::unordered_map<caf::actor_addr, runtime::agent_id> by_addr;
+  /// Agents active on other nodes, by the node hosting them; their entry in
+  /// `active` is the local proxy (cluster only).
+  std::unordered_map<runtime::agent_id, std::string> remote;
   std::mt19937_64 rng{std::random_device{}()};
   runtime::gauge* active_gauge = nullptr;
   bool stopping = false; // node shutdown: quit once every agent is down
@@ -58,7 +62,7 @@ caf::actor activate(directory_actor* self, const runtime::agent_id& id,
   self->monitor(hdl);
   st.active[id] = hdl;
   st.by_addr[hdl.address()] = id;
-  st.active_gauge->set(static_cast<int64_t>(st.active.size()));
+  st.active_gauge->set(static_cast<int64_t>(st.active.size() - st.remote.size()));
   return hdl;
 }
 
@@ -68,22 +72,60 @@ caf::error store_unavailable(const runtime::store_error& e) {
   return make_error(errc::internal, std::string{"state store unavailable: "} + e.what());
 }
 
-/// The activation of `text` (type/key), activating it from the store.
-caf::expected<caf::actor> resolve(directory_actor* self, const std::string& text) {
+/// Forgets activation `id` (local or proxy); a local one gives up its claim.
+void forget(directory_actor* self, const runtime::agent_id& id, const caf::actor_addr& addr) {
+  auto& st = self->state;
+  st.active.erase(id);
+  st.by_addr.erase(addr);
+  if (st.remote.erase(id) == 0 && st.ctx.placement) st.ctx.placement->released(id);
+  st.active_gauge->set(static_cast<int64_t>(st.active.size() - st.remote.size()));
+}
+
+/// The node hosting the activation of `id`.
+std::string node_of(directory_actor* self, const runtime::agent_id& id) {
+  auto it = self->state.remote.find(id);
+  return it == self->state.remote.end() ? self->state.ctx.node : it->second;
+}
+
+/// The activation of `text` (type/key), activating it from the store. In a
+/// cluster it may be a proxy for an activation on another node; `here_only`
+/// (a peer asks this node to host the agent) never gives a proxy.
+caf::expected<caf::actor> resolve(directory_actor* self, const std::string& text,
+                                  bool here_only = false) {
   auto& st = self->state;
   auto id = runtime::agent_id::parse(text);
   if (!id) return make_error(errc::bad_request, "agent must be type/key, got '" + text + "'");
-  if (auto it = st.active.find(*id); it != st.active.end()) return it->second;
+  if (auto it = st.active.find(*id); it != st.active.end()) {
+    if (here_only && st.remote.contains(*id))
+      return make_error(errc::unknown_agent,
+                        "agent '" + text + "' is active on node " + st.remote[*id] + ", not here");
+    return it->second;
+  }
   if (!st.types->find(id->type))
     return make_error(errc::unknown_agent, "no agent '" + text + "' (unknown type)");
-  std::optional<runtime::agent_record> rec;
   try {
-    rec = st.ctx.store->load(*id);
+    if (st.ctx.placement) {
+      if (!st.ctx.store->exists(*id))
+        return make_error(errc::unknown_agent, "no agent '" + text + "'");
+      auto where = st.ctx.placement->place(self->system(), *id, here_only);
+      if (auto* f = std::get_if<runtime::failure>(&where)) return make_error(f->code, f->message);
+      if (auto* r = std::get_if<agent_placement::remote>(&where)) {
+        self->monitor(r->proxy);
+        st.active[*id] = r->proxy;
+        st.by_addr[r->proxy.address()] = *id;
+        st.remote[*id] = r->node;
+        return r->proxy;
+      }
+    }
+    auto rec = st.ctx.store->load(*id);
+    if (!rec) {
+      if (st.ctx.placement) st.ctx.placement->released(*id);
+      return make_error(errc::unknown_agent, "no agent '" + text + "'");
+    }
+    return activate(self, *id, std::move(rec->history));
   } catch (const runtime::store_error& e) {
     return store_unavailable(e);
   }
-  if (!rec) return make_error(errc::unknown_agent, "no agent '" + text + "'");
-  return activate(self, *id, std::move(rec->history));
 }
 
 /// Sends pending ask `n` to the agent's current activation. An activation
@@ -134,14 +176,12 @@ caf::behavior directory_impl(directory_actor* self,
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
     if (auto it = st.by_addr.find(dm.source); it != st.by_addr.end()) {
+      auto id = it->second;
       if (dm.reason && dm.reason != caf::exit_reason::user_shutdown &&
-          dm.reason != caf::exit_reason::kill)
-        runtime::log::warn(
-            "agent", "agent_crashed",
-            {{"agent", it->second.str()}, {"reason", to_failure(dm.reason).message}});
-      st.active.erase(it->second);
-      st.by_addr.erase(it);
-      st.active_gauge->set(static_cast<int64_t>(st.active.size()));
+          dm.reason != caf::exit_reason::kill && !st.remote.contains(id))
+        runtime::log::warn("agent", "agent_crashed",
+                           {{"agent", id.str()}, {"reason", to_failure(dm.reason).message}});
+      forget(self, id, dm.source);
     }
     // Asks the gone activation held go to the next one: a crashed actor
     // never answers them.
@@ -164,6 +204,10 @@ caf::behavior directory_impl(directory_actor* self,
   for (auto& [id, entry] : st.ctx.store->open_turns())
     if (st.types->find(id.type)) cut[id].push_back(std::move(entry));
   for (auto& [id, entries] : cut) {
+    // In a cluster another node may own it (and resume it when asked).
+    if (st.ctx.placement && !std::holds_alternative<agent_placement::here>(
+                                st.ctx.placement->place(self->system(), id, true)))
+      continue;
     auto rec = st.ctx.store->load(id);
     runtime::log::info("agent", "reactivating",
                        {{"agent", id.str()}, {"open_turns", std::to_string(entries.size())}});
@@ -184,7 +228,8 @@ caf::behavior directory_impl(directory_actor* self,
     self->delayed_send(self, std::chrono::seconds(3), shutdown_atom::value);
   });
   return {
-      [=](spawn_atom, std::string& type, std::string& key) -> caf::result<std::string> {
+      [=](spawn_atom, std::string& type,
+          std::string& key) -> caf::result<std::string, std::string> {
         auto& st = self->state;
         if (!st.types->find(type))
           return make_error(errc::unknown_type, "unknown agent type '" + type + "'");
@@ -192,20 +237,22 @@ caf::behavior directory_impl(directory_actor* self,
         runtime::agent_id id{type, key};
         if (!st.active.contains(id)) {
           try {
-            if (st.ctx.store->create(id)) {
-              activate(self, id, {});
+            if (st.ctx.store->create(id))
               runtime::log::info("agent", "spawned", {{"agent", id.str()}});
-            } else if (auto rec = st.ctx.store->load(id)) {
-              activate(self, id, std::move(rec->history));
-            }
           } catch (const runtime::store_error& e) {
             return store_unavailable(e);
           }
+          if (auto r = resolve(self, id.str()); !r) return r.error();
         }
-        return id.str();
+        return {id.str(), node_of(self, id)};
       },
       [=](lookup_atom, std::string& agent) -> caf::result<caf::actor> {
         auto r = resolve(self, agent);
+        if (!r) return r.error();
+        return *r;
+      },
+      [=](lookup_atom, std::string& agent, bool here_only) -> caf::result<caf::actor> {
+        auto r = resolve(self, agent, here_only);
         if (!r) return r.error();
         return *r;
       },
@@ -226,11 +273,10 @@ caf::behavior directory_impl(directory_actor* self,
         // Only the current activation may leave; from now on lookups make a
         // new one from the store.
         auto& st = self->state;
-        auto it = st.by_addr.find(caf::actor_cast<caf::actor_addr>(self->current_sender()));
+        auto addr = caf::actor_cast<caf::actor_addr>(self->current_sender());
+        auto it = st.by_addr.find(addr);
         if (it == st.by_addr.end()) return false;
-        st.active.erase(it->second);
-        st.by_addr.erase(it);
-        st.active_gauge->set(static_cast<int64_t>(st.active.size()));
+        forget(self, runtime::agent_id{it->second}, addr);
         return true;
       },
       [=](kill_atom, std::string& agent) -> caf::result<bool> {
@@ -245,10 +291,12 @@ caf::behavior directory_impl(directory_actor* self,
           return store_unavailable(e);
         }
         if (auto it = st.active.find(*id); it != st.active.end()) {
-          self->send_exit(it->second, caf::exit_reason::user_shutdown);
-          st.by_addr.erase(it->second.address());
-          st.active.erase(it);
-          st.active_gauge->set(static_cast<int64_t>(st.active.size()));
+          auto hdl = it->second;
+          if (st.remote.contains(*id))
+            self->send(hdl, kill_atom::value); // the proxy kills the remote activation
+          else
+            self->send_exit(hdl, caf::exit_reason::user_shutdown);
+          forget(self, *id, hdl.address());
           existed = true;
         }
         if (!existed) return make_error(errc::unknown_agent, "no agent '" + agent + "'");

@@ -168,6 +168,14 @@ caf::behavior router_impl(router_actor* self, size_t max_affinity) {
         if (auto i = st.find(worker); i < st.status.size())
           self->send(st.hdl[i], crash_atom::value);
       },
+      [=](lookup_atom, std::string& id) -> caf::result<caf::actor> {
+        // A peer's request for one of this node's workers (cluster).
+        auto& st = self->state;
+        auto i = st.find(id);
+        if (i == st.status.size() || !st.status[i].info.node.empty())
+          return make_error(errc::backend_unavailable, "no worker '" + id + "' on this node");
+        return st.hdl[i];
+      },
       [=](stats_atom) {
         auto out = self->state.status;
         std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.info.id < b.info.id; });

@@ -15,7 +15,9 @@ namespace troupe::actors {
 /// worker it used last while that worker has room, so the server's prefix
 /// cache is reused). A worker that refuses makes it try the next.
 /// Replies `(caf::actor worker, std::string worker_id)` or an error.
-/// `(stats_atom)` -> `std::vector<worker_status>`. The affinity table holds
+/// `(stats_atom)` -> `std::vector<worker_status>`; `(lookup_atom, id)` ->
+/// the local worker `id`. Remote workers register through their proxies
+/// (cluster) like local ones, with `worker_info::node` set. The affinity table holds
 /// at most `max_affinity_entries` keys; it starts over when full.
 caf::actor spawn_inference_router(caf::actor_system& sys,
                                   size_t max_affinity_entries = size_t{1} << 20);

@@ -172,7 +172,7 @@ caf::behavior worker_impl(worker_actor* self, runtime::accelerator_config cfg,
   st.router = std::move(router);
   st.metrics = std::make_shared<worker_metrics>(st.cfg.id);
   worker_info info{st.cfg.id,         st.cfg.kind,  st.cfg.backend.models,
-                   st.be->describe(), st.cfg.slots, st.cfg.max_queue};
+                   st.be->describe(), st.cfg.slots, st.cfg.max_queue, {}};
   self->send(st.router, register_atom::value, std::move(info));
   check_health(self);
   runtime::log::info("inference", "worker_started",

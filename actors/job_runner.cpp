@@ -80,7 +80,7 @@ void run(runner_actor* self, runtime::job_record job) {
   self->request(st.directory, std::chrono::seconds(10), spawn_atom::value, job.agent.type,
                 job.agent.key)
       .then(
-          [=](std::string&) {
+          [=](std::string&, std::string&) {
             self->request(self->state.directory, self->state.visibility, ask_atom::value, agent,
                           job.message, std::string{}, job.id)
                 .then(

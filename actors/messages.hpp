@@ -61,6 +61,7 @@ runtime::failure to_failure(const caf::error& err);
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::infer_job)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::worker_info)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::worker_load)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::worker_status)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::turn_result)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::job_view)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<troupe::actors::worker_status>)

@@ -2,6 +2,7 @@
 #include "actors/agent_directory.hpp"
 #include "actors/atoms.hpp"
 #include "actors/backend.hpp"
+#include "actors/cluster_hooks.hpp"
 #include "actors/inference_router.hpp"
 #include "actors/inference_worker.hpp"
 #include "actors/job_runner.hpp"
@@ -52,8 +53,9 @@ private:
 
 struct node_runtime::impl {
   impl(const runtime::node_config& c, std::shared_ptr<const runtime::agent_type_registry> t,
-       std::shared_ptr<runtime::state_store> store, io_threads& io)
-      : cfg(c), types(std::move(t)), system(configure(caf_cfg)) {
+       std::shared_ptr<runtime::state_store> store, io_threads& io,
+       std::shared_ptr<cluster_hooks> cl)
+      : cfg(c), types(std::move(t)), system(configure(caf_cfg)), cluster(std::move(cl)) {
     router = spawn_inference_router(system);
     if (cfg.has_role("inference")) {
       // The inference subtree: one supervised worker per accelerator. A
@@ -77,7 +79,9 @@ struct node_runtime::impl {
     ctx.router = router;
     ctx.node = cfg.id;
     ctx.limits = cfg.limits;
+    if (cluster) ctx.placement = cluster->start(system, router);
     directory = spawn_agent_directory(system, types, ctx);
+    if (cluster) cluster->attach(directory);
     if (cfg.has_role("agents"))
       jobs = spawn_job_runner(system, ctx.store, directory, cfg.id, 16,
                               cfg.limits.turn_timeout + std::chrono::seconds(30));
@@ -106,6 +110,7 @@ struct node_runtime::impl {
   caf::actor directory;
   caf::actor jobs;
   caf::actor inference; // supervisor of the workers
+  std::shared_ptr<cluster_hooks> cluster;
   std::shared_ptr<supervision_status> status = std::make_shared<supervision_status>();
   std::shared_ptr<runtime::state_store> store_;
   std::mt19937_64 rng{std::random_device{}()};
@@ -118,8 +123,10 @@ struct node_runtime::impl {
 
 node_runtime::node_runtime(const runtime::node_config& cfg,
                            std::shared_ptr<const runtime::agent_type_registry> types,
-                           std::shared_ptr<runtime::state_store> store, io_threads& io)
-    : impl_(std::make_unique<impl>(cfg, std::move(types), std::move(store), io)) {}
+                           std::shared_ptr<runtime::state_store> store, io_threads& io,
+                           std::shared_ptr<cluster_hooks> cluster)
+    : impl_(std::make_unique<impl>(cfg, std::move(types), std::move(store), io,
+                                   std::move(cluster))) {}
 
 node_runtime::~node_runtime() {
   shutdown();
@@ -166,7 +173,7 @@ void node_runtime::execute(std::string type, std::string key, std::string messag
   in_actor(impl_->system, [=](caf::event_based_actor* self) {
     self->request(dir, std::chrono::seconds(10), spawn_atom::value, type, key)
         .then(
-            [=](std::string& agent) {
+            [=](std::string& agent, std::string&) {
               self->request(dir, timeout, ask_atom::value, agent, message, std::string{},
                             std::string{})
                   .then(
@@ -189,7 +196,7 @@ void node_runtime::spawn_agent(
   auto dir = impl_->directory;
   in_actor(impl_->system, [=](caf::event_based_actor* self) {
     self->request(dir, std::chrono::seconds(10), spawn_atom::value, type, key)
-        .then([=](std::string& agent) { cb(std::nullopt, agent); },
+        .then([=](std::string& agent, std::string&) { cb(std::nullopt, agent); },
               [=](caf::error& err) { cb(to_failure(err), {}); });
   });
 }
@@ -324,6 +331,9 @@ void node_runtime::shutdown() {
     // would look to it like a failed call and end its turn for good.
     self->monitor(im.directory);
     self->receive([](caf::down_msg&) {}, caf::after(std::chrono::seconds(4)) >> [] {});
+    // Leave before the workers stop: peers then route around this node
+    // instead of seeing its workers fail.
+    if (im.cluster) im.cluster->stop();
     if (im.inference) self->send_exit(im.inference, caf::exit_reason::user_shutdown);
     self->send_exit(im.router, caf::exit_reason::user_shutdown);
   }

@@ -19,6 +19,7 @@
 namespace troupe::actors {
 
 class io_threads;
+class cluster_hooks;
 
 /// The gateway's handle on one WebSocket's session actor. Methods post
 /// messages; they never block. Destroying it does not stop the session:
@@ -46,9 +47,12 @@ struct execute_result {
 /// must not block.
 class node_runtime {
 public:
+  /// `cluster`: the cluster layer when the config has `cluster:` (see
+  /// `cluster_hooks`); null on a single node.
   node_runtime(const runtime::node_config& cfg,
                std::shared_ptr<const runtime::agent_type_registry> types,
-               std::shared_ptr<runtime::state_store> store, io_threads& io);
+               std::shared_ptr<runtime::state_store> store, io_threads& io,
+               std::shared_ptr<cluster_hooks> cluster = nullptr);
   ~node_runtime();
 
   const runtime::node_config& config() const;

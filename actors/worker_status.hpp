@@ -15,6 +15,7 @@ struct worker_info {
   std::string backend;
   int64_t slots = 0;
   int64_t max_queue = 0;
+  std::string node; // the node it runs on; empty = this node
 };
 
 /// A worker's load and health, sent to the router on every change.

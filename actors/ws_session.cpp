@@ -209,12 +209,12 @@ void handle_op(session_actor* self, client_op op) {
   case client_op_kind::spawn:
     self->request(st.directory, directory_timeout, spawn_atom::value, op.type, op.key)
         .then(
-            [=](std::string& agent) {
+            [=](std::string& agent, std::string& node) {
               runtime::agent_event ev;
               ev.kind = event_kind::spawned;
               ev.agent = agent;
               ev.id = op.id;
-              ev.node = self->state.node;
+              ev.node = std::move(node);
               write(self, runtime::seal(std::move(ev)));
             },
             [=](caf::error& err) {
@@ -335,13 +335,13 @@ caf::behavior session_impl(session_actor* self, std::shared_ptr<frame_sink> sink
   if (!st.fixed_type.empty()) {
     self->request(st.directory, directory_timeout, spawn_atom::value, st.fixed_type, std::string{})
         .then(
-            [=](std::string& agent) {
+            [=](std::string& agent, std::string& node) {
               auto& st = self->state;
               st.fixed_agent = agent;
               runtime::agent_event ev;
               ev.kind = event_kind::spawned;
               ev.agent = agent;
-              ev.node = st.node;
+              ev.node = std::move(node);
               write(self, runtime::seal(std::move(ev)));
               auto early = std::move(st.early_frames);
               for (auto& f : early)

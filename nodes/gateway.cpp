@@ -1,5 +1,6 @@
 #include "nodes/gateway.hpp"
 #include "actors/node_runtime.hpp"
+#include "cluster/cluster_node.hpp"
 #include "runtime/log.hpp"
 #include "runtime/metrics.hpp"
 #include "runtime/openai_codec.hpp"
@@ -76,8 +77,8 @@ private:
 } // namespace
 
 struct gateway::impl {
-  impl(actors::io_threads& io, actors::node_runtime& r)
-      : rt(r), cfg(r.config()),
+  impl(actors::io_threads& io, actors::node_runtime& r, const cluster::cluster_node* c)
+      : rt(r), cfg(r.config()), cluster_node(c),
         server(io,
                http_server_options{cfg.gateway.host, cfg.gateway.port, cfg.limits.max_frame_bytes,
                                    cfg.limits.max_frame_bytes, cfg.limits.max_outbound_bytes,
@@ -90,6 +91,7 @@ struct gateway::impl {
 
   actors::node_runtime& rt;
   const runtime::node_config& cfg;
+  const cluster::cluster_node* cluster_node;
   http_server server;
   std::set<std::string> keys;
 
@@ -209,6 +211,10 @@ struct gateway::impl {
   }
 
   void cluster(std::shared_ptr<http_exchange> ex) {
+    if (cluster_node) {
+      // Every member with its workers and load as of its last heartbeat.
+      return ex->reply(json_response(200, cluster_node->describe()));
+    }
     auto node = cfg.id;
     auto roles = cfg.roles;
     rt.workers([ex, node, roles](std::vector<actors::worker_status> ws) {
@@ -395,8 +401,9 @@ struct gateway::impl {
   }
 };
 
-gateway::gateway(actors::io_threads& io, actors::node_runtime& rt)
-    : impl_(std::make_unique<impl>(io, rt)) {}
+gateway::gateway(actors::io_threads& io, actors::node_runtime& rt,
+                 const cluster::cluster_node* cluster)
+    : impl_(std::make_unique<impl>(io, rt, cluster)) {}
 
 gateway::~gateway() = default;
 

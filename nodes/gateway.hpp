@@ -9,6 +9,10 @@ class io_threads;
 class node_runtime;
 } // namespace troupe::actors
 
+namespace troupe::cluster {
+class cluster_node;
+}
+
 namespace troupe::gateway {
 
 /// The public API of a node (docs/protocol.md): `/ws`, `/ws/{type}`, REST
@@ -16,7 +20,10 @@ namespace troupe::gateway {
 /// over the node's actors.
 class gateway {
 public:
-  gateway(actors::io_threads& io, actors::node_runtime& rt);
+  /// `cluster`: the node's cluster membership, for `/api/cluster`; null on
+  /// a single node.
+  gateway(actors::io_threads& io, actors::node_runtime& rt,
+          const cluster::cluster_node* cluster = nullptr);
   ~gateway();
 
   /// Binds `gateway.listen`; throws std::runtime_error if it cannot.

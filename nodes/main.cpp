@@ -2,6 +2,7 @@
 
 #include "actors/io_threads.hpp"
 #include "actors/node_runtime.hpp"
+#include "cluster/cluster_node.hpp"
 #include "examples/weather_agent.hpp"
 #include "nodes/gateway.hpp"
 #include "nodes/sim_llm.hpp"
@@ -117,12 +118,23 @@ int run_node(const std::vector<std::string>& args) {
     runtime::log::warn("node", "state_in_memory",
                        {{"reason", "state.path is :memory:; a restart forgets every agent"}});
 
+  std::shared_ptr<cluster::cluster_node> cluster;
+  if (cfg.cluster.enabled) {
+    try {
+      cluster = std::make_shared<cluster::cluster_node>(cfg);
+    } catch (const std::exception& e) { // Redis unreachable, endpoint taken
+      runtime::log::error("node", "cluster_failed", {{"reason", e.what()}});
+      std::fprintf(stderr, "troupe: cannot join the cluster: %s\n", e.what());
+      return 2;
+    }
+  }
+
   actors::io_threads backend_io{1};
   actors::io_threads gateway_io{1};
-  actors::node_runtime rt{cfg, types, store, backend_io};
+  actors::node_runtime rt{cfg, types, store, backend_io, cluster};
   std::unique_ptr<gateway::gateway> gw;
   if (cfg.has_role("gateway")) {
-    gw = std::make_unique<gateway::gateway>(gateway_io, rt);
+    gw = std::make_unique<gateway::gateway>(gateway_io, rt, cluster.get());
     try {
       gw->start();
     } catch (const std::exception& e) {

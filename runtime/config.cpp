@@ -247,8 +247,40 @@ node_config parse(const YAML::Node& root, const std::string& file) {
     r.finish();
   }
 
-  if (auto n = top.get("cluster"))
-    top.fail(*n, "'cluster' is not supported by this build yet: run a single node");
+  std::optional<YAML::Node> cluster_node;
+  if (auto n = top.get("cluster")) {
+    cluster_node = n;
+    map_reader r{*n, "cluster", file};
+    auto& c = cfg.cluster;
+    c.enabled = true;
+    auto endpoint = [&](const char* key, std::string& out) {
+      if (auto e = r.get(key)) {
+        out = r.scalar(*e, key);
+        if (out.rfind("tcp://", 0) != 0 || out.rfind(':') <= 5)
+          r.fail(*e, "'cluster." + std::string{key} + "' must look like tcp://host:port, got '" +
+                         out + "'");
+      }
+    };
+    endpoint("bind", c.bind);
+    endpoint("advertise", c.advertise);
+    if (c.bind.empty()) r.fail(*n, "missing required key 'cluster.bind'");
+    if (c.advertise.empty()) {
+      if (c.bind.find("0.0.0.0") != std::string::npos || c.bind.find('*') != std::string::npos)
+        r.fail(*n, "'cluster.advertise' is required when 'cluster.bind' is a wildcard address");
+      c.advertise = c.bind;
+    }
+    auto redis = r.require("redis");
+    c.redis = r.scalar(redis, "redis");
+    if (c.redis.rfind("redis://", 0) != 0)
+      r.fail(redis, "'cluster.redis' must look like redis://host:port/db, got '" + c.redis + "'");
+    r.read("heartbeat", c.heartbeat);
+    r.read("suspect_after", c.suspect_after);
+    if (c.heartbeat.count() < 10) r.fail(*n, "'cluster.heartbeat' must be at least 10ms");
+    if (c.suspect_after < 2 * c.heartbeat)
+      r.fail(*n, "'cluster.suspect_after' must be at least twice 'cluster.heartbeat'");
+    r.read("weight", c.weight, 0.01, 1000);
+    r.finish();
+  }
 
   if (auto n = top.get("state")) {
     map_reader r{*n, "state", file};
@@ -326,6 +358,12 @@ node_config parse(const YAML::Node& root, const std::string& file) {
     r.finish();
   }
   top.finish();
+
+  // Agents move between nodes, so in a cluster their state must be shared.
+  if (cluster_node && cfg.state_redis.empty() &&
+      (cfg.has_role("agents") || cfg.has_role("gateway")))
+    top.fail(*cluster_node, "a cluster node with the 'agents' or 'gateway' role needs the shared "
+                            "store: set 'state.redis'");
 
   if (cfg.accelerators.empty() && cfg.has_role("inference")) {
     accelerator_config sim;

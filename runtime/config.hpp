@@ -62,6 +62,20 @@ struct limits_config {
   std::chrono::milliseconds turn_timeout{300000};
 };
 
+/// `cluster:`: absent = a single node (DESIGN.md "Cluster").
+struct cluster_config {
+  bool enabled = false;
+  std::string bind;      // tcp://0.0.0.0:7400, the node's ZeroMQ ROUTER
+  std::string advertise; // tcp://10.0.0.5:7400, how peers reach it (default: bind)
+  std::string redis;     // redis://host:port/db, the membership table
+  /// How often the node writes itself (and its load) to the membership table.
+  std::chrono::milliseconds heartbeat{250};
+  /// A peer silent this long over ZeroMQ is declared dead and fenced.
+  std::chrono::milliseconds suspect_after{1000};
+  /// Placement weight of this node's agents role (weighted rendezvous hashing).
+  double weight = 1.0;
+};
+
 struct node_config {
   std::string source; // file the config came from, for messages
   std::string id;
@@ -82,6 +96,7 @@ struct node_config {
   int64_t max_restarts = 5;
   std::chrono::milliseconds restart_window{10000};
   std::map<std::string, agent_type_config> agent_types;
+  cluster_config cluster;
 
   bool has_role(const std::string& r) const;
 };

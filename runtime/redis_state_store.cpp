@@ -1,3 +1,4 @@
+#include "runtime/redis_client.hpp"
 #include "runtime/state_store.hpp"
 #include "runtime/stored_message.hpp"
 
@@ -33,23 +34,16 @@ int64_t now_ms() {
       .count();
 }
 
-struct reply_deleter {
-  void operator()(redisReply* r) const { freeReplyObject(r); }
-};
-using reply_ptr = std::unique_ptr<redisReply, reply_deleter>;
+using reply_ptr = redis_client::reply;
+using command = redis_client::command;
 
 std::string str(const redisReply* r) {
-  if (!r || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_STATUS)) return {};
-  return std::string{r->str, r->len};
+  return redis_client::str(r);
 }
-
-using command = std::vector<std::string>;
 
 class redis_state_store final : public state_store {
 public:
-  explicit redis_state_store(const std::string& url) : url_(url) {
-    parse_url();
-    connect();
+  explicit redis_state_store(const std::string& url) : url_(url), client_(connect(url)) {
     auto v = run({"HGET", "troupe:meta", "schema_version"});
     if (v->type == REDIS_REPLY_STRING) {
       int version = std::atoi(str(v.get()).c_str());
@@ -65,13 +59,22 @@ public:
       throw store_error("redis: cannot create the job group: " + str_err(g.get()));
   }
 
-  ~redis_state_store() override {
-    if (ctx_) redisFree(ctx_);
+  static redis_client connect(const std::string& url) {
+    try {
+      return redis_client{url};
+    } catch (const redis_error& e) {
+      throw store_error(e.what());
+    }
   }
 
   bool create(const agent_id& id) override {
     std::lock_guard<std::mutex> guard{mutex_};
     return run({"ZADD", agents_key, "NX", std::to_string(now_ms()), id.str()})->integer > 0;
+  }
+
+  bool exists(const agent_id& id) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    return run({"ZSCORE", agents_key, id.str()})->type != REDIS_REPLY_NIL;
   }
 
   std::optional<agent_record> load(const agent_id& id) override {
@@ -229,9 +232,7 @@ public:
   std::string describe() const override { return "redis " + url_; }
 
 private:
-  static std::string str_err(const redisReply* r) {
-    return r && r->type == REDIS_REPLY_ERROR ? std::string{r->str, r->len} : std::string{};
-  }
+  static std::string str_err(const redisReply* r) { return redis_client::error_text(r); }
 
   /// A job entry for `owner`: one whose claim lapsed, else a new one.
   bool next_entry(const std::string& owner, std::chrono::milliseconds visibility,
@@ -306,97 +307,22 @@ private:
     return j;
   }
 
-  void parse_url() {
-    // redis://host:port/db
-    auto rest = url_.substr(url_.find("://") == std::string::npos ? 0 : url_.find("://") + 3);
-    auto slash = rest.find('/');
-    auto hostport = rest.substr(0, slash);
-    if (slash != std::string::npos && slash + 1 < rest.size())
-      db_ = std::atoi(rest.c_str() + slash + 1);
-    auto colon = hostport.rfind(':');
-    host_ = colon == std::string::npos ? hostport : hostport.substr(0, colon);
-    port_ = colon == std::string::npos ? 6379 : std::atoi(hostport.c_str() + colon + 1);
-  }
-
-  void connect() {
-    if (ctx_) redisFree(ctx_);
-    ctx_ = redisConnectWithTimeout(host_.c_str(), port_, timeval{2, 0});
-    if (!ctx_ || ctx_->err) {
-      std::string why = ctx_ ? ctx_->errstr : "out of memory";
-      if (ctx_) redisFree(ctx_);
-      ctx_ = nullptr;
-      throw store_error("redis unreachable at " + url_ + ": " + why);
-    }
-    timeval tv{5, 0};
-    redisSetTimeout(ctx_, tv);
-    if (db_ != 0) run_raw({"SELECT", std::to_string(db_)});
-  }
-
-  /// Sends commands pipelined and returns the last reply. Reconnects once
-  /// on a broken connection (every caller's commands are safe to repeat).
-  reply_ptr send(const std::vector<command>& cmds) {
-    for (int attempt = 0; attempt < 2; ++attempt) {
-      if (!ctx_ || ctx_->err) {
-        try {
-          connect();
-        } catch (const store_error&) {
-          if (attempt == 1) throw;
-          continue;
-        }
-      }
-      for (auto& c : cmds) {
-        std::vector<const char*> argv;
-        std::vector<size_t> lens;
-        for (auto& a : c) {
-          argv.push_back(a.data());
-          lens.push_back(a.size());
-        }
-        redisAppendCommandArgv(ctx_, static_cast<int>(argv.size()), argv.data(), lens.data());
-      }
-      reply_ptr last;
-      bool broken = false;
-      for (size_t i = 0; i < cmds.size(); ++i) {
-        void* raw = nullptr;
-        if (redisGetReply(ctx_, &raw) != REDIS_OK) {
-          broken = true;
-          break;
-        }
-        last.reset(static_cast<redisReply*>(raw));
-      }
-      if (!broken) return last;
-      redisFree(ctx_);
-      ctx_ = nullptr;
-    }
-    throw store_error("redis connection to " + url_ + " lost");
-  }
-
-  reply_ptr run_raw(const command& c) { return send({c}); }
-
-  reply_ptr run(const command& c) {
-    auto r = run_raw(c);
-    if (r->type == REDIS_REPLY_ERROR)
-      throw store_error("redis " + c.front() + " failed: " + str_err(r.get()));
-    return r;
-  }
-
-  /// MULTI ... EXEC: all or nothing. Returns EXEC's array of replies.
+  reply_ptr run_raw(const command& c) { return wrap([&] { return client_.send({c}); }); }
+  reply_ptr run(const command& c) { return wrap([&] { return client_.run(c); }); }
   reply_ptr transaction(const std::vector<command>& cmds) {
-    std::vector<command> all;
-    all.push_back({"MULTI"});
-    all.insert(all.end(), cmds.begin(), cmds.end());
-    all.push_back({"EXEC"});
-    auto r = send(all);
-    if (r->type != REDIS_REPLY_ARRAY)
-      throw store_error("redis transaction failed: " +
-                        (r->type == REDIS_REPLY_ERROR ? str_err(r.get()) : std::string{"aborted"}));
-    return r;
+    return wrap([&] { return client_.transaction(cmds); });
+  }
+  /// The store's callers expect `store_error`.
+  template <class F> static reply_ptr wrap(F f) {
+    try {
+      return f();
+    } catch (const redis_error& e) {
+      throw store_error(e.what());
+    }
   }
 
   std::string url_;
-  std::string host_;
-  int port_ = 6379;
-  int db_ = 0;
-  redisContext* ctx_ = nullptr;
+  redis_client client_;
   std::mutex mutex_;
   std::deque<std::pair<std::string, std::string>> reclaimed_; // (entry, job id)
 };

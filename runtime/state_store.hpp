@@ -65,6 +65,8 @@ public:
 
   /// Creates an empty record; false if it exists already.
   virtual bool create(const agent_id& id) = 0;
+  /// True when the agent is stored; cheaper than `load` where it matters.
+  virtual bool exists(const agent_id& id) { return load(id).has_value(); }
   virtual std::optional<agent_record> load(const agent_id& id) = 0;
   /// Appends one message to an agent's history (creating the record if needed).
   virtual void append(const agent_id& id, const chat_message& msg) = 0;

@@ -160,6 +160,47 @@ class Node(Process):
         return http("POST", self.base + path, body)
 
 
+class ClusterNode(Process):
+    """A `troupe node` in a cluster: its id, roles and extra YAML; the ZeroMQ
+    endpoint, the shared Redis and (with the gateway role) the gateway
+    address are filled in. Ready when it logs that it is."""
+
+    def __init__(self, node_id, roles, redis, extra="", env=None, wait=True,
+                 heartbeat="100ms", suspect_after="1s"):
+        self.id = node_id
+        self.port = free_port()
+        self.zmq_port = free_port()
+        text = f"node: {{id: {node_id}, roles: [{', '.join(roles)}]}}\n"
+        if "gateway" in roles:
+            text += f"gateway: {{listen: 127.0.0.1:{self.port}}}\n"
+        text += (f"cluster: {{bind: \"tcp://127.0.0.1:{self.zmq_port}\", redis: \"{redis.url}\", "
+                 f"heartbeat: {heartbeat}, suspect_after: {suspect_after}}}\n")
+        text += f"state: {{redis: \"{redis.url}\"}}\n" + extra
+        self.config_text = text
+        super().__init__([TROUPE, "node", "--config", write_config(text)], "node-" + node_id, env)
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
+        if wait:
+            wait_until(self._up, timeout=20, what=f"node {node_id}")
+
+    def _up(self):
+        if not self.alive():
+            raise AssertionError(f"node {self.id} exited:\n" + self.output())
+        return " node ready " in self.output()
+
+    def get(self, path):
+        return http("GET", self.base + path)
+
+    def post(self, path, body):
+        return http("POST", self.base + path, body)
+
+    def cluster(self):
+        """GET /api/cluster, decoded."""
+        status, body = self.get("/api/cluster")
+        assert status == 200, body
+        return json.loads(body)
+
+
 def write_config(text):
     """Writes a YAML config to a temporary file and returns its path."""
     f = tempfile.NamedTemporaryFile("w", prefix="troupe-", suffix=".yaml", delete=False)

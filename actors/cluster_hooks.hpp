@@ -1,0 +1,26 @@
+#pragma once
+
+#include <caf/fwd.hpp>
+
+#include <memory>
+
+namespace troupe::actors {
+
+class agent_placement;
+
+/// What a node's actors need from the cluster layer, implemented by
+/// `cluster/` and handed to `node_runtime` (none on a single node). Keeps
+/// the dependency one way: actors/ never includes cluster/.
+class cluster_hooks {
+public:
+  virtual ~cluster_hooks() = default;
+  /// Once the router exists, before any agent: spawns the cluster's actors
+  /// (remote workers register with `router`). Returns the agent placement.
+  virtual std::shared_ptr<agent_placement> start(caf::actor_system& sys, caf::actor router) = 0;
+  /// The agent directory, once spawned: peers' agent requests go to it.
+  virtual void attach(caf::actor directory) = 0;
+  /// Node shutdown, after the agents stopped: leave the cluster.
+  virtual void stop() = 0;
+};
+
+} // namespace troupe::actors

@@ -1,0 +1,31 @@
+#pragma once
+
+#include "cluster/wire.hpp"
+
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/atom.hpp>
+
+#include <memory>
+
+/// Every atom and message type of the cluster subsystem, declared once.
+namespace troupe::cluster {
+
+struct cluster_view;
+
+using peer_frame_atom = caf::atom_constant<caf::atom("pframe")>;
+using view_atom = caf::atom_constant<caf::atom("view")>;
+using peer_down_atom = caf::atom_constant<caf::atom("peerdown")>;
+
+/// One frame from a peer, envelope decoded, payload still MessagePack: the
+/// actor it is for decodes it.
+struct peer_frame {
+  envelope env;
+  std::string payload;
+};
+
+using view_ptr = std::shared_ptr<const cluster_view>;
+
+} // namespace troupe::cluster
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::cluster::peer_frame)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::cluster::view_ptr)

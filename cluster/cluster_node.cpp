@@ -1,0 +1,168 @@
+#include "cluster/cluster_node.hpp"
+#include "actors/atoms.hpp"
+#include "cluster/atoms.hpp"
+#include "cluster/hub.hpp"
+#include "cluster/membership.hpp"
+#include "cluster/placement.hpp"
+#include "cluster/remote_agent.hpp"
+#include "cluster/transport.hpp"
+#include "runtime/log.hpp"
+
+#include <caf/all.hpp>
+
+#include <atomic>
+#include <cstdlib>
+#include <mutex>
+#include <set>
+
+namespace troupe::cluster {
+
+namespace {
+
+uint64_t new_incarnation() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+}
+
+} // namespace
+
+struct cluster_node::impl {
+  runtime::node_config cfg;
+  uint64_t incarnation = new_incarnation();
+  membership members;
+  std::shared_ptr<transport> net;
+  caf::actor hub; // set in start(), before any peer is known to the transport
+  std::function<void()> drain_cb;
+  std::atomic<bool> drain_requested{false};
+  std::atomic<bool> draining{false};
+  std::vector<actors::worker_status> last_workers;
+  int64_t last_agents = 0;
+  mutable std::mutex mutex;
+  std::set<std::string> dead; // "node:incarnation" the transport declared dead
+  bool stopped = false;
+
+  explicit impl(const runtime::node_config& c) : cfg(c), members(c, incarnation) {
+    transport::options o;
+    o.node = cfg.id;
+    o.incarnation = incarnation;
+    o.bind = cfg.cluster.bind;
+    o.ping_interval = std::min(cfg.cluster.heartbeat, cfg.cluster.suspect_after / 5);
+    o.suspect_after = cfg.cluster.suspect_after;
+    net = std::make_shared<transport>(
+        o,
+        [this](envelope env, std::string payload) {
+          caf::anon_send(hub, peer_frame_atom::value,
+                         peer_frame{std::move(env), std::move(payload)});
+        },
+        [this](const std::string& node, uint64_t inc, bool) {
+          {
+            std::lock_guard<std::mutex> guard{mutex};
+            dead.insert(node + ":" + std::to_string(inc));
+          }
+          caf::anon_send(hub, peer_down_atom::value, node);
+        });
+  }
+
+  bool is_live(const std::string& node, uint64_t inc) const {
+    std::lock_guard<std::mutex> guard{mutex};
+    return !dead.contains(node + ":" + std::to_string(inc));
+  }
+};
+
+cluster_node::cluster_node(const runtime::node_config& cfg) : impl_(std::make_unique<impl>(cfg)) {
+  runtime::log::info("cluster", "joined",
+                     {{"node", cfg.id},
+                      {"incarnation", std::to_string(impl_->incarnation)},
+                      {"bind", cfg.cluster.bind},
+                      {"advertise", cfg.cluster.advertise},
+                      {"members", std::to_string(impl_->members.view()->members.size())}});
+}
+
+cluster_node::~cluster_node() {
+  stop();
+}
+
+std::shared_ptr<actors::agent_placement> cluster_node::start(caf::actor_system& sys,
+                                                             caf::actor router) {
+  auto* im = impl_.get();
+  im->hub = spawn_hub(
+      sys, im->cfg.id, im->net, router,
+      [im](std::vector<actors::worker_status> workers, int64_t agents) {
+        im->members.publish(std::move(workers), agents, im->draining.load());
+      },
+      im->cfg.cluster.heartbeat);
+  membership::callbacks cb;
+  cb.on_view = [im](std::shared_ptr<const cluster_view> v) {
+    std::map<std::string, peer_address> peers;
+    for (auto& m : v->members)
+      if (m.id != im->cfg.id && im->is_live(m.id, m.incarnation))
+        peers[m.id] = {m.endpoint, m.incarnation};
+    im->net->set_peers(std::move(peers));
+    caf::anon_send(im->hub, view_atom::value, view_ptr{v});
+  };
+  cb.take_fenced = [im] { return im->net->take_fenced(); };
+  cb.on_fenced = [im] {
+    // Peers declared this incarnation dead and may already run its agents:
+    // going on would make two activations. Stop now; the service manager
+    // restarts the node, which joins with a new incarnation.
+    runtime::log::error("cluster", "fenced",
+                        {{"node", im->cfg.id},
+                         {"incarnation", std::to_string(im->incarnation)},
+                         {"action", "exiting; restart to rejoin with a new incarnation"}});
+    std::_Exit(3);
+  };
+  cb.on_drain = [im] {
+    if (!im->drain_requested.exchange(true) && im->drain_cb) im->drain_cb();
+  };
+  // The first view goes to the hub before the heartbeat thread starts.
+  cb.on_view(im->members.view());
+  im->members.start(std::move(cb));
+  auto hub = im->hub;
+  auto net = im->net;
+  return std::make_shared<placement>(
+      im->cfg.cluster.redis, im->cfg.id, im->incarnation, im->cfg.has_role("agents"),
+      [im] { return im->members.view(); },
+      [im](const std::string& node, uint64_t inc) { return im->is_live(node, inc); },
+      [&sys, net, hub](const std::string& node, const std::string& agent) {
+        return spawn_remote_agent(sys, net, hub, node, agent);
+      });
+}
+
+void cluster_node::attach(caf::actor directory) {
+  caf::anon_send(impl_->hub, actors::register_atom::value, std::move(directory));
+}
+
+void cluster_node::stop() {
+  auto& im = *impl_;
+  if (im.stopped) return;
+  im.stopped = true;
+  im.members.leave();
+  if (im.hub) caf::anon_send_exit(im.hub, caf::exit_reason::user_shutdown);
+  im.net->close(); // bye to the peers; no frame reaches the hub after this
+}
+
+nlohmann::json cluster_node::describe() const {
+  auto v = impl_->members.view();
+  nlohmann::json nodes = nlohmann::json::array();
+  for (auto& m : v->members) {
+    auto j = to_json(m);
+    j["self"] = m.id == impl_->cfg.id;
+    j["live"] = m.id == impl_->cfg.id || impl_->is_live(m.id, m.incarnation);
+    nodes.push_back(std::move(j));
+  }
+  return {{"node", impl_->cfg.id},
+          {"incarnation", impl_->incarnation},
+          {"redis", impl_->cfg.cluster.redis},
+          {"nodes", std::move(nodes)}};
+}
+
+void cluster_node::on_drain(std::function<void()> f) {
+  impl_->drain_cb = std::move(f);
+}
+
+void cluster_node::set_draining() {
+  impl_->draining = true;
+}
+
+} // namespace troupe::cluster

@@ -1,0 +1,44 @@
+#pragma once
+
+#include "actors/cluster_hooks.hpp"
+#include "runtime/config.hpp"
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <functional>
+#include <memory>
+
+namespace troupe::cluster {
+
+/// Everything that makes a node a cluster member: the membership table,
+/// the ZeroMQ transport, the hub actor and agent placement. The node's main
+/// creates it from the config (before the actors, so a bad cluster config
+/// stops the node at once) and hands it to `node_runtime` as its hooks.
+class cluster_node final : public actors::cluster_hooks {
+public:
+  /// Registers in the membership table and binds the transport. Redis
+  /// unreachable -> `runtime::redis_error`; bind failure -> `std::runtime_error`.
+  explicit cluster_node(const runtime::node_config& cfg);
+  ~cluster_node() override;
+
+  std::shared_ptr<actors::agent_placement> start(caf::actor_system& sys,
+                                                 caf::actor router) override;
+  void attach(caf::actor directory) override;
+  void stop() override;
+
+  /// `GET /api/cluster`: this node and every live member with its roles,
+  /// workers and their load as of the last heartbeat. Any thread.
+  nlohmann::json describe() const;
+
+  /// Called once (membership thread) when `troupe ctl drain` asks this node
+  /// to drain. Set before `start`.
+  void on_drain(std::function<void()> f);
+  /// Publishes that this node drains: peers stop placing work on it.
+  void set_draining();
+
+private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace troupe::cluster

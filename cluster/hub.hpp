@@ -1,0 +1,32 @@
+#pragma once
+
+#include <caf/fwd.hpp>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "actors/worker_status.hpp"
+
+namespace troupe::cluster {
+
+class transport;
+
+/// Called every heartbeat with this node's local workers and active agents.
+using publish_fn = std::function<void(std::vector<actors::worker_status>, int64_t agents)>;
+
+/// Spawns the node's cluster hub. It routes every frame from a peer to the
+/// actor it is for (spawning relays for new requests), keeps one proxy per
+/// remote worker registered with `router` and fed with the load each node
+/// publishes, and when a peer dies tells every proxy and relay of that node
+/// (`peer_down_atom`), so watchers get their down messages.
+///
+/// Protocol: `(peer_frame_atom, peer_frame)` from the transport,
+/// `(view_atom, view_ptr)` from membership, `(peer_down_atom, node)`,
+/// `(register_atom, node, agent)` from a new agent proxy,
+/// `(register_atom, directory)` once the directory exists.
+caf::actor spawn_hub(caf::actor_system& sys, std::string self_node, std::shared_ptr<transport> net,
+                     caf::actor router, publish_fn publish, std::chrono::milliseconds heartbeat);
+
+} // namespace troupe::cluster

@@ -1,0 +1,360 @@
+#include "cluster/transport.hpp"
+#include "runtime/log.hpp"
+#include "runtime/metrics.hpp"
+
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <thread>
+#include <unordered_map>
+
+namespace troupe::cluster {
+
+using clock = std::chrono::steady_clock;
+
+namespace {
+
+/// Frames bigger than this are refused by ZeroMQ itself (the sender is
+/// disconnected), so a hostile peer cannot make us buffer gigabytes.
+constexpr int64_t max_frame_bytes = 64ll << 20;
+
+runtime::counter& dropped(const char* reason) {
+  return runtime::metrics_registry::global().get_counter("troupe_cluster_dropped_frames_total",
+                                                         "Node-to-node frames dropped, by reason",
+                                                         std::string{"reason=\""} + reason + "\"");
+}
+
+runtime::counter& frames(const char* direction) {
+  return runtime::metrics_registry::global().get_counter(
+      "troupe_cluster_frames_total", "Node-to-node frames",
+      std::string{"direction=\""} + direction + "\"");
+}
+
+struct outgoing {
+  std::string node;
+  std::string env;
+  std::string payload;
+};
+
+struct peer {
+  std::string endpoint;
+  uint64_t incarnation = 0;
+  std::unique_ptr<zmq::socket_t> dealer;
+  std::deque<outgoing> pending;
+  clock::time_point last_seen;
+};
+
+std::string fence_key(const std::string& node, uint64_t inc) {
+  return node + ":" + std::to_string(inc);
+}
+
+} // namespace
+
+struct transport::impl {
+  options opts;
+  frame_handler on_frame;
+  down_handler on_down;
+  zmq::context_t ctx{1};
+  zmq::socket_t router{ctx, zmq::socket_type::router};
+  int wake_fd = -1;
+
+  // -- shared with other threads, under `mutex` ------------------------------
+  std::mutex mutex;
+  std::vector<outgoing> outbox;
+  std::unordered_map<std::string, size_t> queued; // bytes per peer
+  std::optional<std::map<std::string, peer_address>> new_peers;
+  std::vector<std::string> fenced_out;
+  bool stopping = false;
+
+  // -- I/O thread only --------------------------------------------------------
+  std::unordered_map<std::string, peer> peers;
+  std::set<std::string> fenced;
+  std::set<std::string> logged; // sources already logged as dropped
+  std::string ping_env;
+  std::thread thread;
+
+  impl(options o, frame_handler f, down_handler d)
+      : opts(std::move(o)), on_frame(std::move(f)), on_down(std::move(d)) {
+    router.set(zmq::sockopt::linger, 0);
+    router.set(zmq::sockopt::maxmsgsize, max_frame_bytes);
+    router.set(zmq::sockopt::rcvhwm, 100000);
+    try {
+      router.bind(opts.bind);
+    } catch (const zmq::error_t& e) {
+      throw std::runtime_error("cannot bind cluster endpoint " + opts.bind + ": " + e.what());
+    }
+    wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake_fd < 0) throw std::runtime_error("eventfd failed");
+    thread = std::thread([this] { run(); });
+  }
+
+  ~impl() {
+    close();
+    ::close(wake_fd);
+  }
+
+  void close() {
+    {
+      std::lock_guard<std::mutex> guard{mutex};
+      if (stopping) return;
+      stopping = true;
+    }
+    wake();
+    thread.join();
+  }
+
+  void wake() {
+    uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(wake_fd, &one, sizeof one);
+  }
+
+  std::string make_env(msg_type type) const {
+    envelope env;
+    env.type = type;
+    env.source = opts.node;
+    env.incarnation = opts.incarnation;
+    return encode_envelope(env);
+  }
+
+  void release(const outgoing& f) {
+    std::lock_guard<std::mutex> guard{mutex};
+    auto& q = queued[f.node];
+    q -= std::min(q, f.env.size() + f.payload.size());
+  }
+
+  void drop_source(const envelope& env, const char* reason) {
+    dropped(reason).inc();
+    if (logged.insert(env.source + ":" + std::to_string(env.incarnation)).second)
+      runtime::log::warn("cluster", "frame_dropped",
+                         {{"from", env.source},
+                          {"incarnation", std::to_string(env.incarnation)},
+                          {"reason", reason}});
+  }
+
+  // -- membership --------------------------------------------------------------
+
+  void apply_peers(std::map<std::string, peer_address> next) {
+    for (auto it = peers.begin(); it != peers.end();) {
+      auto n = next.find(it->first);
+      if (n == next.end() || n->second.incarnation != it->second.incarnation ||
+          n->second.endpoint != it->second.endpoint) {
+        for (auto& f : it->second.pending)
+          release(f);
+        it = peers.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    for (auto& [node, addr] : next) {
+      if (node == opts.node || peers.contains(node)) continue;
+      if (fenced.contains(fence_key(node, addr.incarnation))) continue;
+      peer p;
+      p.endpoint = addr.endpoint;
+      p.incarnation = addr.incarnation;
+      p.dealer = std::make_unique<zmq::socket_t>(ctx, zmq::socket_type::dealer);
+      p.dealer->set(zmq::sockopt::linger, 200);
+      // Queue only on a completed connection: a dead peer's frames then wait
+      // in our bounded queue instead of in an unbounded ZeroMQ pipe.
+      p.dealer->set(zmq::sockopt::immediate, 1);
+      p.dealer->set(zmq::sockopt::sndhwm, 10000);
+      p.dealer->connect(addr.endpoint);
+      p.last_seen = clock::now();
+      peers.emplace(node, std::move(p));
+      runtime::log::info("cluster", "peer_added",
+                         {{"peer", node},
+                          {"endpoint", addr.endpoint},
+                          {"incarnation", std::to_string(addr.incarnation)}});
+    }
+  }
+
+  void declare_dead(const std::string& node, bool left) {
+    auto it = peers.find(node);
+    if (it == peers.end()) return;
+    auto inc = it->second.incarnation;
+    for (auto& f : it->second.pending)
+      release(f);
+    peers.erase(it);
+    fenced.insert(fence_key(node, inc));
+    if (!left) {
+      std::lock_guard<std::mutex> guard{mutex};
+      fenced_out.push_back(fence_key(node, inc));
+    }
+    runtime::log::warn("cluster", left ? "peer_left" : "peer_dead",
+                       {{"peer", node}, {"incarnation", std::to_string(inc)}});
+    on_down(node, inc, left);
+  }
+
+  // -- I/O ---------------------------------------------------------------------
+
+  /// Hands queued frames to ZeroMQ until it would block.
+  void flush(peer& p) {
+    while (!p.pending.empty()) {
+      auto& f = p.pending.front();
+      auto sent =
+          p.dealer->send(zmq::buffer(f.env), zmq::send_flags::dontwait | zmq::send_flags::sndmore);
+      if (!sent) return; // HWM or not connected yet: wait for POLLOUT
+      // The parts of a multipart message go or fail together.
+      (void)p.dealer->send(zmq::buffer(f.payload), zmq::send_flags::dontwait);
+      frames("out").inc();
+      release(f);
+      p.pending.pop_front();
+    }
+  }
+
+  void receive_all() {
+    for (int n = 0; n < 1024; ++n) {
+      std::vector<zmq::message_t> parts;
+      auto got = zmq::recv_multipart(router, std::back_inserter(parts), zmq::recv_flags::dontwait);
+      if (!got) return;
+      frames("in").inc();
+      if (parts.size() != 3) {
+        dropped("malformed").inc();
+        continue;
+      }
+      auto decoded = decode_envelope(parts[1].to_string_view());
+      if (auto* err = std::get_if<decode_error>(&decoded)) {
+        dropped(*err == decode_error::version ? "version" : "malformed").inc();
+        continue;
+      }
+      auto& env = std::get<envelope>(decoded);
+      auto it = peers.find(env.source);
+      if (it == peers.end() || it->second.incarnation != env.incarnation) {
+        drop_source(env, fenced.contains(fence_key(env.source, env.incarnation)) ? "fenced"
+                                                                                 : "not_member");
+        continue;
+      }
+      it->second.last_seen = clock::now();
+      switch (env.type) {
+      case msg_type::ping:
+        it->second.pending.push_back({env.source, make_env(msg_type::pong), {}});
+        break;
+      case msg_type::pong:
+        break;
+      case msg_type::bye:
+        declare_dead(env.source, true);
+        break;
+      default:
+        on_frame(std::move(env), parts[2].to_string());
+      }
+    }
+  }
+
+  void run() {
+    auto next_ping = clock::now();
+    while (true) {
+      std::vector<outgoing> batch;
+      std::optional<std::map<std::string, peer_address>> np;
+      bool stop;
+      {
+        std::lock_guard<std::mutex> guard{mutex};
+        batch.swap(outbox);
+        np.swap(new_peers);
+        stop = stopping;
+      }
+      if (np) apply_peers(std::move(*np));
+      for (auto& f : batch) {
+        auto it = peers.find(f.node);
+        if (it == peers.end()) {
+          dropped("no_peer").inc();
+          release(f);
+          continue;
+        }
+        it->second.pending.push_back(std::move(f));
+      }
+      if (stop) break;
+      auto now = clock::now();
+      if (now >= next_ping) {
+        next_ping = now + opts.ping_interval;
+        std::vector<std::string> silent;
+        for (auto& [node, p] : peers) {
+          if (now - p.last_seen > opts.suspect_after)
+            silent.push_back(node);
+          else if (p.pending.empty())
+            p.pending.push_back({node, make_env(msg_type::ping), {}});
+        }
+        for (auto& node : silent)
+          declare_dead(node, false);
+      }
+      for (auto& [node, p] : peers)
+        flush(p);
+
+      std::vector<zmq::pollitem_t> items;
+      items.push_back({router.handle(), 0, ZMQ_POLLIN, 0});
+      items.push_back({nullptr, wake_fd, ZMQ_POLLIN, 0});
+      for (auto& [node, p] : peers)
+        if (!p.pending.empty()) items.push_back({p.dealer->handle(), 0, ZMQ_POLLOUT, 0});
+      auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_ping - clock::now());
+      zmq::poll(items.data(), items.size(), std::max(wait, std::chrono::milliseconds{0}));
+      if (items[1].revents & ZMQ_POLLIN) {
+        uint64_t v;
+        [[maybe_unused]] auto n = ::read(wake_fd, &v, sizeof v);
+      }
+      if (items[0].revents & ZMQ_POLLIN) receive_all();
+    }
+    // Leaving on purpose: tell the peers, so they do not wait to suspect us.
+    auto bye = make_env(msg_type::bye);
+    for (auto& [node, p] : peers)
+      if (p.dealer->send(zmq::buffer(bye), zmq::send_flags::dontwait | zmq::send_flags::sndmore))
+        (void)p.dealer->send(zmq::str_buffer(""), zmq::send_flags::dontwait);
+    peers.clear();
+  }
+};
+
+transport::transport(options opts, frame_handler on_frame, down_handler on_peer_down)
+    : impl_(std::make_unique<impl>(std::move(opts), std::move(on_frame), std::move(on_peer_down))) {
+}
+
+transport::~transport() = default;
+
+void transport::close() {
+  impl_->close();
+}
+
+bool transport::send(const std::string& node, envelope env, std::string payload) {
+  env.source = impl_->opts.node;
+  env.incarnation = impl_->opts.incarnation;
+  outgoing f{node, encode_envelope(env), std::move(payload)};
+  auto bytes = f.env.size() + f.payload.size();
+  bool was_empty;
+  {
+    std::lock_guard<std::mutex> guard{impl_->mutex};
+    if (impl_->stopping) return false;
+    auto& q = impl_->queued[node];
+    if (q + bytes > impl_->opts.max_queued_bytes) {
+      dropped("overloaded").inc();
+      return false;
+    }
+    q += bytes;
+    was_empty = impl_->outbox.empty();
+    impl_->outbox.push_back(std::move(f));
+  }
+  if (was_empty) impl_->wake();
+  return true;
+}
+
+void transport::set_peers(std::map<std::string, peer_address> peers) {
+  {
+    std::lock_guard<std::mutex> guard{impl_->mutex};
+    impl_->new_peers = std::move(peers);
+  }
+  impl_->wake();
+}
+
+std::vector<std::string> transport::take_fenced() {
+  std::lock_guard<std::mutex> guard{impl_->mutex};
+  return std::exchange(impl_->fenced_out, {});
+}
+
+const transport::options& transport::opts() const {
+  return impl_->opts;
+}
+
+} // namespace troupe::cluster
