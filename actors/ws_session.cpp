@@ -22,6 +22,9 @@ namespace {
 
 constexpr auto directory_timeout = std::chrono::seconds(10);
 constexpr size_t max_inflight = 256;
+/// Sends of one request to successive activations before it fails.
+constexpr int max_attempts = 5;
+constexpr auto retry_backoff = std::chrono::milliseconds(250);
 
 struct session_state {
   std::shared_ptr<frame_sink> sink;
@@ -130,13 +133,20 @@ void on_agent_down(session_actor* self, const caf::actor_addr& who) {
     if (req.agent && req.agent.address() == who) resend.push_back(id);
   for (auto& id : resend) {
     auto& req = st.inflight[id];
-    if (req.attempts >= 3 || st.shutting_down) {
+    if (req.attempts >= max_attempts || st.shutting_down) {
       auto name = req.agent_name;
       st.inflight.erase(id);
       write_error(self, id, errc::internal, "agent " + name + " stopped repeatedly");
       continue;
     }
-    dispatch(self, id);
+    // The first retry goes at once (a passivated agent comes right back);
+    // later ones wait a little, so a cluster that just lost the agent's node
+    // has agreed on who hosts it next.
+    req.agent = nullptr;
+    if (req.attempts <= 1)
+      dispatch(self, id);
+    else
+      self->delayed_send(self, retry_backoff * (req.attempts - 1), send_atom::value, id);
   }
   for (auto it = st.attached.begin(); it != st.attached.end();) {
     if (it->first.address() != who) {
@@ -356,6 +366,7 @@ caf::behavior session_impl(session_actor* self, std::shared_ptr<frame_sink> sink
   }
   return {
       [=](frame_atom, std::string& text) { handle_frame(self, text); },
+      [=](send_atom, std::string& id) { dispatch(self, id); }, // a delayed retry
       [=](binary_atom) {
         write_error(self, {}, errc::bad_request,
                     "binary frames are not supported: send JSON text frames");

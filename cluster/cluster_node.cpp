@@ -98,8 +98,9 @@ std::shared_ptr<actors::agent_placement> cluster_node::start(caf::actor_system& 
     for (auto& m : v->members)
       if (m.id != im->cfg.id && im->is_live(m.id, m.incarnation))
         peers[m.id] = {m.endpoint, m.incarnation};
-    im->net->set_peers(std::move(peers));
+    // The hub hears of a new peer before the transport lets its frames in.
     caf::anon_send(im->hub, view_atom::value, view_ptr{v});
+    im->net->set_peers(std::move(peers));
   };
   cb.take_fenced = [im] { return im->net->take_fenced(); };
   cb.on_fenced = [im] {
@@ -115,8 +116,20 @@ std::shared_ptr<actors::agent_placement> cluster_node::start(caf::actor_system& 
   cb.on_drain = [im] {
     if (!im->drain_requested.exchange(true) && im->drain_cb) im->drain_cb();
   };
-  // The first view goes to the hub before the heartbeat thread starts.
-  cb.on_view(im->members.view());
+  // Join with the local workers already listed, so a peer that sees this
+  // node can route to them in the same heartbeat.
+  {
+    caf::scoped_actor self{sys};
+    self->request(router, std::chrono::seconds(2), actors::stats_atom::value)
+        .receive(
+            [&](std::vector<actors::worker_status>& ws) {
+              std::vector<actors::worker_status> local;
+              for (auto& w : ws)
+                if (w.info.node.empty()) local.push_back(std::move(w));
+              im->members.publish(std::move(local), 0, false);
+            },
+            [](caf::error&) {});
+  }
   im->members.start(std::move(cb));
   auto hub = im->hub;
   auto net = im->net;

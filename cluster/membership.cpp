@@ -85,7 +85,7 @@ membership::membership(const runtime::node_config& cfg, uint64_t incarnation) : 
   auto v = std::make_shared<cluster_view>();
   v->members.push_back(self_);
   view_ = v;
-  beat(); // the node starts knowing the cluster
+  read_view(); // the node starts knowing the cluster; it joins in `start`
 }
 
 membership::~membership() {
@@ -94,6 +94,13 @@ membership::~membership() {
 
 void membership::start(callbacks cb) {
   cb_ = std::move(cb);
+  try {
+    beat(); // joins with what was published: peers see its workers at once
+  } catch (const runtime::redis_error& e) {
+    redis_ok_ = false; // the heartbeat thread keeps trying
+    runtime::log::warn("cluster", "redis_lost",
+                       {{"redis", cfg_.cluster.redis}, {"reason", e.what()}});
+  }
   thread_ = std::thread([this] { run(); });
 }
 
@@ -155,7 +162,15 @@ void membership::beat() {
   }
   if (cb_.on_drain && redis_client::str(redis_->run({"GET", "troupe:drain:" + me.id}).get()) == "1")
     cb_.on_drain();
+  read_view();
+}
 
+void membership::read_view() {
+  member me;
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    me = self_;
+  }
   auto ids = redis_->run({"SMEMBERS", "troupe:members"});
   std::vector<std::string> keys;
   for (size_t i = 0; i < ids->elements; ++i)

@@ -74,7 +74,8 @@ public:
   membership(const membership&) = delete;
   membership& operator=(const membership&) = delete;
 
-  /// Starts the heartbeat thread.
+  /// Joins: writes this node (with what was published so far), reads the
+  /// view, then starts the heartbeat thread, which retries if Redis is gone.
   void start(callbacks cb);
   /// Any thread: what the next heartbeat publishes about this node.
   void publish(std::vector<actors::worker_status> workers, int64_t active_agents, bool draining);
@@ -89,6 +90,7 @@ public:
 private:
   void run();
   void beat();
+  void read_view();
   std::string self_key() const;
 
   runtime::node_config cfg_;

@@ -94,7 +94,12 @@ placement::decision placement::place(caf::actor_system&, const runtime::agent_id
     for (int attempt = 0; attempt < 3; ++attempt) {
       auto claim = redis_client::str(redis_->run({"GET", key}).get());
       if (claim == self_claim_) return here{};
-      if (auto* holder = live_holder(claim)) {
+      auto* holder = live_holder(claim);
+      // The fence is the cluster's word: a holder any node declared dead is
+      // gone even if this node has not noticed yet.
+      if (holder && redis_->run({"EXISTS", "troupe:fenced:" + claim})->integer == 1)
+        holder = nullptr;
+      if (holder) {
         if (here_only)
           return runtime::failure{errc::unknown_agent,
                                   "agent " + id.str() + " is active on node " + holder->id};

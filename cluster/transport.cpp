@@ -50,6 +50,9 @@ struct peer {
   std::unique_ptr<zmq::socket_t> dealer;
   std::deque<outgoing> pending;
   clock::time_point last_seen;
+  /// It answered us, so it knows us as a member: until then our frames
+  /// wait here (it would drop them) and only pings go out.
+  bool ready = false;
 };
 
 std::string fence_key(const std::string& node, uint64_t inc) {
@@ -78,7 +81,6 @@ struct transport::impl {
   std::unordered_map<std::string, peer> peers;
   std::set<std::string> fenced;
   std::set<std::string> logged; // sources already logged as dropped
-  std::string ping_env;
   std::thread thread;
 
   impl(options o, frame_handler f, down_handler d)
@@ -196,7 +198,7 @@ struct transport::impl {
 
   /// Hands queued frames to ZeroMQ until it would block.
   void flush(peer& p) {
-    while (!p.pending.empty()) {
+    while (p.ready && !p.pending.empty()) {
       auto& f = p.pending.front();
       auto sent =
           p.dealer->send(zmq::buffer(f.env), zmq::send_flags::dontwait | zmq::send_flags::sndmore);
@@ -232,6 +234,7 @@ struct transport::impl {
         continue;
       }
       it->second.last_seen = clock::now();
+      it->second.ready = true;
       switch (env.type) {
       case msg_type::ping:
         it->second.pending.push_back({env.source, make_env(msg_type::pong), {}});
@@ -274,11 +277,14 @@ struct transport::impl {
       if (now >= next_ping) {
         next_ping = now + opts.ping_interval;
         std::vector<std::string> silent;
+        auto ping = make_env(msg_type::ping);
         for (auto& [node, p] : peers) {
-          if (now - p.last_seen > opts.suspect_after)
+          if (now - p.last_seen > opts.suspect_after) {
             silent.push_back(node);
-          else if (p.pending.empty())
-            p.pending.push_back({node, make_env(msg_type::ping), {}});
+          } else if (p.dealer->send(zmq::buffer(ping),
+                                    zmq::send_flags::dontwait | zmq::send_flags::sndmore)) {
+            (void)p.dealer->send(zmq::str_buffer(""), zmq::send_flags::dontwait);
+          }
         }
         for (auto& node : silent)
           declare_dead(node, false);
@@ -290,7 +296,7 @@ struct transport::impl {
       items.push_back({router.handle(), 0, ZMQ_POLLIN, 0});
       items.push_back({nullptr, wake_fd, ZMQ_POLLIN, 0});
       for (auto& [node, p] : peers)
-        if (!p.pending.empty()) items.push_back({p.dealer->handle(), 0, ZMQ_POLLOUT, 0});
+        if (p.ready && !p.pending.empty()) items.push_back({p.dealer->handle(), 0, ZMQ_POLLOUT, 0});
       auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_ping - clock::now());
       zmq::poll(items.data(), items.size(), std::max(wait, std::chrono::milliseconds{0}));
       if (items[1].revents & ZMQ_POLLIN) {

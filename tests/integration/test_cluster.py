@@ -1,0 +1,247 @@
+"""A cluster of real `troupe node` processes on loopback, sharing a real
+redis-server: placement across nodes, scale-out, node death and bad frames."""
+import asyncio
+import json
+import signal
+import time
+import unittest
+
+import zmq
+
+from harness import (Client, ClusterNode, RedisServer, SimLlm, TroupeTestCase, node_exit, run,
+                     sim_backend_yaml, wait_until)
+
+
+def live_nodes(gateway):
+    return {n["id"]: n for n in gateway.cluster()["nodes"] if n["live"]}
+
+
+def served_by(gateway, node_id):
+    """Model calls the workers of `node_id` have served, as it last published."""
+    node = live_nodes(gateway).get(node_id)
+    return sum(w["served"] for w in node["workers"]) if node else 0
+
+
+def wait_members(gateway, ids, timeout=15):
+    wait_until(lambda: set(ids) <= set(live_nodes(gateway)), timeout,
+               f"nodes {sorted(ids)} in {gateway.id}'s view")
+
+
+def wait_peers(node, ids, timeout=15):
+    """Until `node` has seen every one of `ids` join (its log says so)."""
+    wait_until(lambda: all(f"node_up node={i} " in node.output() for i in ids), timeout,
+               f"{node.id} to see {sorted(ids)}")
+
+
+def counted(count):
+    return " ".join(str(i) for i in range(1, count + 1))
+
+
+class Cluster(TroupeTestCase):
+    def setUp(self):
+        super().setUp()
+        self.redis = self.track(RedisServer())
+
+    def node(self, node_id, roles, extra="", **kw):
+        return self.track(ClusterNode(node_id, roles, self.redis, extra, **kw))
+
+    def test_an_agent_spawned_on_one_gateway_lives_on_an_agent_node_and_infers_on_a_gpu_node(self):
+        sim = self.track(SimLlm())
+        a = self.node("gw-a", ["gateway"])
+        b = self.node("agents-b", ["agents"])
+        c = self.node("gpu-c", ["inference"], sim_backend_yaml([sim]))
+        wait_members(a, ["gw-a", "agents-b", "gpu-c"])
+        wait_peers(b, ["gw-a", "gpu-c"])
+
+        async def go():
+            cl = await Client.connect(a.ws_url)
+            await cl.send(op="spawn", type="chat", key="k1", id="1")
+            spawned = await cl.recv()
+            self.assertEqual(spawned, {"ev": "spawned", "agent": "chat/k1", "node": "agents-b", "id": "1"})
+            evs = await cl.turn("chat/k1", "count to 6", "2")
+            self.assertEqual([e["text"] for e in evs if e["ev"] == "token"], ["1", " 2", " 3", " 4", " 5", " 6"], evs)
+            self.assertEqual(evs[-1]["ev"], "done", evs)
+            self.assertEqual(evs[-1]["answer"], "1 2 3 4 5 6")
+        run(go())
+        wait_until(lambda: served_by(a, "gpu-c") >= 1, 5, "gpu-c to report the call it served")
+
+        # Any gateway reaches the same activation: a second one sees the history.
+        a2 = self.node("gw-a2", ["gateway"])
+        wait_members(a2, ["agents-b", "gpu-c"])
+        wait_members(a, ["gw-a2"])
+        status, body = a2.post("/api/chat/execute", {"message": "what did I say first?", "key": "k1"})
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body)["answer"], "You first said: count to 6")
+        # One activation in the whole cluster, on the agent node.
+        wait_until(lambda: live_nodes(a)["agents-b"]["agents"] == 1, 5, "agents-b to report its agent")
+        self.assertEqual(live_nodes(a)["gw-a"]["agents"], 0)
+        self.assertEqual(live_nodes(a)["gw-a2"]["agents"], 0)
+
+    def test_a_gpu_node_that_joins_under_load_takes_work_within_a_heartbeat(self):
+        slow = self.track(SimLlm(tokens_per_s=200, slots=2))
+        a = self.node("gw", ["gateway", "agents"])
+        self.node("gpu-1", ["inference"], sim_backend_yaml([slow], slots=2))
+        wait_members(a, ["gpu-1"])
+        results = []
+        stop = asyncio.Event()
+
+        async def conversation(n):
+            cl = await Client.connect(a.ws_url)
+            turn = 0
+            while not stop.is_set():
+                turn += 1
+                evs = await cl.turn(f"chat/load{n}", "count to 20", f"t{turn}", timeout=60)
+                results.append(evs[-1]["ev"] if evs[-1]["ev"] == "done" else evs[-1])
+
+        async def go():
+            tasks = [asyncio.create_task(conversation(n)) for n in range(6)]
+            await asyncio.sleep(0.5)
+            self.assertEqual(served_by(a, "gpu-2"), 0)
+            sim2 = self.track(SimLlm(tokens_per_s=200, slots=2))
+            joined = time.monotonic()
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: self.node("gpu-2", ["inference"], sim_backend_yaml([sim2], slots=2)))
+            deadline = time.monotonic() + 15
+            while served_by(a, "gpu-2") == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            took = time.monotonic() - joined
+            stop.set()
+            await asyncio.gather(*tasks)
+            return took
+
+        # Agents are spawned on first use of their key.
+        for n in range(6):
+            self.assertEqual(a.post("/api/agents", {"type": "chat", "key": f"load{n}"})[0], 201)
+        took = run(go())
+        self.assertGreater(served_by(a, "gpu-2"), 0, "the new GPU node received no work")
+        self.assertGreater(served_by(a, "gpu-1"), 0)
+        self.assertTrue(results and all(r == "done" for r in results), results)
+        print(f"\nscale-out: gpu-2 served its first call {took:.2f}s after it was started")
+
+    def test_killing_a_gpu_node_mid_stream_ends_every_request_and_the_next_ones_use_the_other(self):
+        sims = [self.track(SimLlm(tokens_per_s=30)) for _ in range(2)]
+        a = self.node("gw", ["gateway", "agents"])
+        gpus = [self.node(f"gpu-{i}", ["inference"], sim_backend_yaml([s])) for i, s in enumerate(sims)]
+        wait_members(a, ["gpu-0", "gpu-1"])
+
+        for n in range(6):
+            self.assertEqual(a.post("/api/agents", {"type": "chat", "key": f"x{n}"})[0], 201)
+
+        async def scenario():
+            cl = await Client.connect(a.ws_url)
+            for n in range(6):
+                await cl.send(op="send", agent=f"chat/x{n}", text="count to 60", id=f"r{n}")
+            await cl.until(lambda e: e["ev"] == "token", timeout=15)
+            gpus[0].kill()
+            killed = time.monotonic()
+            # The cluster stops routing to the dead node within the failure detector's bound.
+            while "gpu-0" in live_nodes(a) and time.monotonic() - killed < 10:
+                await asyncio.sleep(0.02)
+            detect = time.monotonic() - killed
+            ends = {}
+            await cl.until(lambda e: e["ev"] in ("done", "error") and (ends.__setitem__(e["id"], e) or len(ends) == 6),
+                           timeout=60)
+            for e in ends.values():
+                if e["ev"] == "error":
+                    self.assertEqual(e["code"], "backend_unavailable", e)
+            evs = await cl.turn("chat/x0", "count to 3", "after", timeout=30)
+            self.assertEqual(evs[-1]["ev"], "done", evs)
+            return detect
+        detect = run(scenario())
+        self.assertLess(detect, 3.0)
+        print(f"\nfailover: gpu-0 out of the cluster view {detect:.2f}s after kill -9")
+
+    def test_killing_an_agent_node_mid_turn_loses_no_turn(self):
+        sim = self.track(SimLlm(tokens_per_s=40, slots=32))
+        a = self.node("gw", ["gateway"])
+        b1 = self.node("agents-1", ["agents"])
+        self.node("agents-2", ["agents"])
+        self.node("gpu", ["inference"], sim_backend_yaml([sim], slots=32))
+        wait_members(a, ["agents-1", "agents-2", "gpu"])
+
+        async def go():
+            cl = await Client.connect(a.ws_url)
+            hosts = {}
+            for n in range(20):
+                await cl.send(op="spawn", type="chat", key=f"c{n}", id=f"s{n}")
+                ev = await cl.recv()
+                hosts[ev["agent"]] = ev["node"]
+            self.assertEqual(set(hosts.values()), {"agents-1", "agents-2"}, hosts)
+            for n in range(20):
+                await cl.send(op="send", agent=f"chat/c{n}", text="count to 40", id=f"q{n}")
+            await cl.until(lambda e: e["ev"] == "token" and hosts[e["agent"]] == "agents-1", timeout=15)
+            b1.kill()
+            killed = time.monotonic()
+            ends = {}
+            await cl.until(lambda e: e["ev"] in ("done", "error") and (ends.__setitem__(e["id"], e) or len(ends) == 20),
+                           timeout=90)
+            lost = [e for e in ends.values() if e["ev"] != "done" or e["answer"] != counted(40)]
+            moved = [a for a, h in hosts.items() if h == "agents-1"]
+            return lost, moved, time.monotonic() - killed
+        lost, moved, took = run(go())
+        self.assertEqual(lost, [], "turns lost when their agent node died")
+        print(f"\nagent node kill -9: {len(moved)} of 20 conversations moved, 0 lost, "
+              f"all done {took:.2f}s after the kill")
+
+    def test_a_node_leaving_on_sigterm_is_out_of_the_view_at_once(self):
+        a = self.node("gw", ["gateway", "agents"])
+        g = self.node("gpu", ["inference"])
+        wait_members(a, ["gpu"])
+        self.assertEqual(g.stop(signal.SIGTERM), 0)
+        left = time.monotonic()
+        wait_until(lambda: "gpu" not in live_nodes(a), 5, "gpu to leave")
+        # Well under the failure detector's 1 s: it said bye.
+        self.assertLess(time.monotonic() - left, 1.0)
+
+    def test_frames_that_are_garbage_or_from_strangers_are_dropped_and_counted(self):
+        a = self.node("gw", ["gateway", "agents", "inference"])
+        ctx = zmq.Context()
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(f"tcp://127.0.0.1:{a.zmq_port}")
+        try:
+            s.send_multipart([b"\xff\x00garbage", b""])  # not MessagePack
+            s.send_multipart([b"\x96\x63\x0a\xa1x\x01\xa1y\x00", b"\x80"])  # version 99
+            # A well-formed envelope from a node that is not a member.
+            s.send_multipart([b"\x96\x01\x14\xa8stranger\x01\xa7chat/k1\x00", b"\x80"])
+            s.send(b"one part only")
+            def dropped(reason):
+                for line in a.get("/metrics")[1].splitlines():
+                    if line.startswith(f'troupe_cluster_dropped_frames_total{{reason="{reason}"}}'):
+                        return int(line.split()[-1])
+                return 0
+            wait_until(lambda: dropped("malformed") >= 2 and dropped("version") >= 1 and dropped("not_member") >= 1,
+                       5, "the frames to be counted as dropped")
+        finally:
+            s.close()
+            ctx.term()
+        self.assertIn("frame_dropped", a.output())
+        status, body = a.post("/api/chat/execute", {"message": "what is 6*7?"})
+        self.assertEqual(status, 200, body)
+        self.assertIn("42", json.loads(body)["answer"])
+
+
+class ClusterStart(unittest.TestCase):
+    def test_unreachable_redis_stops_the_node_with_a_clear_message(self):
+        r = node_exit("node: {id: n1, roles: [inference]}\nstate: {path: \":memory:\"}\n"
+                      "cluster: {bind: \"tcp://127.0.0.1:0\", redis: \"redis://127.0.0.1:1/0\"}\n")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("cannot join the cluster", r.stderr)
+        self.assertIn("redis unreachable at redis://127.0.0.1:1/0", r.stderr)
+
+    def test_a_cluster_agent_node_without_the_shared_store_is_a_config_error(self):
+        r = node_exit("node: {id: n1, roles: [agents]}\n"
+                      "cluster: {bind: \"tcp://127.0.0.1:7400\", redis: \"redis://127.0.0.1:6379/0\"}\n",
+                      "--check")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn(":2:10: a cluster node with the 'agents' or 'gateway' role needs the shared store", r.stderr)
+
+    def test_a_misspelt_cluster_key_is_named_with_its_line(self):
+        r = node_exit("node: {id: n1, roles: [inference]}\ncluster:\n  bind: \"tcp://127.0.0.1:7400\"\n"
+                      "  redis: \"redis://127.0.0.1:6379/0\"\n  hartbeat: 1s\n", "--check")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn(":5:3: unknown key 'cluster.hartbeat'", r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
