@@ -80,6 +80,7 @@ struct agent_state {
   // -- lifecycle ---------------------------------------------------------------
   steady_clock::time_point last_activity = steady_clock::now();
   bool passivating = false;
+  bool draining = false;      // the node drains: passivate once the queued turns are done
   bool node_stopping = false; // open turns stay "running" in the store and resume at restart
   static inline const char* name = "agent";
 };
@@ -562,11 +563,13 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
         auto& st = self->state;
         auto idle = steady_clock::now() - st.last_activity;
         if (st.passivating) return;
-        if (st.current || !st.pending.empty() || !st.subscribers.empty() ||
-            idle < st.ctx.idle_timeout) {
-          auto wait = std::max<std::chrono::milliseconds>(
-              std::chrono::duration_cast<std::chrono::milliseconds>(st.ctx.idle_timeout - idle),
-              std::chrono::milliseconds(100));
+        if (st.current || !st.pending.empty() ||
+            (!st.draining && (!st.subscribers.empty() || idle < st.ctx.idle_timeout))) {
+          auto wait = st.draining ? std::chrono::milliseconds(100)
+                                  : std::max<std::chrono::milliseconds>(
+                                        std::chrono::duration_cast<std::chrono::milliseconds>(
+                                            st.ctx.idle_timeout - idle),
+                                        std::chrono::milliseconds(100));
           self->delayed_send(self, wait, idle_atom::value);
           return;
         }
@@ -582,6 +585,12 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
                   }
                 },
                 [=](caf::error&) { self->state.passivating = false; });
+      },
+      [=](drain_atom) {
+        // Subscribers see this activation go down and follow the agent to
+        // its next node.
+        self->state.draining = true;
+        self->send(self, idle_atom::value);
       },
       [=](subscribe_atom, caf::actor& sub) {
         self->state.last_activity = steady_clock::now();

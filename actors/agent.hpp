@@ -45,6 +45,7 @@ struct agent_context {
 ///    `agent` tool; `caller` is the asking agent ("" for none).
 ///  - `(subscribe_atom, actor)` / `(unsub_atom, actor)`: event subscribers.
 ///  - `(cancel_atom, id)`: cancels that turn, aborting the model call.
+///  - `(drain_atom)`: finish the queued turns, then passivate (node drain).
 /// On exit every open turn ends with an `error` event, never silently.
 caf::actor spawn_agent(caf::actor_system& sys, runtime::agent_id id,
                        std::shared_ptr<const runtime::agent_type> type,

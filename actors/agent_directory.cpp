@@ -25,6 +25,9 @@ struct directory_state {
   /// Agents active on other nodes, by the node hosting them; their entry in
   /// `active` is the local proxy (cluster only).
   std::unordered_map<runtime::agent_id, std::string> remote;
+  /// Node drain: no new local activation; answered once the last is gone.
+  bool draining = false;
+  std::vector<caf::response_promise> drained;
   std::mt19937_64 rng{std::random_device{}()};
   runtime::gauge* active_gauge = nullptr;
   bool stopping = false; // node shutdown: quit once every agent is down
@@ -79,6 +82,11 @@ void forget(directory_actor* self, const runtime::agent_id& id, const caf::actor
   st.by_addr.erase(addr);
   if (st.remote.erase(id) == 0 && st.ctx.placement) st.ctx.placement->released(id);
   st.active_gauge->set(static_cast<int64_t>(st.active.size() - st.remote.size()));
+  if (st.draining && st.active.size() == st.remote.size()) {
+    for (auto& rp : st.drained)
+      rp.deliver(true);
+    st.drained.clear();
+  }
 }
 
 /// The node hosting the activation of `id`.
@@ -117,6 +125,7 @@ caf::expected<caf::actor> resolve(directory_actor* self, const std::string& text
         return r->proxy;
       }
     }
+    if (st.draining) return make_error(errc::unknown_agent, "node " + st.ctx.node + " is draining");
     auto rec = st.ctx.store->load(*id);
     if (!rec) {
       if (st.ctx.placement) st.ctx.placement->released(*id);
@@ -302,6 +311,17 @@ caf::behavior directory_impl(directory_actor* self,
         if (!existed) return make_error(errc::unknown_agent, "no agent '" + agent + "'");
         runtime::log::info("agent", "killed", {{"agent", agent}});
         return true;
+      },
+      [=](drain_atom) -> caf::result<bool> {
+        // Every local agent finishes its turns and passivates; peers place
+        // them elsewhere from then on. Answers once none is left.
+        auto& st = self->state;
+        st.draining = true;
+        if (st.active.size() == st.remote.size()) return true;
+        for (auto& [id, hdl] : st.active)
+          if (!st.remote.contains(id)) self->send(hdl, drain_atom::value);
+        st.drained.push_back(self->make_response_promise());
+        return caf::delegated<bool>{};
       },
       [=](shutdown_atom) {
         if (self->state.stopping)

@@ -14,12 +14,16 @@ namespace troupe::actors {
 /// agents) and kills them.
 ///
 /// Protocol:
-///  - `(spawn_atom, type, key)` -> agent id string; an empty key gets a
+///  - `(spawn_atom, type, key)` -> (agent id, hosting node); an empty key gets a
 ///    fresh one; spawning an existing agent returns it (idempotent).
-///  - `(lookup_atom, agent)` -> `caf::actor`, activating it if stored.
+///  - `(lookup_atom, agent)` -> `caf::actor`, activating it if stored; in a
+///    cluster possibly a proxy for its activation on another node.
+///  - `(lookup_atom, agent, true)`: activate it here or fail (a peer asks).
 ///  - `(ask_atom, agent, text, caller)` -> `turn_result` (delegated).
 ///  - `(kill_atom, agent)` -> `true`; the agent's open turns end in `error`.
 ///  - `(list_atom)` -> `std::vector<std::string>` of stored agents.
+///  - `(drain_atom)` -> `true` once every local activation finished its
+///    turns and passivated; no new one starts here (cluster drain).
 caf::actor spawn_agent_directory(caf::actor_system& sys,
                                  std::shared_ptr<const runtime::agent_type_registry> types,
                                  agent_context ctx);

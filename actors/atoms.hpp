@@ -33,5 +33,6 @@ using idle_atom = caf::atom_constant<caf::atom("idle")>;
 using passivate_atom = caf::atom_constant<caf::atom("passivate")>;
 using crash_atom = caf::atom_constant<caf::atom("crash")>;
 using job_atom = caf::atom_constant<caf::atom("job")>;
+using drain_atom = caf::atom_constant<caf::atom("drain")>;
 
 } // namespace troupe::actors

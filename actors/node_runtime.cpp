@@ -300,6 +300,31 @@ void node_runtime::complete(
       std::move(req));
 }
 
+bool node_runtime::drain(std::chrono::milliseconds timeout) {
+  auto& im = *impl_;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  caf::scoped_actor self{im.system};
+  bool agents_gone = false;
+  self->request(im.directory, timeout, drain_atom::value)
+      .receive([&](bool) { agents_gone = true; }, [](caf::error&) {});
+  bool idle = false;
+  while (!idle && std::chrono::steady_clock::now() < deadline) {
+    self->request(im.router, std::chrono::seconds(1), stats_atom::value)
+        .receive(
+            [&](std::vector<worker_status>& ws) {
+              idle = true;
+              for (auto& w : ws)
+                if (w.info.node.empty() && w.load.active + w.load.queued > 0) idle = false;
+            },
+            [](caf::error&) {});
+    if (!idle) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  runtime::log::info("node", "drained",
+                     {{"agents_passivated", agents_gone ? "all" : "timed out"},
+                      {"workers_idle", idle ? "yes" : "timed out"}});
+  return agents_gone && idle;
+}
+
 void node_runtime::shutdown() {
   auto& im = *impl_;
   if (im.stopped) return;

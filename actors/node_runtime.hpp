@@ -9,6 +9,7 @@
 #include "runtime/state_store.hpp"
 #include "runtime/tool.hpp"
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -85,6 +86,11 @@ public:
   /// tokens to `on_token`, then `on_end` once.
   void complete(runtime::chat_request req, std::function<void(std::string)> on_token,
                 std::function<void(std::optional<runtime::failure>, runtime::chat_result)> on_end);
+
+  /// Cluster drain: every local agent finishes its turns and passivates
+  /// (peers host it from then on), then the local workers finish what they
+  /// run. Blocks up to `timeout`; false if work was still running then.
+  bool drain(std::chrono::milliseconds timeout);
 
   /// Graceful stop: sessions cancel their open requests and close, then
   /// agents and workers stop (each open turn ends in `error`). Blocks up to

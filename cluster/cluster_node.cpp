@@ -7,6 +7,7 @@
 #include "cluster/remote_agent.hpp"
 #include "cluster/transport.hpp"
 #include "runtime/log.hpp"
+#include "runtime/redis_client.hpp"
 
 #include <caf/all.hpp>
 
@@ -135,7 +136,7 @@ std::shared_ptr<actors::agent_placement> cluster_node::start(caf::actor_system& 
   auto net = im->net;
   return std::make_shared<placement>(
       im->cfg.cluster.redis, im->cfg.id, im->incarnation, im->cfg.has_role("agents"),
-      [im] { return im->members.view(); },
+      [im] { return im->draining.load(); }, [im] { return im->members.view(); },
       [im](const std::string& node, uint64_t inc) { return im->is_live(node, inc); },
       [&sys, net, hub](const std::string& node, const std::string& agent) {
         return spawn_remote_agent(sys, net, hub, node, agent);
@@ -176,6 +177,16 @@ void cluster_node::on_drain(std::function<void()> f) {
 
 void cluster_node::set_draining() {
   impl_->draining = true;
+  impl_->members.publish_draining();
+}
+
+bool cluster_node::request_drain(const std::string& node) const {
+  if (!impl_->members.view()->find(node)) return false;
+  // Its own heartbeat picks the request up (and clears it).
+  runtime::redis_client redis{impl_->cfg.cluster.redis, 2000};
+  redis.run({"SET", "troupe:drain:" + node, "1", "PX", "600000"});
+  runtime::log::info("cluster", "drain_requested", {{"node", node}});
+  return true;
 }
 
 } // namespace troupe::cluster

@@ -33,8 +33,13 @@ public:
   /// Called once (membership thread) when `troupe ctl drain` asks this node
   /// to drain. Set before `start`.
   void on_drain(std::function<void()> f);
-  /// Publishes that this node drains: peers stop placing work on it.
+  /// Publishes that this node drains: peers stop placing work on it and
+  /// local placement sends new agents elsewhere.
   void set_draining();
+  /// `POST /api/cluster/nodes/{id}/drain`: asks member `node` to drain.
+  /// False when it is not a member; `runtime::redis_error` when Redis is
+  /// unreachable. Blocks on one Redis round trip.
+  bool request_drain(const std::string& node) const;
 
 private:
   struct impl;

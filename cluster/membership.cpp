@@ -109,7 +109,16 @@ void membership::publish(std::vector<actors::worker_status> workers, int64_t act
   std::lock_guard<std::mutex> guard{mutex_};
   self_.workers = std::move(workers);
   self_.active_agents = active_agents;
-  self_.draining = draining;
+  self_.draining = self_.draining || draining;
+}
+
+void membership::publish_draining() {
+  std::lock_guard<std::mutex> guard{mutex_};
+  self_.draining = true;
+  auto v = std::make_shared<cluster_view>(*view_);
+  for (auto& m : v->members)
+    if (m.id == self_.id) m.draining = true;
+  view_ = v;
 }
 
 std::shared_ptr<const cluster_view> membership::view() const {
@@ -160,8 +169,11 @@ void membership::beat() {
     if (cb_.on_fenced) cb_.on_fenced();
     return;
   }
-  if (cb_.on_drain && redis_client::str(redis_->run({"GET", "troupe:drain:" + me.id}).get()) == "1")
+  if (cb_.on_drain &&
+      redis_client::str(redis_->run({"GET", "troupe:drain:" + me.id}).get()) == "1") {
+    redis_->run({"DEL", "troupe:drain:" + me.id}); // a restart must not drain again
     cb_.on_drain();
+  }
   read_view();
 }
 

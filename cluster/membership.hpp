@@ -79,6 +79,9 @@ public:
   void start(callbacks cb);
   /// Any thread: what the next heartbeat publishes about this node.
   void publish(std::vector<actors::worker_status> workers, int64_t active_agents, bool draining);
+  /// Any thread: this node drains; in the view at once, in the table at the
+  /// next heartbeat.
+  void publish_draining();
   /// The last view read (never empty: this node is in it).
   std::shared_ptr<const cluster_view> view() const;
   /// Leaves the table (on purpose) and stops the thread.

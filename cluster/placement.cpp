@@ -65,13 +65,13 @@ std::string rendezvous(const std::string& agent,
 }
 
 placement::placement(std::string redis_url, std::string self_node, uint64_t incarnation,
-                     bool self_hosts_agents,
+                     bool self_hosts_agents, std::function<bool()> draining,
                      std::function<std::shared_ptr<const cluster_view>()> view,
                      std::function<bool(const std::string&, uint64_t)> is_live,
                      std::function<caf::actor(const std::string&, const std::string&)> make_proxy)
     : self_node_(std::move(self_node)), self_claim_(self_node_ + ":" + std::to_string(incarnation)),
-      hosts_agents_(self_hosts_agents), view_(std::move(view)), is_live_(std::move(is_live)),
-      make_proxy_(std::move(make_proxy)),
+      hosts_agents_(self_hosts_agents), draining_(std::move(draining)), view_(std::move(view)),
+      is_live_(std::move(is_live)), make_proxy_(std::move(make_proxy)),
       redis_(std::make_unique<redis_client>(std::move(redis_url), 2000)) {}
 
 placement::~placement() = default;
@@ -85,6 +85,7 @@ placement::decision placement::place(caf::actor_system&, const runtime::agent_id
     if (colon == std::string::npos) return nullptr;
     auto node = claim.substr(0, colon);
     auto inc = std::strtoull(claim.c_str() + colon + 1, nullptr, 10);
+    if (node == self_node_ && draining_()) return nullptr; // its agents move on
     auto* m = view->find(node);
     if (!m || m->incarnation != inc || !is_live_(node, inc)) return nullptr;
     return m;
@@ -93,7 +94,8 @@ placement::decision placement::place(caf::actor_system&, const runtime::agent_id
     std::lock_guard<std::mutex> guard{mutex_};
     for (int attempt = 0; attempt < 3; ++attempt) {
       auto claim = redis_client::str(redis_->run({"GET", key}).get());
-      if (claim == self_claim_) return here{};
+      bool draining = draining_();
+      if (claim == self_claim_ && !draining) return here{};
       auto* holder = live_holder(claim);
       // The fence is the cluster's word: a holder any node declared dead is
       // gone even if this node has not noticed yet.
@@ -110,15 +112,17 @@ placement::decision placement::place(caf::actor_system&, const runtime::agent_id
         std::vector<std::pair<std::string, double>> nodes;
         for (auto& m : view->members)
           if (m.has_role("agents") && !m.draining &&
-              (m.id == self_node_ ? hosts_agents_ : is_live_(m.id, m.incarnation)))
+              (m.id == self_node_ ? hosts_agents_ && !draining : is_live_(m.id, m.incarnation)))
             nodes.push_back({m.id, m.weight});
         target = rendezvous(id.str(), nodes);
         if (target.empty())
           return runtime::failure{errc::backend_unavailable, "no live node hosts agents"};
       }
       if (target != self_node_) return remote{make_proxy_(target, id.str()), target};
-      if (!hosts_agents_)
-        return runtime::failure{errc::unknown_agent, "node " + self_node_ + " hosts no agents"};
+      if (!hosts_agents_ || draining)
+        return runtime::failure{errc::unknown_agent,
+                                "node " + self_node_ +
+                                    (draining ? " is draining" : " hosts no agents")};
       auto won = redis_->run({"EVAL", claim_script, "1", key, claim, self_claim_});
       if (won->type == REDIS_REPLY_INTEGER && won->integer == 1) {
         if (!claim.empty())

@@ -29,9 +29,10 @@ class placement final : public actors::agent_placement {
 public:
   /// `is_live(node, incarnation)`: member of the view and not declared dead.
   /// `make_proxy(node, agent)`: spawns the local proxy of a remote agent.
+  /// `draining()`: this node takes no new agents.
   placement(
       std::string redis_url, std::string self_node, uint64_t incarnation, bool self_hosts_agents,
-      std::function<std::shared_ptr<const cluster_view>()> view,
+      std::function<bool()> draining, std::function<std::shared_ptr<const cluster_view>()> view,
       std::function<bool(const std::string&, uint64_t)> is_live,
       std::function<caf::actor(const std::string& node, const std::string& agent)> make_proxy);
   ~placement() override;
@@ -43,6 +44,7 @@ private:
   std::string self_node_;
   std::string self_claim_; // "node:incarnation"
   bool hosts_agents_;
+  std::function<bool()> draining_;
   std::function<std::shared_ptr<const cluster_view>()> view_;
   std::function<bool(const std::string&, uint64_t)> is_live_;
   std::function<caf::actor(const std::string&, const std::string&)> make_proxy_;

@@ -151,6 +151,9 @@ struct gateway::impl {
     if (seg.size() >= 2 && seg[0] == "api") {
       if (seg[1] == "agents") return agents(req, seg, ex);
       if (seg[1] == "cluster" && seg.size() == 2 && req.method == "GET") return cluster(ex);
+      if (seg[1] == "cluster" && seg.size() == 5 && seg[2] == "nodes" && seg[4] == "drain" &&
+          req.method == "POST")
+        return drain(seg[3], ex);
       if (seg[1] == "jobs" && seg.size() == 3 && req.method == "GET") return get_job(seg[2], ex);
       if (seg.size() == 3 && seg[2] == "jobs") {
         if (req.method != "POST")
@@ -224,6 +227,18 @@ struct gateway::impl {
       ex->reply(json_response(
           200, {{"nodes", json::array({{{"id", node}, {"roles", roles}, {"workers", workers}}})}}));
     });
+  }
+
+  void drain(const std::string& node, std::shared_ptr<http_exchange> ex) {
+    if (!cluster_node)
+      return ex->reply(error_response(errc::bad_request, "this node is not part of a cluster"));
+    try {
+      if (!cluster_node->request_drain(node))
+        return ex->reply(error_response(errc::bad_request, "no live node '" + node + "'", 404));
+    } catch (const std::exception& e) {
+      return ex->reply(error_response(errc::internal, e.what()));
+    }
+    ex->reply(json_response(202, {{"node", node}, {"draining", true}}));
   }
 
   void agents(const http_request& req, const std::vector<std::string>& seg,

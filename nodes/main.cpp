@@ -4,6 +4,7 @@
 #include "actors/node_runtime.hpp"
 #include "cluster/cluster_node.hpp"
 #include "examples/weather_agent.hpp"
+#include "nodes/ctl.hpp"
 #include "nodes/gateway.hpp"
 #include "nodes/sim_llm.hpp"
 #include "runtime/config.hpp"
@@ -15,6 +16,7 @@
 #include <pthread.h>
 #include <string>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 using namespace troupe;
@@ -26,6 +28,7 @@ const char* usage_text =
     "  troupe node --config FILE [--check] [--log-json] [--log-level debug|info|warn|error]\n"
     "  troupe sim-llm [--host H] [--port P] [--ttft-ms N] [--tokens-per-s R] [--slots N]\n"
     "                 [--max-queue N] [--model NAME]\n"
+    "  troupe ctl [--gateway URL] [--key KEY] [--json] nodes|workers|agents|drain NODE\n"
     "  troupe version\n";
 
 int usage_error(const std::string& msg) {
@@ -40,6 +43,7 @@ sigset_t block_stop_signals() {
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGUSR1); // cluster drain, raised by the membership thread
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   return set;
 }
@@ -122,6 +126,7 @@ int run_node(const std::vector<std::string>& args) {
   if (cfg.cluster.enabled) {
     try {
       cluster = std::make_shared<cluster::cluster_node>(cfg);
+      cluster->on_drain([] { ::kill(::getpid(), SIGUSR1); });
     } catch (const std::exception& e) { // Redis unreachable, endpoint taken
       runtime::log::error("node", "cluster_failed", {{"reason", e.what()}});
       std::fprintf(stderr, "troupe: cannot join the cluster: %s\n", e.what());
@@ -152,7 +157,19 @@ int run_node(const std::vector<std::string>& args) {
 
   int sig = 0;
   sigwait(&stop_signals, &sig);
-  runtime::log::info("node", "stopping", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
+  if (sig == SIGUSR1 && cluster) {
+    // `troupe ctl drain`: take no new work, let every agent finish its turns
+    // and move on, let the workers finish their streams, then leave.
+    runtime::log::info("node", "draining", {{"node", cfg.id}});
+    cluster->set_draining();
+    // Peers see it within a heartbeat; work they routed before still lands.
+    std::this_thread::sleep_for(3 * cfg.cluster.heartbeat);
+    rt.drain(cfg.limits.turn_timeout);
+  }
+  runtime::log::info("node", "stopping",
+                     {{"signal", sig == SIGINT    ? "SIGINT"
+                                 : sig == SIGTERM ? "SIGTERM"
+                                                  : "drain"}});
   if (gw) gw->stop_accepting();
   rt.shutdown();
   if (gw) gw->close_all();
@@ -206,6 +223,7 @@ int main(int argc, char** argv) {
   args.erase(args.begin());
   if (cmd == "node") return run_node(args);
   if (cmd == "sim-llm") return run_sim(args);
+  if (cmd == "ctl") return gateway::run_ctl(args);
   if (cmd == "version") {
     std::printf("troupe 0.1.0\n");
     return 0;

@@ -3,13 +3,19 @@ redis-server: placement across nodes, scale-out, node death and bad frames."""
 import asyncio
 import json
 import signal
+import subprocess
 import time
 import unittest
 
 import zmq
 
-from harness import (Client, ClusterNode, RedisServer, SimLlm, TroupeTestCase, node_exit, run,
-                     sim_backend_yaml, wait_until)
+from harness import (TROUPE, Client, ClusterNode, RedisServer, SimLlm, TroupeTestCase, node_exit,
+                     run, sim_backend_yaml, wait_until)
+
+
+def ctl(gateway, *args):
+    return subprocess.run([TROUPE, "ctl", "--gateway", gateway.base, *args], capture_output=True,
+                          text=True, timeout=30)
 
 
 def live_nodes(gateway):
@@ -182,6 +188,56 @@ class Cluster(TroupeTestCase):
         self.assertEqual(lost, [], "turns lost when their agent node died")
         print(f"\nagent node kill -9: {len(moved)} of 20 conversations moved, 0 lost, "
               f"all done {took:.2f}s after the kill")
+
+    def test_drain_lets_the_stream_finish_hands_the_agent_on_and_the_node_exits_0(self):
+        sim = self.track(SimLlm(tokens_per_s=40))
+        a = self.node("gw", ["gateway"])
+        b1 = self.node("agents-1", ["agents"])
+        b2 = self.node("agents-2", ["agents"])
+        self.node("gpu", ["inference"], sim_backend_yaml([sim]))
+        wait_members(a, ["agents-1", "agents-2", "gpu"])
+        wait_peers(b1, ["gw", "gpu"])
+        wait_peers(b2, ["gw", "gpu"])
+
+        nodes = ctl(a, "nodes")
+        self.assertEqual(nodes.returncode, 0, nodes.stderr)
+        self.assertRegex(nodes.stdout, r"agents-1\s+live\s+agents")
+        workers = ctl(a, "workers")
+        self.assertIn("gpu/gpu0", workers.stdout)
+
+        async def go():
+            cl = await Client.connect(a.ws_url)
+            agent = None
+            for n in range(30):
+                await cl.send(op="spawn", type="chat", key=f"d{n}", id=f"s{n}")
+                ev = await cl.recv()
+                if ev["node"] == "agents-1":
+                    agent = ev["agent"]
+                    break
+            self.assertIsNotNone(agent, "no agent landed on agents-1")
+            await cl.send(op="send", agent=agent, text="count to 40", id="long")
+            await cl.until(lambda e: e["ev"] == "token" and e["id"] == "long")
+            drained = await asyncio.get_running_loop().run_in_executor(None, ctl, a, "drain", "agents-1")
+            self.assertEqual(drained.returncode, 0, drained.stderr)
+            self.assertIn("agents-1 is draining", drained.stdout)
+            evs = await cl.until(lambda e: e["id"] == "long" and e["ev"] in ("done", "error"), timeout=30)
+            self.assertEqual(evs[-1]["ev"], "done", evs[-1])
+            self.assertEqual(evs[-1]["answer"], counted(40))
+            # It leaves once its agents moved on, and exits cleanly.
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: wait_until(lambda: not b1.alive(), 20, "agents-1 to exit"))
+            self.assertEqual(b1.proc.returncode, 0, b1.output()[-2000:])
+            # The conversation goes on on the other agent node, history intact.
+            evs = await cl.turn(agent, "what did I say first?", "after", timeout=20)
+            self.assertEqual(evs[-1].get("answer"), "You first said: count to 40", evs)
+        run(go())
+        self.assertNotIn("agents-1", live_nodes(a))
+        self.assertEqual(live_nodes(a)["agents-2"]["draining"], False)
+        self.assertIn("drained agents_passivated=all workers_idle=yes", b1.output())
+
+        unknown = ctl(a, "drain", "no-such-node")
+        self.assertEqual(unknown.returncode, 1)
+        self.assertIn("404 no live node 'no-such-node'", unknown.stderr)
 
     def test_a_node_leaving_on_sigterm_is_out_of_the_view_at_once(self):
         a = self.node("gw", ["gateway", "agents"])
