@@ -134,11 +134,14 @@ struct transport::impl {
 
   void drop_source(const envelope& env, const char* reason) {
     dropped(reason).inc();
-    if (logged.insert(env.source + ":" + std::to_string(env.incarnation)).second)
-      runtime::log::warn("cluster", "frame_dropped",
-                         {{"from", env.source},
-                          {"incarnation", std::to_string(env.incarnation)},
-                          {"reason", reason}});
+    if (!logged.insert(env.source + ":" + std::to_string(env.incarnation)).second) return;
+    std::initializer_list<runtime::log::field> fields{
+        {"from", env.source}, {"incarnation", std::to_string(env.incarnation)}, {"reason", reason}};
+    // A node that just joined pings before our next heartbeat lists it: normal.
+    if (std::string_view{reason} == "not_member")
+      runtime::log::info("cluster", "frame_dropped", fields);
+    else
+      runtime::log::warn("cluster", "frame_dropped", fields);
   }
 
   // -- membership --------------------------------------------------------------

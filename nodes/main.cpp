@@ -106,9 +106,11 @@ int run_node(const std::vector<std::string>& args) {
   }
   std::shared_ptr<runtime::state_store> store;
   try {
+    // An inference-only cluster node holds no agents: nothing to store.
+    bool stateless = cfg.cluster.enabled && !cfg.has_role("agents") && !cfg.has_role("gateway");
     if (!cfg.state_redis.empty())
       store = runtime::make_redis_state_store(cfg.state_redis);
-    else if (cfg.state_path == ":memory:")
+    else if (cfg.state_path == ":memory:" || stateless)
       store = runtime::make_memory_state_store();
     else
       store = runtime::make_sqlite_state_store(cfg.state_path);
@@ -118,7 +120,7 @@ int run_node(const std::vector<std::string>& args) {
     return 2;
   }
   runtime::log::info("node", "state_store", {{"store", store->describe()}});
-  if (cfg.state_redis.empty() && cfg.state_path == ":memory:")
+  if (cfg.state_redis.empty() && cfg.state_path == ":memory:" && !cfg.cluster.enabled)
     runtime::log::warn("node", "state_in_memory",
                        {{"reason", "state.path is :memory:; a restart forgets every agent"}});
 

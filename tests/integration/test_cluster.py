@@ -239,6 +239,40 @@ class Cluster(TroupeTestCase):
         self.assertEqual(unknown.returncode, 1)
         self.assertIn("404 no live node 'no-such-node'", unknown.stderr)
 
+    def test_losing_the_membership_redis_keeps_the_cluster_serving_and_it_rejoins(self):
+        membership = self.track(RedisServer())
+        sim = self.track(SimLlm())
+        a = self.node_on(membership, "gw", ["gateway", "agents"])
+        c = self.node_on(membership, "gpu", ["inference"], sim_backend_yaml([sim]))
+        wait_members(a, ["gpu"])
+        wait_peers(a, ["gpu"])
+        self.assertEqual(a.post("/api/agents", {"type": "chat", "key": "r1"})[0], 201)
+
+        async def turn(text, id):
+            cl = await Client.connect(a.ws_url)
+            return (await cl.turn("chat/r1", text, id, timeout=20))[-1]
+        self.assertEqual(run(turn("count to 3", "1"))["ev"], "done")
+        port, workdir = membership.port, membership.workdir
+        membership.kill()
+        wait_until(lambda: "redis_lost" in a.output(), 10, "the node to notice")
+        # Served on the last known membership: the GPU node is still used.
+        done = run(turn("count to 4", "2"))
+        self.assertEqual(done.get("answer"), "1 2 3 4", done)
+        self.assertTrue(c.alive())
+        # Redis back (empty): the nodes write themselves again and carry on.
+        self.track(RedisServer(port=port, workdir=workdir))
+        wait_until(lambda: "redis_recovered" in a.output(), 15, "the node to reconnect")
+        wait_members(a, ["gw", "gpu"])
+        self.assertEqual(a.post("/api/agents", {"type": "chat", "key": "r2"})[0], 201)
+        self.assertEqual(run(turn("what did I say first?", "3")).get("answer"), "You first said: count to 3")
+
+    def node_on(self, membership, node_id, roles, extra=""):
+        """A node whose membership table is `membership` and state `self.redis`."""
+        n = ClusterNode(node_id, roles, membership, extra, wait=False, state_redis=self.redis)
+        self.track(n)
+        wait_until(n._up, 20, f"node {node_id}")
+        return n
+
     def test_a_node_leaving_on_sigterm_is_out_of_the_view_at_once(self):
         a = self.node("gw", ["gateway", "agents"])
         g = self.node("gpu", ["inference"])
