@@ -34,6 +34,9 @@ struct cluster_node::impl {
   membership members;
   std::shared_ptr<transport> net;
   caf::actor hub; // set in start(), before any peer is known to the transport
+  /// Frames handed to the hub and not yet routed (the transport's credit).
+  std::shared_ptr<std::atomic<int64_t>> backlog = std::make_shared<std::atomic<int64_t>>(0);
+  static constexpr int64_t max_backlog = 10000;
   std::function<void()> drain_cb;
   std::atomic<bool> drain_requested{false};
   std::atomic<bool> draining{false};
@@ -50,9 +53,11 @@ struct cluster_node::impl {
     o.bind = cfg.cluster.bind;
     o.ping_interval = std::min(cfg.cluster.heartbeat, cfg.cluster.suspect_after / 5);
     o.suspect_after = cfg.cluster.suspect_after;
+    o.can_deliver = [b = backlog] { return b->load(std::memory_order_relaxed) < max_backlog; };
     net = std::make_shared<transport>(
         o,
         [this](envelope env, std::string payload) {
+          backlog->fetch_add(1, std::memory_order_relaxed);
           caf::anon_send(hub, peer_frame_atom::value,
                          peer_frame{std::move(env), std::move(payload)});
         },
@@ -92,7 +97,7 @@ std::shared_ptr<actors::agent_placement> cluster_node::start(caf::actor_system& 
       [im](std::vector<actors::worker_status> workers, int64_t agents) {
         im->members.publish(std::move(workers), agents, im->draining.load());
       },
-      im->cfg.cluster.heartbeat);
+      im->cfg.cluster.heartbeat, im->backlog);
   membership::callbacks cb;
   cb.on_view = [im](std::shared_ptr<const cluster_view> v) {
     std::map<std::string, peer_address> peers;

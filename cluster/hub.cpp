@@ -42,6 +42,7 @@ struct hub_state {
   table worker_relays;  // node\ncorr: our workers' calls for that node
   std::unordered_map<caf::actor_addr, std::pair<table*, std::string>> by_addr;
   runtime::gauge* peers_gauge = nullptr;
+  std::shared_ptr<std::atomic<int64_t>> backlog;
   static inline const char* name = "cluster_hub";
 };
 
@@ -174,8 +175,10 @@ void on_frame(hub_actor* self, peer_frame& f) {
 }
 
 caf::behavior hub_impl(hub_actor* self, std::string self_node, std::shared_ptr<transport> net,
-                       caf::actor router, publish_fn publish, std::chrono::milliseconds heartbeat) {
+                       caf::actor router, publish_fn publish, std::chrono::milliseconds heartbeat,
+                       std::shared_ptr<std::atomic<int64_t>> backlog) {
   auto& st = self->state;
+  st.backlog = std::move(backlog);
   st.self_node = std::move(self_node);
   st.net = std::move(net);
   st.router = std::move(router);
@@ -193,7 +196,10 @@ caf::behavior hub_impl(hub_actor* self, std::string self_node, std::shared_ptr<t
   });
   self->send(self, tick_atom::value);
   return {
-      [=](peer_frame_atom, peer_frame& f) { on_frame(self, f); },
+      [=](peer_frame_atom, peer_frame& f) {
+        self->state.backlog->fetch_sub(1, std::memory_order_relaxed);
+        on_frame(self, f);
+      },
       [=](view_atom, view_ptr& v) { on_view(self, *v); },
       [=](peer_down_atom, std::string& node) { node_down(self, node); },
       [=](register_atom, std::string& node, std::string& agent) {
@@ -224,9 +230,10 @@ caf::behavior hub_impl(hub_actor* self, std::string self_node, std::shared_ptr<t
 } // namespace
 
 caf::actor spawn_hub(caf::actor_system& sys, std::string self_node, std::shared_ptr<transport> net,
-                     caf::actor router, publish_fn publish, std::chrono::milliseconds heartbeat) {
+                     caf::actor router, publish_fn publish, std::chrono::milliseconds heartbeat,
+                     std::shared_ptr<std::atomic<int64_t>> backlog) {
   return sys.spawn(hub_impl, std::move(self_node), std::move(net), std::move(router),
-                   std::move(publish), heartbeat);
+                   std::move(publish), heartbeat, std::move(backlog));
 }
 
 } // namespace troupe::cluster

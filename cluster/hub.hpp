@@ -2,6 +2,8 @@
 
 #include <caf/fwd.hpp>
 
+#include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -26,7 +28,10 @@ using publish_fn = std::function<void(std::vector<actors::worker_status>, int64_
 /// `(view_atom, view_ptr)` from membership, `(peer_down_atom, node)`,
 /// `(register_atom, node, agent)` from a new agent proxy,
 /// `(register_atom, directory)` once the directory exists.
+/// `backlog`: frames handed to the hub and not yet routed; the hub counts
+/// each one down (the transport's credit).
 caf::actor spawn_hub(caf::actor_system& sys, std::string self_node, std::shared_ptr<transport> net,
-                     caf::actor router, publish_fn publish, std::chrono::milliseconds heartbeat);
+                     caf::actor router, publish_fn publish, std::chrono::milliseconds heartbeat,
+                     std::shared_ptr<std::atomic<int64_t>> backlog);
 
 } // namespace troupe::cluster

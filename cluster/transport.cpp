@@ -81,6 +81,13 @@ struct transport::impl {
   std::unordered_map<std::string, peer> peers;
   std::set<std::string> fenced;
   std::set<std::string> logged; // sources already logged as dropped
+  /// Frames read while the consumer had no credit, delivered in order once
+  /// it has; bounded by `max_parked_bytes`.
+  std::deque<std::pair<envelope, std::string>> parked;
+  size_t parked_bytes = 0;
+  static constexpr size_t max_parked_bytes = 64u << 20;
+
+  bool credit() const { return !opts.can_deliver || opts.can_deliver(); }
   std::thread thread;
 
   impl(options o, frame_handler f, down_handler d)
@@ -215,7 +222,7 @@ struct transport::impl {
   }
 
   void receive_all() {
-    for (int n = 0; n < 1024; ++n) {
+    for (int n = 0; n < 1024 && parked_bytes < max_parked_bytes; ++n) {
       std::vector<zmq::message_t> parts;
       auto got = zmq::recv_multipart(router, std::back_inserter(parts), zmq::recv_flags::dontwait);
       if (!got) return;
@@ -248,7 +255,12 @@ struct transport::impl {
         declare_dead(env.source, true);
         break;
       default:
-        on_frame(std::move(env), parts[2].to_string());
+        if (parked.empty() && credit()) {
+          on_frame(std::move(env), parts[2].to_string());
+        } else { // no credit: keep reading (pings must be answered), park the rest
+          parked_bytes += parts[2].size();
+          parked.emplace_back(std::move(env), parts[2].to_string());
+        }
       }
     }
   }
@@ -295,12 +307,21 @@ struct transport::impl {
       for (auto& [node, p] : peers)
         flush(p);
 
+      while (!parked.empty() && credit()) {
+        parked_bytes -= parked.front().second.size();
+        on_frame(std::move(parked.front().first), std::move(parked.front().second));
+        parked.pop_front();
+      }
+      // Past the parking bound we stop reading: frames wait in ZeroMQ, then
+      // in the senders' bounded queues, and their calls fail `overloaded`.
+      bool reading = parked_bytes < max_parked_bytes;
       std::vector<zmq::pollitem_t> items;
-      items.push_back({router.handle(), 0, ZMQ_POLLIN, 0});
+      items.push_back({router.handle(), 0, static_cast<short>(reading ? ZMQ_POLLIN : 0), 0});
       items.push_back({nullptr, wake_fd, ZMQ_POLLIN, 0});
       for (auto& [node, p] : peers)
         if (p.ready && !p.pending.empty()) items.push_back({p.dealer->handle(), 0, ZMQ_POLLOUT, 0});
       auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_ping - clock::now());
+      if (!parked.empty()) wait = std::min(wait, std::chrono::milliseconds{2}); // credit back?
       zmq::poll(items.data(), items.size(), std::max(wait, std::chrono::milliseconds{0}));
       if (items[1].revents & ZMQ_POLLIN) {
         uint64_t v;

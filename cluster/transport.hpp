@@ -37,6 +37,11 @@ public:
     std::chrono::milliseconds suspect_after{1000};
     /// Bytes queued for one peer beyond which `send` refuses (overloaded).
     size_t max_queued_bytes = 64u << 20;
+    /// Credit: while it returns false, frames are held back (up to 64 MiB
+    /// here, then in ZeroMQ and the senders' bounded queues) instead of
+    /// piling up in a slow consumer's mailbox. Pings are still answered, so
+    /// a busy node is not mistaken for a dead one. Null = always.
+    std::function<bool()> can_deliver;
   };
   /// Runs on the I/O thread for every accepted frame; must not block.
   using frame_handler = std::function<void(envelope, std::string payload)>;

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <atomic>
 #include <condition_variable>
 #include <map>
 #include <mutex>
@@ -185,6 +186,8 @@ struct node {
   inbox in;
   std::unique_ptr<transport> net;
 
+  std::atomic<bool> open{true}; // the receive credit
+
   node(std::string name, uint64_t inc, size_t max_bytes = 64u << 20) : id(std::move(name)) {
     endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
     transport::options o;
@@ -194,6 +197,7 @@ struct node {
     o.ping_interval = std::chrono::milliseconds(20);
     o.suspect_after = std::chrono::milliseconds(300);
     o.max_queued_bytes = max_bytes;
+    o.can_deliver = [this] { return open.load(); };
     net = std::make_unique<transport>(
         o,
         [this](envelope env, std::string payload) {
@@ -228,6 +232,30 @@ TEST(Transport, frames_between_members_arrive_in_order_with_their_source) {
     EXPECT_EQ(env.corr, i);
     EXPECT_EQ((*decode_payload(payload))["i"], i);
   }
+}
+
+TEST(Transport, without_credit_frames_wait_and_arrive_in_order_once_it_returns) {
+  node a{"a", 1}, b{"b", 2};
+  meet(a, b);
+  ASSERT_TRUE(a.net->send("b", envelope{1, msg_type::token, "", 0, "w", 1}, encode_payload({})));
+  ASSERT_TRUE(b.in.wait([&] { return b.in.frames.size() == 1; })); // connected
+  b.open = false;
+  for (uint64_t i = 2; i <= 50; ++i)
+    ASSERT_TRUE(a.net->send("b", envelope{1, msg_type::token, "", 0, "w", i}, encode_payload({})));
+  // Held back longer than the failure detector's bound: still alive.
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  {
+    std::lock_guard<std::mutex> guard{b.in.m};
+    EXPECT_EQ(b.in.frames.size(), 1u);
+  }
+  {
+    std::lock_guard<std::mutex> guard{a.in.m};
+    EXPECT_TRUE(a.in.down.empty());
+  }
+  b.open = true;
+  ASSERT_TRUE(b.in.wait([&] { return b.in.frames.size() == 50; }));
+  for (uint64_t i = 1; i <= 50; ++i)
+    EXPECT_EQ(b.in.frames[i - 1].first.corr, i);
 }
 
 TEST(Transport, a_stranger_or_a_stale_incarnation_is_not_heard) {
