@@ -153,6 +153,14 @@ void membership::beat() {
     me = self_;
   }
   auto key = self_key();
+  // First: are we still a member? A node that was paused may have been
+  // declared dead meanwhile; it must not write anything (least of all
+  // fences for the peers it could not hear while it slept).
+  auto self_fenced = redis_->run({"EXISTS", "troupe:fenced:" + key});
+  if (self_fenced->type == REDIS_REPLY_INTEGER && self_fenced->integer == 1) {
+    if (cb_.on_fenced) cb_.on_fenced();
+    return;
+  }
   auto ttl = std::max(3 * cfg_.cluster.suspect_after, 4 * cfg_.cluster.heartbeat);
   std::vector<redis_client::command> cmds{
       {"SET", "troupe:node:" + key, to_json(me).dump(), "PX", std::to_string(ttl.count())},
@@ -163,12 +171,7 @@ void membership::beat() {
       cmds.push_back({"DEL", "troupe:node:" + f});
       cmds.push_back({"SREM", "troupe:members", f});
     }
-  cmds.push_back({"EXISTS", "troupe:fenced:" + key});
-  auto fenced = redis_->send(cmds);
-  if (fenced->type == REDIS_REPLY_INTEGER && fenced->integer == 1) {
-    if (cb_.on_fenced) cb_.on_fenced();
-    return;
-  }
+  redis_->send(cmds);
   if (cb_.on_drain &&
       redis_client::str(redis_->run({"GET", "troupe:drain:" + me.id}).get()) == "1") {
     redis_->run({"DEL", "troupe:drain:" + me.id}); // a restart must not drain again

@@ -87,6 +87,8 @@ struct transport::impl {
   size_t parked_bytes = 0;
   static constexpr size_t max_parked_bytes = 64u << 20;
 
+  clock::time_point last_tick; // the last ping round, to notice our own pauses
+
   bool credit() const { return !opts.can_deliver || opts.can_deliver(); }
   std::thread thread;
 
@@ -267,6 +269,7 @@ struct transport::impl {
 
   void run() {
     auto next_ping = clock::now();
+    last_tick = next_ping;
     while (true) {
       std::vector<outgoing> batch;
       std::optional<std::map<std::string, peer_address>> np;
@@ -290,6 +293,18 @@ struct transport::impl {
       if (stop) break;
       auto now = clock::now();
       if (now >= next_ping) {
+        // This thread did not run for a long while (the process was paused
+        // or starved): the silence we see is ours, not the peers'.
+        if (now - last_tick > std::max(opts.suspect_after / 2, 3 * opts.ping_interval)) {
+          runtime::log::warn(
+              "cluster", "paused",
+              {{"ms", std::to_string(
+                          std::chrono::duration_cast<std::chrono::milliseconds>(now - last_tick)
+                              .count())}});
+          for (auto& [node, p] : peers)
+            p.last_seen = now;
+        }
+        last_tick = now;
         next_ping = now + opts.ping_interval;
         std::vector<std::string> silent;
         auto ping = make_env(msg_type::ping);

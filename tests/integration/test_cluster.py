@@ -273,6 +273,27 @@ class Cluster(TroupeTestCase):
         wait_until(n._up, 20, f"node {node_id}")
         return n
 
+    def test_a_paused_node_is_declared_dead_fenced_and_exits_when_it_wakes(self):
+        a = self.node("gw", ["gateway", "agents"])
+        z = self.node("gpu", ["inference"])
+        wait_members(a, ["gpu"])
+        old_incarnation = live_nodes(a)["gpu"]["incarnation"]
+        z.proc.send_signal(signal.SIGSTOP)  # a zombie: alive but silent
+        wait_until(lambda: "gpu" not in live_nodes(a), 5, "the silent node to be declared dead")
+        z.proc.send_signal(signal.SIGCONT)
+        # It finds its fence at its next heartbeat and stops rather than
+        # running beside whoever took over its work.
+        wait_until(lambda: not z.alive(), 10, "the fenced node to exit")
+        self.assertEqual(z.proc.returncode, 3)
+        self.assertIn("fenced", z.output())
+        # Waking, it must not have taken the peers it could not hear for dead.
+        self.assertTrue(a.alive(), a.output()[-2000:])
+        self.assertNotIn("gpu", live_nodes(a))
+        # Restarted, it joins again with a new incarnation.
+        self.node("gpu", ["inference"])
+        wait_members(a, ["gpu"])
+        self.assertNotEqual(live_nodes(a)["gpu"]["incarnation"], old_incarnation)
+
     def test_a_node_leaving_on_sigterm_is_out_of_the_view_at_once(self):
         a = self.node("gw", ["gateway", "agents"])
         g = self.node("gpu", ["inference"])
