@@ -429,8 +429,19 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
     self->delayed_send(self, st.ctx.idle_timeout, idle_atom::value);
   start_next(self); // resumed turns run at once, before anyone asks
 
+  self->monitor(st.ctx.directory);
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
+    if (dm.source == st.ctx.directory.address()) {
+      // The directory crashed: its next incarnation knows nothing of this
+      // activation, so stop quietly. Open turns stay open in the store; the
+      // sessions watching us send them again and the new activation resumes
+      // them (request ids keep that exactly-once).
+      st.node_stopping = true;
+      if (st.worker && st.job != 0) self->send(st.worker, cancel_atom::value, st.job);
+      self->quit(make_error(errc::internal, "agent directory restarted"));
+      return;
+    }
     if (st.worker && st.worker.address() == dm.source && st.job != 0) {
       // The worker died holding our call; its own failure message never comes.
       model_call_failed(

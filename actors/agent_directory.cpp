@@ -119,6 +119,7 @@ caf::expected<caf::actor> resolve(directory_actor* self, const std::string& text
       if (auto* f = std::get_if<runtime::failure>(&where)) return make_error(f->code, f->message);
       if (auto* r = std::get_if<agent_placement::remote>(&where)) {
         self->monitor(r->proxy);
+        self->send(r->proxy, register_atom::value, caf::actor_cast<caf::actor>(self));
         st.active[*id] = r->proxy;
         st.by_addr[r->proxy.address()] = *id;
         st.remote[*id] = r->node;
@@ -182,6 +183,20 @@ caf::behavior directory_impl(directory_actor* self,
   st.ctx = std::move(ctx);
   st.active_gauge = &runtime::metrics_registry::global().get_gauge(
       "troupe_active_agents", "Agent activations in memory on this node");
+  // A crash ends this incarnation; its supervisor starts a new one. The
+  // asks it holds would never be answered: fail them now, so their callers
+  // retry instead of waiting out their timeouts. Its agents stop with it
+  // (they watch it) and come back, cut turns included, in the next one.
+  self->set_exception_handler([](caf::scheduled_actor* ptr, std::exception_ptr& eptr) {
+    auto* self = static_cast<directory_actor*>(ptr);
+    auto err = exception_to_error(eptr);
+    for (auto& [n, ask] : self->state.asks)
+      ask.rp.deliver(make_error(errc::internal, "agent directory restarted; retry"));
+    self->state.asks.clear();
+    for (auto& rp : self->state.drained)
+      rp.deliver(false);
+    return err;
+  });
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
     if (auto it = st.by_addr.find(dm.source); it != st.by_addr.end()) {
@@ -311,6 +326,10 @@ caf::behavior directory_impl(directory_actor* self,
         if (!existed) return make_error(errc::unknown_agent, "no agent '" + agent + "'");
         runtime::log::info("agent", "killed", {{"agent", agent}});
         return true;
+      },
+      [=](crash_atom) {
+        if (fault_injection_enabled())
+          throw std::runtime_error("injected crash of the agent directory");
       },
       [=](drain_atom) -> caf::result<bool> {
         // Every local agent finishes its turns and passivates; peers place

@@ -108,6 +108,8 @@ void try_next(router_actor* self, caf::response_promise rp, std::shared_ptr<cons
 
 caf::behavior router_impl(router_actor* self, size_t max_affinity) {
   self->state.max_affinity = max_affinity;
+  self->set_exception_handler(
+      [](caf::scheduled_actor*, std::exception_ptr& eptr) { return exception_to_error(eptr); });
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
     for (size_t i = 0; i < st.hdl.size(); ++i)
@@ -136,7 +138,13 @@ caf::behavior router_impl(router_actor* self, size_t max_affinity) {
       },
       [=](load_atom, worker_load& load) {
         auto& st = self->state;
-        if (auto i = st.find(load.id); i < st.status.size()) st.status[i].load = std::move(load);
+        if (auto i = st.find(load.id); i < st.status.size())
+          st.status[i].load = std::move(load);
+        else // a restarted router: ask the worker who it is
+          self->send(caf::actor_cast<caf::actor>(self->current_sender()), register_atom::value);
+      },
+      [=](crash_atom) {
+        if (fault_injection_enabled()) throw std::runtime_error("injected crash of the router");
       },
       [=](infer_atom, infer_job& job) -> caf::result<caf::actor, std::string> {
         auto& st = self->state;

@@ -174,6 +174,7 @@ caf::behavior worker_impl(worker_actor* self, runtime::accelerator_config cfg,
   worker_info info{st.cfg.id,         st.cfg.kind,  st.cfg.backend.models,
                    st.be->describe(), st.cfg.slots, st.cfg.max_queue, {}};
   self->send(st.router, register_atom::value, std::move(info));
+  self->delayed_send(self, std::chrono::seconds(1), load_atom::value);
   check_health(self);
   runtime::log::info("inference", "worker_started",
                      {{"worker", st.cfg.id},
@@ -293,6 +294,18 @@ caf::behavior worker_impl(worker_actor* self, runtime::accelerator_config cfg,
         self->delayed_send(self, st.cfg.backend.health_interval, tick_atom::value);
       },
       [=](tick_atom) { check_health(self); },
+      [=](register_atom) { // the router restarted and does not know us
+        auto& st = self->state;
+        worker_info info{st.cfg.id,         st.cfg.kind,  st.cfg.backend.models,
+                         st.be->describe(), st.cfg.slots, st.cfg.max_queue, {}};
+        self->send(st.router, register_atom::value, std::move(info));
+        report(self);
+      },
+      [=](load_atom) {
+        // A steady beat, so a restarted router relearns this worker soon.
+        report(self);
+        self->delayed_send(self, std::chrono::seconds(1), load_atom::value);
+      },
       [=](crash_atom) {
         if (fault_injection_enabled())
           throw std::runtime_error("injected crash of worker " + self->state.cfg.id);

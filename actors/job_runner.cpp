@@ -144,12 +144,17 @@ caf::behavior runner_impl(runner_actor* self, std::shared_ptr<runtime::state_sto
   st.node = std::move(node);
   st.max_running = max_running;
   st.visibility = visibility;
+  self->set_exception_handler(
+      [](caf::scheduled_actor*, std::exception_ptr& eptr) { return exception_to_error(eptr); });
   if (auto n = st.store->requeue_jobs_of(st.node); n > 0)
     runtime::log::info("jobs", "jobs_requeued", {{"count", std::to_string(n)}});
   self->send(self, tick_atom::value);
   self->delayed_send(self, poll_interval, timeout_atom::value);
   return {
       [=](tick_atom) { pump(self); },
+      [=](crash_atom) {
+        if (fault_injection_enabled()) throw std::runtime_error("injected crash of the job runner");
+      },
       [=](runtime::job_record& job) { run(self, std::move(job)); }, // a retry falls due
       [=](timeout_atom) {
         // Polling also finds jobs whose claims lapsed on another node.

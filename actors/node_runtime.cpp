@@ -7,6 +7,7 @@
 #include "actors/inference_worker.hpp"
 #include "actors/job_runner.hpp"
 #include "actors/messages.hpp"
+#include "actors/stable_address.hpp"
 #include "actors/ws_session.hpp"
 #include "runtime/log.hpp"
 
@@ -56,7 +57,19 @@ struct node_runtime::impl {
        std::shared_ptr<runtime::state_store> store, io_threads& io,
        std::shared_ptr<cluster_hooks> cl)
       : cfg(c), types(std::move(t)), system(configure(caf_cfg)), cluster(std::move(cl)) {
-    router = spawn_inference_router(system);
+    restart_policy policy{static_cast<int>(cfg.max_restarts), cfg.restart_window};
+    // Everyone talks to the router, the directory and the job runner through
+    // stable addresses, so their supervisors can restart them unnoticed.
+    router = spawn_stable_address(system, router_cell, "inference router");
+    routing = spawn_supervisor(system, "routing",
+                               {{"router",
+                                 [cell = router_cell](caf::actor_system& sys) {
+                                   auto r = spawn_inference_router(sys);
+                                   cell->set(r); // workers re-register at their next report
+                                   return r;
+                                 }}},
+                               policy, status);
+    wait_for(*router_cell);
     if (cfg.has_role("inference")) {
       // The inference subtree: one supervised worker per accelerator. A
       // crashed worker comes back on the same backend and registers again.
@@ -68,9 +81,7 @@ struct node_runtime::impl {
                               return spawn_inference_worker(sys, acc, be, r);
                             }});
       }
-      inference =
-          spawn_supervisor(system, "inference", std::move(children),
-                           {static_cast<int>(cfg.max_restarts), cfg.restart_window}, status);
+      inference = spawn_supervisor(system, "inference", std::move(children), policy, status);
     }
     wait_for_workers(cfg.has_role("inference") ? cfg.accelerators.size() : 0);
     agent_context ctx;
@@ -80,12 +91,40 @@ struct node_runtime::impl {
     ctx.node = cfg.id;
     ctx.limits = cfg.limits;
     if (cluster) ctx.placement = cluster->start(system, router);
-    directory = spawn_agent_directory(system, types, ctx);
+    // The agents subtree: the job runner first (at shutdown it must stop
+    // before the directory, so its running jobs stay claimed and run again),
+    // then the directory. A crashed directory takes its agents with it; the
+    // new one reactivates the cut turns and sessions resend what they sent.
+    directory = spawn_stable_address(system, directory_cell, "agent directory");
+    std::vector<child_spec> agent_children;
+    if (cfg.has_role("agents")) {
+      jobs = spawn_stable_address(system, jobs_cell, "job runner");
+      auto visibility = cfg.limits.turn_timeout + std::chrono::seconds(30);
+      agent_children.push_back({"jobs", [cell = jobs_cell, store = ctx.store, dir = directory,
+                                         node = cfg.id, visibility](caf::actor_system& sys) {
+                                  auto j = spawn_job_runner(sys, store, dir, node, 16, visibility);
+                                  cell->set(j);
+                                  return j;
+                                }});
+    }
+    agent_children.push_back(
+        {"directory", [cell = directory_cell, t = types, ctx](caf::actor_system& sys) {
+           auto d = spawn_agent_directory(sys, t, ctx);
+           cell->set(d);
+           return d;
+         }});
+    agents = spawn_supervisor(system, "agents", std::move(agent_children), policy, status);
+    wait_for(*directory_cell);
     if (cluster) cluster->attach(directory);
-    if (cfg.has_role("agents"))
-      jobs = spawn_job_runner(system, ctx.store, directory, cfg.id, 16,
-                              cfg.limits.turn_timeout + std::chrono::seconds(30));
     store_ = ctx.store;
+  }
+
+  /// A supervisor starts its children in its own first step: wait (briefly)
+  /// for the first incarnation, so nothing sent at start is dropped.
+  static void wait_for(const incarnation_cell& cell) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!cell.get() && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
 
   /// Agents resumed at start must find the workers: wait (briefly) until
@@ -110,6 +149,11 @@ struct node_runtime::impl {
   caf::actor directory;
   caf::actor jobs;
   caf::actor inference; // supervisor of the workers
+  caf::actor routing;   // supervisor of the router
+  caf::actor agents;    // supervisor of the directory and the job runner
+  std::shared_ptr<incarnation_cell> router_cell = std::make_shared<incarnation_cell>();
+  std::shared_ptr<incarnation_cell> directory_cell = std::make_shared<incarnation_cell>();
+  std::shared_ptr<incarnation_cell> jobs_cell = std::make_shared<incarnation_cell>();
   std::shared_ptr<cluster_hooks> cluster;
   std::shared_ptr<supervision_status> status = std::make_shared<supervision_status>();
   std::shared_ptr<runtime::state_store> store_;
@@ -259,6 +303,17 @@ void node_runtime::crash_worker(const std::string& id) {
   if (fault_injection_enabled()) caf::anon_send(impl_->router, crash_atom::value, id);
 }
 
+bool node_runtime::crash(const std::string& part) {
+  if (!fault_injection_enabled()) return false;
+  auto& im = *impl_;
+  auto target = part == "router" ? im.router : part == "directory" ? im.directory
+                : part == "jobs"  ? im.jobs
+                                  : caf::actor{};
+  if (!target) return false;
+  caf::anon_send(target, crash_atom::value);
+  return true;
+}
+
 std::optional<runtime::job_record> node_runtime::find_job(const std::string& id) {
   try {
     return impl_->store_->find_job(id);
@@ -348,19 +403,21 @@ void node_runtime::shutdown() {
       self->receive([&](caf::down_msg&) { ++down; },
                     caf::after(std::chrono::milliseconds(100)) >> [] {});
     }
-    // The job runner goes first: its running jobs stay claimed in the store
-    // and run again at the next start, instead of failing as "cancelled".
-    if (im.jobs) self->send_exit(im.jobs, caf::exit_reason::user_shutdown);
-    self->send_exit(im.directory, caf::exit_reason::user_shutdown);
-    // Agents first, workers after: a worker stopping under a live agent
-    // would look to it like a failed call and end its turn for good.
-    self->monitor(im.directory);
+    // The agents subtree stops its job runner first (its running jobs stay
+    // claimed in the store and run again at the next start, instead of
+    // failing as "cancelled"), then the directory. Agents first, workers
+    // after: a worker stopping under a live agent would look to it like a
+    // failed call and end its turn for good.
+    if (auto dir = im.directory_cell->get()) self->monitor(dir);
+    self->send_exit(im.agents, caf::exit_reason::user_shutdown);
     self->receive([](caf::down_msg&) {}, caf::after(std::chrono::seconds(4)) >> [] {});
     // Leave before the workers stop: peers then route around this node
     // instead of seeing its workers fail.
     if (im.cluster) im.cluster->stop();
     if (im.inference) self->send_exit(im.inference, caf::exit_reason::user_shutdown);
-    self->send_exit(im.router, caf::exit_reason::user_shutdown);
+    self->send_exit(im.routing, caf::exit_reason::user_shutdown);
+    for (auto& addr : {im.router, im.directory, im.jobs})
+      if (addr) self->send_exit(addr, caf::exit_reason::user_shutdown);
   }
   runtime::log::info("node", "actors_stopped", {{"sessions", std::to_string(sessions.size())}});
 }

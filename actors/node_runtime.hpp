@@ -81,6 +81,9 @@ public:
 
   /// Fault injection (TROUPE_FAULT_INJECTION=1 only): crashes worker `id`.
   void crash_worker(const std::string& id);
+  /// Fault injection: crashes `router`, `directory` or `jobs`. False if
+  /// there is no such part or fault injection is off.
+  bool crash(const std::string& part);
 
   /// One model call routed over the node's workers (`/v1/chat/completions`):
   /// tokens to `on_token`, then `on_end` once.

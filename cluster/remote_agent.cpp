@@ -25,6 +25,7 @@ struct remote_agent_state {
   std::set<caf::actor> subscribers;
   std::unordered_map<uint64_t, caf::response_promise> asks;
   uint64_t next_ask = 0;
+  caf::actor_addr owner; // the agent directory holding this proxy
   static inline const char* name = "remote_agent";
 };
 
@@ -97,6 +98,10 @@ caf::behavior remote_agent_impl(proxy_actor* self, std::shared_ptr<transport> ne
   forward(self, msg_type::agent_open, nlohmann::json::object());
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
+    if (dm.source == st.owner) { // the directory that holds this proxy is gone
+      self->quit(dm.reason);
+      return;
+    }
     for (auto it = st.subscribers.begin(); it != st.subscribers.end(); ++it)
       if (it->address() == dm.source) {
         st.subscribers.erase(it);
@@ -142,6 +147,10 @@ caf::behavior remote_agent_impl(proxy_actor* self, std::shared_ptr<transport> ne
         forward(self, msg_type::agent_cancel, {{"id", std::move(id)}});
       },
       [=](kill_atom) { forward(self, msg_type::agent_kill, nlohmann::json::object()); },
+      [=](register_atom, caf::actor& owner) {
+        self->state.owner = owner.address();
+        self->monitor(owner);
+      },
       [=](shutdown_atom) {
         // This node stops; the activation on the peer lives on.
         self->quit(caf::exit_reason::user_shutdown);

@@ -145,6 +145,10 @@ caf::behavior remote_worker_impl(proxy_actor* self, std::shared_ptr<transport> n
           }
       },
       [=](peer_frame_atom, peer_frame& f) { on_frame(self, f); },
+      [=](register_atom) { // the router restarted
+        self->send(self->state.router, register_atom::value, self->state.status.info);
+        report(self);
+      },
       [=](load_atom, worker_status& s) {
         self->state.published = s.load;
         report(self);

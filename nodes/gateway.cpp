@@ -145,6 +145,9 @@ struct gateway::impl {
       rt.crash_worker(seg[3]);
       return ex->reply(json_response(202, {{"crashing", seg[3]}}));
     }
+    if (seg.size() == 3 && seg[0] == "debug" && seg[1] == "crash" && req.method == "POST" &&
+        rt.crash(seg[2]))
+      return ex->reply(json_response(202, {{"crashing", seg[2]}}));
     if (req.path == "/metrics" && req.method == "GET")
       return ex->reply(
           {200, "text/plain; version=0.0.4", runtime::metrics_registry::global().render(), {}});

@@ -1,0 +1,46 @@
+#pragma once
+
+#include <caf/actor.hpp>
+#include <caf/actor_addr.hpp>
+#include <caf/fwd.hpp>
+
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace troupe::actors {
+
+/// The current incarnation of a supervised child. Its start function sets
+/// it; the child's stable address reads it. Thread-safe.
+class incarnation_cell {
+public:
+  void set(caf::actor hdl) {
+    std::lock_guard<std::mutex> guard{mutex_};
+    current_ = std::move(hdl);
+  }
+  caf::actor get() const {
+    std::lock_guard<std::mutex> guard{mutex_};
+    return current_;
+  }
+  /// Forgets the incarnation `gone` if it is still the current one.
+  void clear_if(const caf::actor_addr& gone) {
+    std::lock_guard<std::mutex> guard{mutex_};
+    if (current_ && current_.address() == gone) current_ = nullptr;
+  }
+
+private:
+  mutable std::mutex mutex_;
+  caf::actor current_;
+};
+
+/// Spawns a stable address for a supervised child, as Erlang's registered
+/// names give one: everything sent to it is delegated to the child's
+/// current incarnation with the original sender and request id, so replies
+/// come from the child itself. Holders of the address never see the child
+/// restart; a request that arrives while no incarnation runs (restarting,
+/// or given up by its supervisor) gets an `internal` error (a plain message
+/// is dropped). It stops on an exit message.
+caf::actor spawn_stable_address(caf::actor_system& sys, std::shared_ptr<incarnation_cell> cell,
+                                std::string name);
+
+} // namespace troupe::actors
