@@ -171,8 +171,9 @@ caf::behavior worker_impl(worker_actor* self, runtime::accelerator_config cfg,
   st.be = std::move(be);
   st.router = std::move(router);
   st.metrics = std::make_shared<worker_metrics>(st.cfg.id);
-  worker_info info{st.cfg.id,         st.cfg.kind,  st.cfg.backend.models,
-                   st.be->describe(), st.cfg.slots, st.cfg.max_queue, {}};
+  worker_info info{
+      st.cfg.id,        st.cfg.kind, st.cfg.backend.models, st.be->describe(), st.cfg.slots,
+      st.cfg.max_queue, {}};
   self->send(st.router, register_atom::value, std::move(info));
   self->delayed_send(self, std::chrono::seconds(1), load_atom::value);
   check_health(self);
@@ -296,8 +297,9 @@ caf::behavior worker_impl(worker_actor* self, runtime::accelerator_config cfg,
       [=](tick_atom) { check_health(self); },
       [=](register_atom) { // the router restarted and does not know us
         auto& st = self->state;
-        worker_info info{st.cfg.id,         st.cfg.kind,  st.cfg.backend.models,
-                         st.be->describe(), st.cfg.slots, st.cfg.max_queue, {}};
+        worker_info info{
+            st.cfg.id,        st.cfg.kind, st.cfg.backend.models, st.be->describe(), st.cfg.slots,
+            st.cfg.max_queue, {}};
         self->send(st.router, register_atom::value, std::move(info));
         report(self);
       },

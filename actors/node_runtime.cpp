@@ -90,7 +90,7 @@ struct node_runtime::impl {
     ctx.router = router;
     ctx.node = cfg.id;
     ctx.limits = cfg.limits;
-    if (cluster) ctx.placement = cluster->start(system, router);
+    if (cluster) ctx.placement = cluster->start(system, router, policy, status);
     // The agents subtree: the job runner first (at shutdown it must stop
     // before the directory, so its running jobs stay claimed and run again),
     // then the directory. A crashed directory takes its agents with it; the
@@ -306,9 +306,11 @@ void node_runtime::crash_worker(const std::string& id) {
 bool node_runtime::crash(const std::string& part) {
   if (!fault_injection_enabled()) return false;
   auto& im = *impl_;
-  auto target = part == "router" ? im.router : part == "directory" ? im.directory
-                : part == "jobs"  ? im.jobs
-                                  : caf::actor{};
+  if (im.cluster && im.cluster->crash(part)) return true;
+  auto target = part == "router"      ? im.router
+                : part == "directory" ? im.directory
+                : part == "jobs"      ? im.jobs
+                                      : caf::actor{};
   if (!target) return false;
   caf::anon_send(target, crash_atom::value);
   return true;

@@ -23,6 +23,23 @@ struct agent_relay_state {
   caf::actor agent;
   std::deque<peer_frame> early; // frames that came before the activation
   bool subscribed = false;
+  caf::actor_addr hub; // the hub routing the peer's frames; we end with it
+  bool ended = false;  // the peer has been told
+
+  agent_relay_state() = default;
+  agent_relay_state(const agent_relay_state&) = delete;
+  agent_relay_state& operator=(const agent_relay_state&) = delete;
+  /// However the relay ends (its hub crashed, say): the peer's proxy must
+  /// not wait for events that will never come.
+  ~agent_relay_state() {
+    if (ended || !net) return;
+    envelope env;
+    env.type = msg_type::agent_down;
+    env.target = agent_name;
+    net->send(peer, std::move(env),
+              encode_payload({{"failure", to_json(runtime::failure{runtime::errc::internal,
+                                                                   "agent relay ended"})}}));
+  }
   static inline const char* name = "agent_relay";
 };
 
@@ -39,6 +56,7 @@ void reply(relay_actor* self, msg_type type, const nlohmann::json& payload, uint
 
 void end(relay_actor* self, const runtime::failure& why) {
   reply(self, msg_type::agent_down, {{"failure", to_json(why)}});
+  self->state.ended = true;
   self->quit();
 }
 
@@ -99,6 +117,10 @@ caf::behavior relay_impl(relay_actor* self, std::shared_ptr<transport> net, caf:
   st.peer = std::move(peer);
   st.agent_name = std::move(agent);
   self->set_down_handler([self](caf::down_msg& dm) {
+    if (dm.source == self->state.hub) {
+      self->quit(); // our hub ended; the destructor tells the peer
+      return;
+    }
     end(self, dm.reason ? to_failure(dm.reason)
                         : runtime::failure{errc::internal, "agent activation ended"});
   });
@@ -122,7 +144,14 @@ caf::behavior relay_impl(relay_actor* self, std::shared_ptr<transport> net, caf:
         handle(self, f);
       },
       [=](event_atom, runtime::event_ptr& ev) { reply(self, msg_type::agent_event, to_json(*ev)); },
-      [=](peer_down_atom) { self->quit(); },
+      [=](watch_atom, caf::actor& hub) {
+        self->state.hub = hub.address();
+        self->monitor(hub);
+      },
+      [=](peer_down_atom) {
+        self->state.ended = true; // nobody to tell
+        self->quit();
+      },
   };
 }
 

@@ -15,6 +15,8 @@ struct cluster_view;
 using peer_frame_atom = caf::atom_constant<caf::atom("pframe")>;
 using view_atom = caf::atom_constant<caf::atom("view")>;
 using peer_down_atom = caf::atom_constant<caf::atom("peerdown")>;
+/// `(watch_atom, hub)`: end when the hub that routes your frames ends.
+using watch_atom = caf::atom_constant<caf::atom("watch")>;
 
 /// One frame from a peer, envelope decoded, payload still MessagePack: the
 /// actor it is for decodes it.

@@ -1,5 +1,8 @@
 #include "cluster/cluster_node.hpp"
 #include "actors/atoms.hpp"
+#include "actors/messages.hpp"
+#include "actors/stable_address.hpp"
+#include "actors/supervision.hpp"
 #include "cluster/atoms.hpp"
 #include "cluster/hub.hpp"
 #include "cluster/membership.hpp"
@@ -15,6 +18,7 @@
 #include <cstdlib>
 #include <mutex>
 #include <set>
+#include <thread>
 
 namespace troupe::cluster {
 
@@ -33,7 +37,11 @@ struct cluster_node::impl {
   uint64_t incarnation = new_incarnation();
   membership members;
   std::shared_ptr<transport> net;
-  caf::actor hub; // set in start(), before any peer is known to the transport
+  caf::actor hub; // stable address, set in start() before any peer is known
+  caf::actor hub_supervisor;
+  std::shared_ptr<actors::incarnation_cell> hub_cell = std::make_shared<actors::incarnation_cell>();
+  std::shared_ptr<actors::incarnation_cell> directory_cell =
+      std::make_shared<actors::incarnation_cell>();
   /// Frames handed to the hub and not yet routed (the transport's credit).
   std::shared_ptr<std::atomic<int64_t>> backlog = std::make_shared<std::atomic<int64_t>>(0);
   static constexpr int64_t max_backlog = 10000;
@@ -45,6 +53,7 @@ struct cluster_node::impl {
   mutable std::mutex mutex;
   std::set<std::string> dead; // "node:incarnation" the transport declared dead
   bool stopped = false;
+  std::atomic<bool> started{false}; // a restarted hub asks for the view itself
 
   explicit impl(const runtime::node_config& c) : cfg(c), members(c, incarnation) {
     transport::options o;
@@ -89,15 +98,32 @@ cluster_node::~cluster_node() {
   stop();
 }
 
-std::shared_ptr<actors::agent_placement> cluster_node::start(caf::actor_system& sys,
-                                                             caf::actor router) {
+std::shared_ptr<actors::agent_placement>
+cluster_node::start(caf::actor_system& sys, caf::actor router, actors::restart_policy policy,
+                    std::shared_ptr<actors::supervision_status> status) {
   auto* im = impl_.get();
-  im->hub = spawn_hub(
-      sys, im->cfg.id, im->net, router,
-      [im](std::vector<actors::worker_status> workers, int64_t agents) {
-        im->members.publish(std::move(workers), agents, im->draining.load());
-      },
-      im->cfg.cluster.heartbeat, im->backlog);
+  // The cluster subtree: the hub, behind a stable address the transport
+  // and membership threads send to. A restarted hub rebuilds its proxies
+  // from the next view; the ones it had died with it (they are linked).
+  im->hub = actors::spawn_stable_address(sys, im->hub_cell, "cluster hub");
+  im->hub_supervisor = actors::spawn_supervisor(
+      sys, "cluster",
+      {{"hub",
+        [im, router](caf::actor_system& sys) {
+          auto h = spawn_hub(
+              sys, im->cfg.id, im->net, router,
+              [im](std::vector<actors::worker_status> workers, int64_t agents) {
+                im->members.publish(std::move(workers), agents, im->draining.load());
+              },
+              im->cfg.cluster.heartbeat, im->backlog, im->directory_cell->get());
+          im->hub_cell->set(h);
+          if (im->started) caf::anon_send(h, view_atom::value, view_ptr{im->members.view()});
+          return h;
+        }}},
+      policy, std::move(status));
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!im->hub_cell->get() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   membership::callbacks cb;
   cb.on_view = [im](std::shared_ptr<const cluster_view> v) {
     std::map<std::string, peer_address> peers;
@@ -137,6 +163,7 @@ std::shared_ptr<actors::agent_placement> cluster_node::start(caf::actor_system& 
             [](caf::error&) {});
   }
   im->members.start(std::move(cb));
+  im->started = true;
   auto hub = im->hub;
   auto net = im->net;
   return std::make_shared<placement>(
@@ -149,7 +176,14 @@ std::shared_ptr<actors::agent_placement> cluster_node::start(caf::actor_system& 
 }
 
 void cluster_node::attach(caf::actor directory) {
+  impl_->directory_cell->set(directory);
   caf::anon_send(impl_->hub, actors::register_atom::value, std::move(directory));
+}
+
+bool cluster_node::crash(const std::string& part) {
+  if (part != "hub" || !actors::fault_injection_enabled()) return false;
+  caf::anon_send(impl_->hub, actors::crash_atom::value);
+  return true;
 }
 
 void cluster_node::stop() {
@@ -157,6 +191,7 @@ void cluster_node::stop() {
   if (im.stopped) return;
   im.stopped = true;
   im.members.leave();
+  if (im.hub_supervisor) caf::anon_send_exit(im.hub_supervisor, caf::exit_reason::user_shutdown);
   if (im.hub) caf::anon_send_exit(im.hub, caf::exit_reason::user_shutdown);
   im.net->close(); // bye to the peers; no frame reaches the hub after this
 }

@@ -21,10 +21,12 @@ public:
   explicit cluster_node(const runtime::node_config& cfg);
   ~cluster_node() override;
 
-  std::shared_ptr<actors::agent_placement> start(caf::actor_system& sys,
-                                                 caf::actor router) override;
+  std::shared_ptr<actors::agent_placement>
+  start(caf::actor_system& sys, caf::actor router, actors::restart_policy policy,
+        std::shared_ptr<actors::supervision_status> status) override;
   void attach(caf::actor directory) override;
   void stop() override;
+  bool crash(const std::string& part) override;
 
   /// `GET /api/cluster`: this node and every live member with its roles,
   /// workers and their load as of the last heartbeat. Any thread.

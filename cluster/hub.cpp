@@ -49,6 +49,11 @@ struct hub_state {
 using hub_actor = caf::stateful_actor<hub_state>;
 
 void keep(hub_actor* self, table& t, std::string key, caf::actor hdl) {
+  // It watches the hub: if the hub dies, every proxy and relay ends with
+  // it, so their watchers retry through the next hub instead of waiting on
+  // orphans no frame can reach. (Not a link: a child's end must not take
+  // the hub down.)
+  self->send(hdl, watch_atom::value, caf::actor_cast<caf::actor>(self));
   self->monitor(hdl);
   self->state.by_addr[hdl.address()] = {&t, key};
   t[std::move(key)] = std::move(hdl);
@@ -176,7 +181,7 @@ void on_frame(hub_actor* self, peer_frame& f) {
 
 caf::behavior hub_impl(hub_actor* self, std::string self_node, std::shared_ptr<transport> net,
                        caf::actor router, publish_fn publish, std::chrono::milliseconds heartbeat,
-                       std::shared_ptr<std::atomic<int64_t>> backlog) {
+                       std::shared_ptr<std::atomic<int64_t>> backlog, caf::actor directory) {
   auto& st = self->state;
   st.backlog = std::move(backlog);
   st.self_node = std::move(self_node);
@@ -186,6 +191,10 @@ caf::behavior hub_impl(hub_actor* self, std::string self_node, std::shared_ptr<t
   st.heartbeat = heartbeat;
   st.peers_gauge =
       &runtime::metrics_registry::global().get_gauge("troupe_cluster_peers", "Live peer nodes");
+  st.backlog->store(0); // frames the previous incarnation held died with it
+  st.directory = std::move(directory);
+  self->set_exception_handler(
+      [](caf::scheduled_actor*, std::exception_ptr& eptr) { return exception_to_error(eptr); });
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
     auto it = st.by_addr.find(dm.source);
@@ -207,6 +216,10 @@ caf::behavior hub_impl(hub_actor* self, std::string self_node, std::shared_ptr<t
         keep(self, self->state.agent_proxies, node + "\n" + agent, proxy);
       },
       [=](register_atom, caf::actor& directory) { self->state.directory = directory; },
+      [=](crash_atom) {
+        if (fault_injection_enabled())
+          throw std::runtime_error("injected crash of the cluster hub");
+      },
       [=](tick_atom) {
         auto& st = self->state;
         self->delayed_send(self, st.heartbeat, tick_atom::value);
@@ -231,9 +244,9 @@ caf::behavior hub_impl(hub_actor* self, std::string self_node, std::shared_ptr<t
 
 caf::actor spawn_hub(caf::actor_system& sys, std::string self_node, std::shared_ptr<transport> net,
                      caf::actor router, publish_fn publish, std::chrono::milliseconds heartbeat,
-                     std::shared_ptr<std::atomic<int64_t>> backlog) {
+                     std::shared_ptr<std::atomic<int64_t>> backlog, caf::actor directory) {
   return sys.spawn(hub_impl, std::move(self_node), std::move(net), std::move(router),
-                   std::move(publish), heartbeat, std::move(backlog));
+                   std::move(publish), heartbeat, std::move(backlog), std::move(directory));
 }
 
 } // namespace troupe::cluster

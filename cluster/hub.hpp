@@ -29,9 +29,12 @@ using publish_fn = std::function<void(std::vector<actors::worker_status>, int64_
 /// `(register_atom, node, agent)` from a new agent proxy,
 /// `(register_atom, directory)` once the directory exists.
 /// `backlog`: frames handed to the hub and not yet routed; the hub counts
-/// each one down (the transport's credit).
+/// each one down (the transport's credit). `directory`: the agent directory
+/// when it already exists (a restarted hub). Every proxy and relay watches
+/// the hub (`watch_atom`) and ends with it; a restarted hub builds them anew
+/// from the next membership view.
 caf::actor spawn_hub(caf::actor_system& sys, std::string self_node, std::shared_ptr<transport> net,
                      caf::actor router, publish_fn publish, std::chrono::milliseconds heartbeat,
-                     std::shared_ptr<std::atomic<int64_t>> backlog);
+                     std::shared_ptr<std::atomic<int64_t>> backlog, caf::actor directory);
 
 } // namespace troupe::cluster

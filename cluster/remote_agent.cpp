@@ -26,6 +26,7 @@ struct remote_agent_state {
   std::unordered_map<uint64_t, caf::response_promise> asks;
   uint64_t next_ask = 0;
   caf::actor_addr owner; // the agent directory holding this proxy
+  caf::actor_addr hub;   // the hub routing the peer's frames to us; we end with it
   static inline const char* name = "remote_agent";
 };
 
@@ -98,7 +99,8 @@ caf::behavior remote_agent_impl(proxy_actor* self, std::shared_ptr<transport> ne
   forward(self, msg_type::agent_open, nlohmann::json::object());
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
-    if (dm.source == st.owner) { // the directory that holds this proxy is gone
+    if (dm.source == st.owner ||
+        dm.source == st.hub) { // the directory that holds this proxy is gone
       self->quit(dm.reason);
       return;
     }
@@ -147,6 +149,10 @@ caf::behavior remote_agent_impl(proxy_actor* self, std::shared_ptr<transport> ne
         forward(self, msg_type::agent_cancel, {{"id", std::move(id)}});
       },
       [=](kill_atom) { forward(self, msg_type::agent_kill, nlohmann::json::object()); },
+      [=](watch_atom, caf::actor& hub) {
+        self->state.hub = hub.address();
+        self->monitor(hub);
+      },
       [=](register_atom, caf::actor& owner) {
         self->state.owner = owner.address();
         self->monitor(owner);

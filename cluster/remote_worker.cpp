@@ -32,6 +32,7 @@ struct remote_worker_state {
   std::unordered_map<uint64_t, call> calls;
   uint64_t next = 0;
   worker_load published; // as the node last reported it
+  caf::actor_addr hub;   // the hub routing our frames; we end with it
 
   remote_worker_state() = default;
   remote_worker_state(const remote_worker_state&) = delete;
@@ -92,16 +93,35 @@ void on_frame(proxy_actor* self, peer_frame& f) {
     self->send(c.sink, done_atom::value, c.job,
                chat_result_from(body.value("result", nlohmann::json::object())));
     break;
-  case msg_type::fail:
-    self->send(c.sink, fail_atom::value, c.job,
-               failure_from(body.value("failure", nlohmann::json::object())),
-               body.value("started", false), st.status.info.id);
+  case msg_type::fail: {
+    auto fl = failure_from(body.value("failure", nlohmann::json::object()));
+    if (c.accepted)
+      self->send(c.sink, fail_atom::value, c.job, fl, body.value("started", false),
+                 st.status.info.id);
+    else // it never started: the router tries the next worker
+      c.rp.deliver(make_error(fl.code, fl.message));
     break;
+  }
   default:
     return;
   }
   st.calls.erase(it);
   report(self);
+}
+
+/// Fails every open call (a call without a token is retried elsewhere by
+/// its router or agent) and exits, so the router and agents watching see it.
+void end(proxy_actor* self, const std::string& why) {
+  auto& st = self->state;
+  runtime::failure gone{errc::backend_unavailable, why};
+  for (auto& [corr, c] : st.calls) {
+    if (c.accepted)
+      self->send(c.sink, fail_atom::value, c.job, gone, c.started, st.status.info.id);
+    else
+      c.rp.deliver(make_error(gone.code, gone.message));
+  }
+  st.calls.clear();
+  self->quit(make_error(gone.code, gone.message));
 }
 
 caf::behavior remote_worker_impl(proxy_actor* self, std::shared_ptr<transport> net,
@@ -115,6 +135,9 @@ caf::behavior remote_worker_impl(proxy_actor* self, std::shared_ptr<transport> n
   st.status = std::move(status);
   self->send(st.router, register_atom::value, st.status.info);
   report(self);
+  self->set_down_handler([self](caf::down_msg& dm) {
+    if (dm.source == self->state.hub) end(self, "cluster hub restarted");
+  });
   return {
       [=](infer_atom, infer_job& job) -> caf::result<std::string> {
         auto& st = self->state;
@@ -153,18 +176,10 @@ caf::behavior remote_worker_impl(proxy_actor* self, std::shared_ptr<transport> n
         self->state.published = s.load;
         report(self);
       },
-      [=](peer_down_atom) {
-        auto& st = self->state;
-        runtime::failure gone{errc::backend_unavailable,
-                              "node " + st.status.info.node + " is gone"};
-        for (auto& [corr, c] : st.calls) {
-          if (c.accepted)
-            self->send(c.sink, fail_atom::value, c.job, gone, c.started, st.status.info.id);
-          else
-            c.rp.deliver(make_error(gone.code, gone.message));
-        }
-        st.calls.clear();
-        self->quit(make_error(gone.code, gone.message));
+      [=](peer_down_atom) { end(self, "node " + self->state.status.info.node + " is gone"); },
+      [=](watch_atom, caf::actor& hub) {
+        self->state.hub = hub.address();
+        self->monitor(hub);
       },
   };
 }

@@ -20,6 +20,27 @@ struct relay_state {
   std::string worker_id;
   caf::actor worker;
   bool cancelled = false;
+  caf::actor_addr hub;  // the hub routing our frames; we end with it
+  bool ended = false;   // the caller has its answer
+  bool started = false; // a token went out
+
+  relay_state() = default;
+  relay_state(const relay_state&) = delete;
+  relay_state& operator=(const relay_state&) = delete;
+  /// However the relay ends (its hub crashed, say): the caller's call fails
+  /// instead of waiting; before the first token it is retried elsewhere.
+  ~relay_state() {
+    if (ended || !net) return;
+    envelope env;
+    env.type = msg_type::fail;
+    env.target = worker_id;
+    env.corr = corr;
+    net->send(
+        peer, std::move(env),
+        encode_payload({{"failure", to_json(runtime::failure{runtime::errc::backend_unavailable,
+                                                             "worker relay ended"})},
+                        {"started", started}}));
+  }
   static inline const char* name = "worker_relay";
 };
 
@@ -36,6 +57,7 @@ void reply(relay_actor* self, msg_type type, const nlohmann::json& payload) {
 
 void refuse(relay_actor* self, const runtime::failure& f) {
   reply(self, msg_type::infer_err, {{"failure", to_json(f)}});
+  self->state.ended = true;
   self->quit();
 }
 
@@ -51,6 +73,14 @@ caf::behavior relay_impl(relay_actor* self, std::shared_ptr<transport> net, caf:
     refuse(self, {errc::bad_request, "malformed infer frame"});
     return {};
   }
+  // Our hub ended: a cancel could no longer reach us. Stop the call; the
+  // state's destructor tells the caller.
+  self->set_down_handler([self](caf::down_msg& dm) {
+    auto& st = self->state;
+    if (dm.source != st.hub) return;
+    if (st.worker) self->send(st.worker, cancel_atom::value, st.corr);
+    self->quit();
+  });
   infer_job job{corr, chat_request_from((*body)["request"]), caf::actor_cast<caf::actor>(self), {}};
   self->request(router, std::chrono::seconds(5), lookup_atom::value, st.worker_id)
       .then(
@@ -69,14 +99,17 @@ caf::behavior relay_impl(relay_actor* self, std::shared_ptr<transport> net, caf:
           [=](caf::error& err) { refuse(self, to_failure(err)); });
   return {
       [=](token_atom, uint64_t, std::string& text) {
+        self->state.started = true;
         reply(self, msg_type::token, {{"text", std::move(text)}});
       },
       [=](done_atom, uint64_t, runtime::chat_result& r) {
         reply(self, msg_type::done, {{"result", to_json(r)}});
+        self->state.ended = true;
         self->quit();
       },
       [=](fail_atom, uint64_t, runtime::failure& f, bool started, std::string&) {
         reply(self, msg_type::fail, {{"failure", to_json(f)}, {"started", started}});
+        self->state.ended = true;
         self->quit();
       },
       [=](peer_frame_atom, peer_frame& f) {
@@ -85,10 +118,15 @@ caf::behavior relay_impl(relay_actor* self, std::shared_ptr<transport> net, caf:
         st.cancelled = true;
         if (st.worker) self->send(st.worker, cancel_atom::value, st.corr);
       },
+      [=](watch_atom, caf::actor& hub) {
+        self->state.hub = hub.address();
+        self->monitor(hub);
+      },
       [=](peer_down_atom) {
         // Nobody is left to read the answer: free the slot now.
         auto& st = self->state;
         if (st.worker) self->send(st.worker, cancel_atom::value, st.corr);
+        st.ended = true; // nobody to tell
         self->quit();
       },
   };

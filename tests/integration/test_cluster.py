@@ -294,6 +294,28 @@ class Cluster(TroupeTestCase):
         wait_members(a, ["gpu"])
         self.assertNotEqual(live_nodes(a)["gpu"]["incarnation"], old_incarnation)
 
+    def test_a_crashed_hub_restarts_and_the_node_still_reaches_the_cluster(self):
+        faults = {"TROUPE_FAULT_INJECTION": "1"}
+        sim = self.track(SimLlm())
+        a = self.node("gw", ["gateway", "agents"], env=faults)
+        self.node("gpu", ["inference"], sim_backend_yaml([sim]))
+        wait_members(a, ["gpu"])
+        wait_peers(a, ["gpu"])
+        self.assertEqual(a.post("/api/agents", {"type": "chat", "key": "h1"})[0], 201)
+        status, _ = a.post("/debug/crash/hub", {})
+        self.assertEqual(status, 202)
+
+        def restarts():
+            return json.loads(a.get("/health")[1])["supervision"].get("hub", {}).get("restarts", 0)
+        wait_until(lambda: restarts() == 1, 5, "the hub to restart")
+        before = served_by(a, "gpu")
+        # The new hub rebuilds the remote workers from the next view.
+        wait_until(lambda: any(w["id"] == "gpu/gpu0" for w in json.loads(a.get("/health")[1])["workers"]),
+                   5, "gpu's worker to be routable again")
+        status, body = a.post("/api/chat/execute", {"message": "count to 4", "key": "h1"})
+        self.assertEqual((status, json.loads(body).get("answer")), (200, "1 2 3 4"), body)
+        wait_until(lambda: served_by(a, "gpu") > before, 5, "the call to run on gpu")
+
     def test_a_node_leaving_on_sigterm_is_out_of_the_view_at_once(self):
         a = self.node("gw", ["gateway", "agents"])
         g = self.node("gpu", ["inference"])
