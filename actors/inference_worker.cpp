@@ -67,6 +67,10 @@ struct worker_state {
   enum class breaker { closed, open, half_open } brk = breaker::closed;
   int consecutive_failures = 0;
   static constexpr int failure_threshold = 3;
+  /// A single probe that times out on a busy server is weak evidence: the
+  /// worker leaves routing after this many failed probes in a row.
+  int failed_probes = 0;
+  static constexpr int probe_failure_threshold = 2;
   uint64_t served = 0;
   uint64_t failed = 0;
   /// Shared with the streams' callbacks, which may outlive a crashed worker.
@@ -282,6 +286,13 @@ caf::behavior worker_impl(worker_actor* self, runtime::accelerator_config cfg,
           detail = "half-open: probing with one request";
         } else if (st.brk == breaker::half_open && ok) {
           detail = st.health_detail;
+        }
+        st.failed_probes = ok ? 0 : st.failed_probes + 1;
+        if (!ok && st.healthy && st.failed_probes < worker_state::probe_failure_threshold) {
+          runtime::log::info("inference", "health_probe_failed",
+                             {{"worker", st.cfg.id}, {"detail", detail}});
+          self->delayed_send(self, st.cfg.backend.health_interval, tick_atom::value);
+          return;
         }
         if (ok != st.healthy || detail != st.health_detail) {
           if (ok != st.healthy)

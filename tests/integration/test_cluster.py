@@ -386,7 +386,8 @@ class ClusterDurability(TroupeTestCase):
             return hosts, ends, time.monotonic() - killed
         hosts, ends, took = run(go())
         lost = {k: e for k, e in ends.items() if e["ev"] != "done" or e["answer"] != prompts[k][1]}
-        self.assertEqual(lost, {}, "turns lost or wrong after the agent node died")
+        self.assertEqual(lost, {}, "turns lost or wrong after the agent node died: " +
+                         json.dumps({k: e.get("message") for k, e in lost.items()}))
         moved = sum(1 for h in hosts.values() if h == "agents-1")
         self.assertGreater(moved, 0)
         print(f"\nagent node kill -9 under 100 conversations: {moved} moved, 0 lost, "
