@@ -4,7 +4,7 @@ BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 CONFIG ?= examples/single-node.yaml
 
-.PHONY: all setup configure build run test asan clean format
+.PHONY: all setup configure build run test asan bench clean format
 
 all: build
 
@@ -24,6 +24,12 @@ run: build
 
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+
+# Every benchmark under tests/bench/, each against its baseline in the same
+# run; the table also goes to docs/benchmarks.md.
+bench: build
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target troupe_cluster_bench
+	scripts/bench $(BUILD_DIR)
 
 # AddressSanitizer + UBSan build in its own tree.
 asan:

@@ -99,7 +99,9 @@ struct node_runtime::impl {
     std::vector<child_spec> agent_children;
     if (cfg.has_role("agents")) {
       jobs = spawn_stable_address(system, jobs_cell, "job runner");
-      auto visibility = cfg.limits.turn_timeout + std::chrono::seconds(30);
+      auto visibility = cfg.limits.job_visibility.count() > 0
+                            ? cfg.limits.job_visibility
+                            : cfg.limits.turn_timeout + std::chrono::seconds(30);
       agent_children.push_back({"jobs", [cell = jobs_cell, store = ctx.store, dir = directory,
                                          node = cfg.id, visibility](caf::actor_system& sys) {
                                   auto j = spawn_job_runner(sys, store, dir, node, 16, visibility);

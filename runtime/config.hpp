@@ -60,6 +60,9 @@ struct limits_config {
   uint64_t max_pending_turns = 32;
   /// Upper bound for a REST `execute` or a turn, end to end.
   std::chrono::milliseconds turn_timeout{300000};
+  /// An async job claimed by a node that then goes silent this long is
+  /// claimed again by another (0 = `turn_timeout` + 30s).
+  std::chrono::milliseconds job_visibility{0};
 };
 
 /// `cluster:`: absent = a single node (DESIGN.md "Cluster").

@@ -393,6 +393,31 @@ class ClusterDurability(TroupeTestCase):
         print(f"\nagent node kill -9 under 100 conversations: {moved} moved, 0 lost, "
               f"all done {took:.2f}s after the kill")
 
+    def test_jobs_of_an_agent_node_killed_mid_run_are_claimed_again_and_finish(self):
+        redis = self.track(RedisServer())
+        sim = self.track(SimLlm(tokens_per_s=20))
+        limits = "limits: {job_visibility: 3s}\n"
+        a = self.track(ClusterNode("gw", ["gateway"], redis, limits))
+        runners = [self.track(ClusterNode(f"agents-{i}", ["agents"], redis, limits)) for i in (1, 2)]
+        self.track(ClusterNode("gpu", ["inference"], redis, sim_backend_yaml([sim], slots=32)))
+        wait_members(a, ["agents-1", "agents-2", "gpu"])
+        for r in runners:
+            wait_peers(r, ["gw", "gpu"])
+        jobs = []
+        for i in range(12):
+            status, body = a.post("/api/chat/jobs", {"message": "count to 30", "key": f"v{i}"})
+            self.assertEqual(status, 202, body)
+            jobs.append(json.loads(body)["job"])
+        # Whichever node's runner claimed jobs dies with them running.
+        wait_until(lambda: any("job_started" in r.output() for r in runners), 10, "a runner to take jobs")
+        victim = next(r for r in runners if "job_started" in r.output())
+        survivor = next(r for r in runners if r is not victim)
+        victim.kill()
+        for job in jobs:
+            j = wait_job(a, job, timeout=60)
+            self.assertEqual((j["state"], j.get("answer")), ("done", counted(30)), j)
+        self.assertIn("job_started", survivor.output())
+
     def test_restarting_redis_loses_no_acknowledged_job(self):
         redis = self.track(RedisServer())
         sim = self.track(SimLlm(tokens_per_s=100))
