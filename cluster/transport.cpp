@@ -209,18 +209,24 @@ struct transport::impl {
   // -- I/O ---------------------------------------------------------------------
 
   /// Hands queued frames to ZeroMQ until it would block.
-  void flush(peer& p) {
+  void flush(const std::string& node, peer& p) {
+    size_t bytes = 0, sent_frames = 0;
     while (p.ready && !p.pending.empty()) {
       auto& f = p.pending.front();
       auto sent =
           p.dealer->send(zmq::buffer(f.env), zmq::send_flags::dontwait | zmq::send_flags::sndmore);
-      if (!sent) return; // HWM or not connected yet: wait for POLLOUT
+      if (!sent) break; // HWM or not connected yet: wait for POLLOUT
       // The parts of a multipart message go or fail together.
       (void)p.dealer->send(zmq::buffer(f.payload), zmq::send_flags::dontwait);
-      frames("out").inc();
-      release(f);
+      bytes += f.env.size() + f.payload.size();
+      ++sent_frames;
       p.pending.pop_front();
     }
+    if (sent_frames == 0) return;
+    frames("out").inc(sent_frames);
+    std::lock_guard<std::mutex> guard{mutex}; // once per batch, not per frame
+    auto& q = queued[node];
+    q -= std::min(q, bytes);
   }
 
   void receive_all() {
@@ -320,7 +326,7 @@ struct transport::impl {
           declare_dead(node, false);
       }
       for (auto& [node, p] : peers)
-        flush(p);
+        flush(node, p);
 
       while (!parked.empty() && credit()) {
         parked_bytes -= parked.front().second.size();

@@ -58,31 +58,128 @@ bool known(uint64_t t) {
 
 } // namespace
 
+// The envelope is on every frame, so it is written and read by hand: the
+// same MessagePack nlohmann would produce (smallest int and str forms), with
+// no JSON tree in between.
+namespace {
+
+void put_uint(std::string& out, uint64_t v) {
+  auto be = [&](int bytes) {
+    for (int i = bytes - 1; i >= 0; --i)
+      out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  };
+  if (v < 128) {
+    out.push_back(static_cast<char>(v));
+  } else if (v <= 0xff) {
+    out.push_back(static_cast<char>(0xcc));
+    be(1);
+  } else if (v <= 0xffff) {
+    out.push_back(static_cast<char>(0xcd));
+    be(2);
+  } else if (v <= 0xffffffffu) {
+    out.push_back(static_cast<char>(0xce));
+    be(4);
+  } else {
+    out.push_back(static_cast<char>(0xcf));
+    be(8);
+  }
+}
+
+void put_str(std::string& out, std::string_view s) {
+  auto n = s.size();
+  if (n < 32) {
+    out.push_back(static_cast<char>(0xa0 | n));
+  } else if (n <= 0xff) {
+    out.push_back(static_cast<char>(0xd9));
+    out.push_back(static_cast<char>(n));
+  } else if (n <= 0xffff) {
+    out.push_back(static_cast<char>(0xda));
+    out.push_back(static_cast<char>(n >> 8));
+    out.push_back(static_cast<char>(n & 0xff));
+  } else {
+    out.push_back(static_cast<char>(0xdb));
+    for (int i = 3; i >= 0; --i)
+      out.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+  }
+  out.append(s);
+}
+
+/// A bounds-checked reader over the envelope's bytes.
+struct reader {
+  std::string_view in;
+  size_t pos = 0;
+
+  bool big_endian(int bytes, uint64_t& v) {
+    if (in.size() - pos < static_cast<size_t>(bytes)) return false;
+    v = 0;
+    for (int i = 0; i < bytes; ++i)
+      v = (v << 8) | static_cast<unsigned char>(in[pos++]);
+    return true;
+  }
+  bool uint(uint64_t& v) {
+    if (pos >= in.size()) return false;
+    auto b = static_cast<unsigned char>(in[pos++]);
+    if (b < 0x80) {
+      v = b;
+      return true;
+    }
+    if (b >= 0xcc && b <= 0xcf) return big_endian(1 << (b - 0xcc), v);
+    return false;
+  }
+  bool str(std::string& s) {
+    if (pos >= in.size()) return false;
+    auto b = static_cast<unsigned char>(in[pos++]);
+    uint64_t n = 0;
+    if ((b & 0xe0) == 0xa0)
+      n = b & 0x1f;
+    else if (b >= 0xd9 && b <= 0xdb) {
+      if (!big_endian(1 << (b - 0xd9), n)) return false;
+    } else
+      return false;
+    if (in.size() - pos < n) return false;
+    s.assign(in.substr(pos, n));
+    pos += n;
+    return true;
+  }
+  bool array(uint64_t& n) {
+    if (pos >= in.size()) return false;
+    auto b = static_cast<unsigned char>(in[pos++]);
+    if ((b & 0xf0) == 0x90) {
+      n = b & 0x0f;
+      return true;
+    }
+    if (b == 0xdc) return big_endian(2, n);
+    if (b == 0xdd) return big_endian(4, n);
+    return false;
+  }
+};
+
+} // namespace
+
 std::string encode_envelope(const envelope& env) {
-  json j = json::array({env.version, static_cast<uint64_t>(env.type), env.source, env.incarnation,
-                        env.target, env.corr});
-  auto bytes = json::to_msgpack(j);
-  return {bytes.begin(), bytes.end()};
+  std::string out;
+  out.reserve(24 + env.source.size() + env.target.size());
+  out.push_back(static_cast<char>(0x96)); // array of 6
+  put_uint(out, env.version);
+  put_uint(out, static_cast<uint64_t>(env.type));
+  put_str(out, env.source);
+  put_uint(out, env.incarnation);
+  put_str(out, env.target);
+  put_uint(out, env.corr);
+  return out;
 }
 
 std::variant<envelope, decode_error> decode_envelope(std::string_view bytes) {
-  json j = json::from_msgpack(bytes.begin(), bytes.end(), true, false);
-  if (j.is_discarded() || !j.is_array() || j.empty() || !j[0].is_number_unsigned())
-    return decode_error::malformed;
-  if (j[0].get<uint64_t>() != protocol_version) return decode_error::version;
-  if (j.size() != 6 || !j[1].is_number_unsigned() || !j[2].is_string() ||
-      !j[3].is_number_unsigned() || !j[4].is_string() || !j[5].is_number_unsigned())
-    return decode_error::malformed;
-  auto type = j[1].get<uint64_t>();
-  if (!known(type)) return decode_error::malformed;
+  reader r{bytes};
+  uint64_t n = 0, version = 0, type = 0;
+  if (!r.array(n) || n == 0 || !r.uint(version)) return decode_error::malformed;
+  if (version != protocol_version) return decode_error::version;
   envelope env;
-  env.version = protocol_version;
+  if (n != 6 || !r.uint(type) || !r.str(env.source) || !r.uint(env.incarnation) ||
+      !r.str(env.target) || !r.uint(env.corr) || r.pos != bytes.size())
+    return decode_error::malformed;
+  if (!known(type) || env.source.empty()) return decode_error::malformed;
   env.type = static_cast<msg_type>(type);
-  env.source = j[2].get<std::string>();
-  env.incarnation = j[3].get<uint64_t>();
-  env.target = j[4].get<std::string>();
-  env.corr = j[5].get<uint64_t>();
-  if (env.source.empty()) return decode_error::malformed;
   return env;
 }
 

@@ -203,7 +203,8 @@ latency troupe_round_trip(size_t size, int n) {
   std::vector<double> us;
   for (int i = 0; i < n; ++i) {
     auto t0 = clk::now();
-    p.a->send("node-b", envelope{1, msg_type::token, "", 0, "w", static_cast<uint64_t>(i)}, payload);
+    p.a->send("node-b", envelope{1, msg_type::token, "", 0, "w", static_cast<uint64_t>(i)},
+              payload);
     std::unique_lock<std::mutex> lock{p.m};
     p.cv.wait(lock, [&] { return p.a_received > i; });
     us.push_back(std::chrono::duration<double, std::micro>(clk::now() - t0).count());

@@ -45,6 +45,26 @@ TEST(Wire, an_envelope_survives_encoding) {
   EXPECT_EQ(e.corr, 42u);
 }
 
+TEST(Wire, the_envelope_is_the_same_messagepack_nlohmann_writes_and_reads) {
+  for (auto& env : {envelope{1, msg_type::ping, "n", 0, "", 0},
+                    envelope{1, msg_type::token, std::string(40, 's'), 200, "w", 70000},
+                    envelope{1, msg_type::agent_event, "gpu-1", 1796013253542462,
+                             std::string(300, 't'), 1ull << 40}}) {
+    auto theirs = nlohmann::json::to_msgpack(
+        nlohmann::json::array({env.version, static_cast<uint64_t>(env.type), env.source,
+                               env.incarnation, env.target, env.corr}));
+    auto ours = encode_envelope(env);
+    EXPECT_EQ(ours, std::string(theirs.begin(), theirs.end()));
+    auto back = decode_envelope(std::string(theirs.begin(), theirs.end()));
+    ASSERT_TRUE(std::holds_alternative<envelope>(back));
+    EXPECT_EQ(std::get<envelope>(back).target, env.target);
+    EXPECT_EQ(std::get<envelope>(back).corr, env.corr);
+  }
+  // Trailing bytes after the array are not an envelope.
+  EXPECT_TRUE(std::holds_alternative<decode_error>(
+      decode_envelope(encode_envelope(envelope{1, msg_type::ping, "n", 0, "", 0}) + "x")));
+}
+
 TEST(Wire, another_protocol_version_is_refused_as_such) {
   // [99, 10, "x", 1, "y", 0]
   auto d = decode_envelope(bytes({0x96, 0x63, 0x0a, 0xa1, 'x', 0x01, 0xa1, 'y', 0x00}));
