@@ -182,6 +182,13 @@ const runtime::node_config& node_runtime::config() const {
   return impl_->cfg;
 }
 
+std::vector<std::pair<std::string, std::string>> node_runtime::agent_types() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (auto& name : impl_->types->names())
+    if (auto t = impl_->types->find(name)) out.emplace_back(name, t->cfg.system);
+  return out;
+}
+
 bool node_runtime::has_type(const std::string& type) const {
   return impl_->types->find(type) != nullptr;
 }

@@ -58,6 +58,8 @@ public:
 
   const runtime::node_config& config() const;
   bool has_type(const std::string& type) const;
+  /// Every agent type as (name, system prompt), for MCP's `tools/list`.
+  std::vector<std::pair<std::string, std::string>> agent_types() const;
 
   std::unique_ptr<session_handle> open_session(std::shared_ptr<frame_sink> sink,
                                                std::string fixed_type);

@@ -1,6 +1,7 @@
 #include "nodes/gateway.hpp"
 #include "actors/node_runtime.hpp"
 #include "cluster/cluster_node.hpp"
+#include "nodes/mcp_endpoint.hpp"
 #include "runtime/log.hpp"
 #include "runtime/metrics.hpp"
 #include "runtime/openai_codec.hpp"
@@ -92,6 +93,7 @@ struct gateway::impl {
   actors::node_runtime& rt;
   const runtime::node_config& cfg;
   const cluster::cluster_node* cluster_node;
+  mcp_endpoint mcp{rt};
   http_server server;
   std::set<std::string> keys;
 
@@ -148,6 +150,7 @@ struct gateway::impl {
     if (seg.size() == 3 && seg[0] == "debug" && seg[1] == "crash" && req.method == "POST" &&
         rt.crash(seg[2]))
       return ex->reply(json_response(202, {{"crashing", seg[2]}}));
+    if (req.path == "/mcp") return mcp.handle(req, std::move(ex));
     if (req.path == "/metrics" && req.method == "GET")
       return ex->reply(
           {200, "text/plain; version=0.0.4", runtime::metrics_registry::global().render(), {}});
