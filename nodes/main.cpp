@@ -6,6 +6,7 @@
 #include "examples/weather_agent.hpp"
 #include "nodes/ctl.hpp"
 #include "nodes/gateway.hpp"
+#include "nodes/mcp_stdio.hpp"
 #include "nodes/sim_llm.hpp"
 #include "runtime/config.hpp"
 #include "runtime/log.hpp"
@@ -28,6 +29,7 @@ const char* usage_text =
     "  troupe node --config FILE [--check] [--log-json] [--log-level debug|info|warn|error]\n"
     "  troupe sim-llm [--host H] [--port P] [--ttft-ms N] [--tokens-per-s R] [--slots N]\n"
     "                 [--max-queue N] [--model NAME]\n"
+    "  troupe mcp --config FILE   (MCP over stdio: the node's agent types as tools)\n"
     "  troupe ctl [--gateway URL] [--key KEY] [--json] nodes|workers|agents|drain NODE\n"
     "  troupe version\n";
 
@@ -48,7 +50,9 @@ sigset_t block_stop_signals() {
   return set;
 }
 
-int run_node(const std::vector<std::string>& args) {
+/// `troupe node`, or with `mcp_stdio` `troupe mcp`: the same node, serving
+/// MCP on stdin/stdout instead of the gateway, until stdin closes.
+int run_node(const std::vector<std::string>& args, bool mcp_stdio = false) {
   std::string config_path;
   bool check_only = false;
   for (size_t i = 0; i < args.size(); ++i) {
@@ -140,7 +144,10 @@ int run_node(const std::vector<std::string>& args) {
   actors::io_threads gateway_io{1};
   actors::node_runtime rt{cfg, types, store, backend_io, cluster};
   std::unique_ptr<gateway::gateway> gw;
-  if (cfg.has_role("gateway")) {
+  std::unique_ptr<gateway::mcp_stdio> stdio;
+  if (mcp_stdio)
+    stdio = std::make_unique<gateway::mcp_stdio>(rt, [] { ::kill(::getpid(), SIGTERM); });
+  else if (cfg.has_role("gateway")) {
     gw = std::make_unique<gateway::gateway>(gateway_io, rt, cluster.get());
     try {
       gw->start();
@@ -173,6 +180,7 @@ int run_node(const std::vector<std::string>& args) {
                                  : sig == SIGTERM ? "SIGTERM"
                                                   : "drain"}});
   if (gw) gw->stop_accepting();
+  stdio.reset(); // no new MCP calls while the actors stop
   rt.shutdown();
   if (gw) gw->close_all();
   // Let the close frames and last replies reach the wire.
@@ -224,6 +232,7 @@ int main(int argc, char** argv) {
   auto cmd = args[0];
   args.erase(args.begin());
   if (cmd == "node") return run_node(args);
+  if (cmd == "mcp") return run_node(args, true);
   if (cmd == "sim-llm") return run_sim(args);
   if (cmd == "ctl") return gateway::run_ctl(args);
   if (cmd == "version") {

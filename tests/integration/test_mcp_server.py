@@ -7,7 +7,7 @@ import subprocess
 import unittest
 import urllib.request
 
-from harness import Node, TroupeTestCase, http
+from harness import TROUPE, Node, TroupeTestCase, http, write_config
 
 MCP_DIR = os.path.join(os.path.dirname(__file__), "..", "mcp")
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
@@ -103,6 +103,44 @@ class McpServer(TroupeTestCase):
         self.assertEqual(http("DELETE", self.url, headers=with_sid)[0], 200)
         status, _ = self.post(rpc("ping"), with_sid)
         self.assertEqual(status, 404)
+
+
+class McpStdio(unittest.TestCase):
+    """`troupe mcp --config FILE`: the same tools over stdin/stdout."""
+
+    def test_the_official_sdk_stdio_client_drives_troupe_mcp(self):
+        config = write_config('node: {id: stdio}\nstate: {path: ":memory:"}\n')
+        r = subprocess.run(["node", os.path.join(MCP_DIR, "sdk_stdio_client.mjs"), TROUPE, config],
+                           capture_output=True, text=True, timeout=60, cwd=MCP_DIR)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+        self.assertEqual(out["server"]["name"], "troupe")
+        self.assertIn("chat", out["tools"])
+        self.assertEqual(out["ping"], {})
+        self.assertEqual(out["call"]["content"][0]["text"], "The result is 5.")
+
+    def test_stdout_carries_only_json_rpc_and_eof_stops_the_node(self):
+        config = write_config('node: {id: stdio}\nstate: {path: ":memory:"}\n')
+        p = subprocess.Popen([TROUPE, "mcp", "--config", config], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p.stdin.write("this is not json\n")
+        p.stdin.write(json.dumps(rpc("initialize", id=1, protocolVersion="2025-06-18",
+                                     capabilities={}, clientInfo={"name": "t", "version": "1"})) + "\n")
+        p.stdin.write(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}) + "\n")
+        p.stdin.write(json.dumps(rpc("tools/list", id=2)) + "\n")
+        p.stdin.write(json.dumps(rpc("no/such", id=3)) + "\n")
+        p.stdin.flush()
+        replies = [json.loads(p.stdout.readline()) for _ in range(4)]
+        p.stdin.close()  # the host goes away: the node stops cleanly
+        self.assertEqual(p.wait(timeout=15), 0)
+        self.assertEqual(replies[0]["error"]["code"], -32700)
+        by_id = {r.get("id"): r for r in replies[1:]}
+        self.assertEqual(by_id[1]["result"]["serverInfo"]["name"], "troupe")
+        self.assertIn("chat", [t["name"] for t in by_id[2]["result"]["tools"]])
+        self.assertEqual(by_id[3]["error"]["code"], -32601)
+        self.assertEqual(p.stdout.read(), "")  # nothing but replies on stdout
+        p.stdout.close()
+        p.stderr.close()
 
 
 if __name__ == "__main__":
