@@ -37,9 +37,10 @@ private:
 /// names give one: everything sent to it is delegated to the child's
 /// current incarnation with the original sender and request id, so replies
 /// come from the child itself. Holders of the address never see the child
-/// restart; a request that arrives while no incarnation runs (restarting,
-/// or given up by its supervisor) gets an `internal` error (a plain message
-/// is dropped). It stops on an exit message.
+/// restart: what arrives while no incarnation runs waits (in order, up to
+/// 10,000 messages for up to 3 s) for the next one; past that, a request
+/// gets an `internal` error ("not running": its supervisor gave up) and a
+/// plain message is dropped. It stops on an exit message.
 caf::actor spawn_stable_address(caf::actor_system& sys, std::shared_ptr<incarnation_cell> cell,
                                 std::string name);
 

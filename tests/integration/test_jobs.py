@@ -1,4 +1,5 @@
 """Async jobs: queued in the store, run by the node, surviving restarts."""
+import asyncio
 import json
 import signal
 import time
@@ -37,7 +38,9 @@ class Jobs(TroupeTestCase):
             self.assertEqual(evs[0], {"ev": "attached", "agent": "chat/w1", "id": "a"})
             self.assertEqual(evs[-1]["answer"], " ".join(str(i) for i in range(1, 101)))
             self.assertTrue(any(e["ev"] == "token" and e["id"] == job for e in evs))
-            # A finished job answers at once with its stored outcome.
+            # A finished job answers at once with its stored outcome (the
+            # runner records it just after the agent's `done`: wait for that).
+            await asyncio.get_running_loop().run_in_executor(None, wait_job, node, job)
             await c.send(op="attach", job=job, id="b")
             ev = await c.recv()
             self.assertEqual((ev["ev"], ev["id"], ev["answer"]), ("done", job, evs[-1]["answer"]))
