@@ -12,6 +12,7 @@
 #include "runtime/log.hpp"
 
 #include <caf/all.hpp>
+#include <nlohmann/json.hpp>
 
 #include <cstdio>
 #include <mutex>
@@ -241,6 +242,65 @@ void node_runtime::execute(std::string type, std::string key, std::string messag
               cb({to_failure(err), {}, {}, {}, 0});
             });
   });
+}
+
+void node_runtime::execute_streaming(std::string type, std::string key, std::string message,
+                                     std::function<void(std::string)> on_token,
+                                     std::function<void(execute_result)> cb) {
+  auto dir = impl_->directory;
+  auto timeout = impl_->cfg.limits.turn_timeout + std::chrono::seconds(5);
+  std::string request_id;
+  {
+    std::lock_guard<std::mutex> guard{impl_->rng_mutex};
+    request_id = "stream-" + std::to_string(impl_->rng());
+  }
+  // Subscribed to the agent, it sees every event; ours carry our request id.
+  impl_->system.spawn(
+      [=](caf::event_based_actor* self, std::string id) -> caf::behavior {
+        auto finish = [=](execute_result r) {
+          cb(std::move(r));
+          self->quit();
+        };
+        self->request(dir, std::chrono::seconds(10), spawn_atom::value, type, key)
+            .then(
+                [=](std::string& agent, std::string&) {
+                  self->request(dir, std::chrono::seconds(10), lookup_atom::value, agent)
+                      .then(
+                          [=](caf::actor& hdl) {
+                            self->send(hdl, subscribe_atom::value,
+                                       caf::actor_cast<caf::actor>(self));
+                            self->request(dir, timeout, ask_atom::value, agent, message,
+                                          std::string{}, id)
+                                .then(
+                                    [=](turn_result& r) {
+                                      self->send(hdl, unsub_atom::value,
+                                                 caf::actor_cast<caf::actor>(self));
+                                      finish({std::nullopt, r.agent, std::move(r.answer), r.tokens,
+                                              r.steps});
+                                    },
+                                    [=](caf::error& err) {
+                                      finish({to_failure(err), agent, {}, {}, 0});
+                                    });
+                          },
+                          [=](caf::error& err) {
+                            finish({to_failure(err), agent, {}, {}, 0});
+                          });
+                },
+                [=](caf::error& err) {
+                  finish({to_failure(err), {}, {}, {}, 0});
+                });
+        return {
+            [=](event_atom, runtime::event_ptr& ev) {
+              if (ev->id != id || ev->kind != runtime::event_kind::token) return;
+              if (!ev->text.empty()) return on_token(ev->text);
+              // From another node only the encoded event travels.
+              auto j = nlohmann::json::parse(ev->json, nullptr, false);
+              if (j.is_object() && j.contains("text") && j["text"].is_string())
+                on_token(j["text"].get<std::string>());
+            },
+        };
+      },
+      std::move(request_id));
 }
 
 void node_runtime::spawn_agent(

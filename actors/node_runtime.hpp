@@ -66,6 +66,11 @@ public:
 
   void execute(std::string type, std::string key, std::string message,
                std::function<void(execute_result)> cb);
+  /// `execute` that also reports the turn's tokens as they stream: each
+  /// token's text to `on_token` (an actor thread; must not block), then `cb`.
+  void execute_streaming(std::string type, std::string key, std::string message,
+                         std::function<void(std::string)> on_token,
+                         std::function<void(execute_result)> cb);
   void spawn_agent(std::string type, std::string key,
                    std::function<void(std::optional<runtime::failure>, std::string agent)> cb);
   void kill_agent(std::string agent, std::function<void(std::optional<runtime::failure>)> cb);

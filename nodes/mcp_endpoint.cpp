@@ -142,7 +142,28 @@ void mcp_endpoint::handle(const http_request& req, std::shared_ptr<http_exchange
   if (sid.empty())
     return fail(400, invalid_request, "missing Mcp-Session-Id: call initialize first", id);
   if (!im.has_session(sid)) return fail(404, invalid_request, "unknown or ended session", id);
-  im.server.dispatch(msg, [ex](json reply) { ex->reply(rpc(200, reply)); });
+  auto& params = msg["params"];
+  bool wants_progress = method == "tools/call" && params.is_object() && params.contains("_meta") &&
+                        params["_meta"].is_object() && params["_meta"].contains("progressToken") &&
+                        req.header("accept").find("text/event-stream") != std::string::npos;
+  if (!wants_progress)
+    return im.server.dispatch(msg, [ex](json reply) { ex->reply(rpc(200, reply)); });
+  // Progress while the agent works: the reply becomes an SSE stream of
+  // progress notifications ending with the response.
+  ex->start_stream(200, "text/event-stream");
+  auto event = [](const json& m) {
+    return std::make_shared<const std::string>(
+        "event: message\ndata: " + m.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n");
+  };
+  im.server.dispatch(
+      msg,
+      [ex, event](json reply) {
+        ex->write_chunk(event(reply));
+        ex->end_stream();
+      },
+      [ex, event](json note) {
+        if (!ex->client_gone()) ex->write_chunk(event(note));
+      });
 }
 
 } // namespace troupe::gateway

@@ -21,7 +21,8 @@ namespace troupe::gateway {
 /// A request with an `Origin` that is not this host or a loopback address is
 /// refused with 403 (DNS rebinding); an unsupported `MCP-Protocol-Version`
 /// with 400. Notifications and responses are accepted with 202. Replies are
-/// `application/json`; this endpoint opens no server-initiated stream
+/// `application/json`, except a `tools/call` with a `progressToken`, which
+/// streams progress as SSE; this endpoint opens no server-initiated stream
 /// (`GET` is 405). Thread-safe: handlers run on the gateway's I/O threads.
 class mcp_endpoint {
 public:

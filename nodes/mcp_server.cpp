@@ -4,7 +4,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <atomic>
 #include <cctype>
+#include <memory>
 #include <string>
 
 namespace troupe::gateway {
@@ -40,7 +42,8 @@ json mcp_server::error(const json& id, int code, const std::string& message) {
   return {{"jsonrpc", "2.0"}, {"id", id}, {"error", {{"code", code}, {"message", message}}}};
 }
 
-void mcp_server::dispatch(const json& msg, std::function<void(json)> done) const {
+void mcp_server::dispatch(const json& msg, std::function<void(json)> done,
+                          std::function<void(json)> progress) const {
   auto id = msg["id"];
   auto method = msg["method"].get<std::string>();
   auto params =
@@ -84,24 +87,40 @@ void mcp_server::dispatch(const json& msg, std::function<void(json)> done) const
   if (!args.is_object() || !args.contains("message") || !args["message"].is_string() ||
       (args.contains("key") && !args["key"].is_string()))
     return done(error(id, invalid_params, "arguments must be {message: string, key?: string}"));
-  rt_.execute(type, args.value("key", ""), args["message"].get<std::string>(),
-              [done = std::move(done), id](actors::execute_result r) {
-                if (r.error) {
-                  // The agent failed: a tool error the calling model can
-                  // read, not a protocol error.
-                  auto text =
-                      std::string{runtime::to_string(r.error->code)} + ": " + r.error->message;
-                  return done(result_body(
-                      id, {{"content", {{{"type", "text"}, {"text", text}}}}, {"isError", true}}));
-                }
-                done(result_body(id, {{"content", {{{"type", "text"}, {"text", r.answer}}}},
-                                      {"structuredContent",
-                                       {{"agent", r.agent},
-                                        {"answer", r.answer},
-                                        {"steps", r.steps},
-                                        {"usage", runtime::usage_to_json(r.tokens)}}},
-                                      {"isError", false}}));
-              });
+  auto finished = [done = std::move(done), id](actors::execute_result r) {
+    if (r.error) {
+      // The agent failed: a tool error the calling model can
+      // read, not a protocol error.
+      auto text = std::string{runtime::to_string(r.error->code)} + ": " + r.error->message;
+      return done(
+          result_body(id, {{"content", {{{"type", "text"}, {"text", text}}}}, {"isError", true}}));
+    }
+    done(result_body(id, {{"content", {{{"type", "text"}, {"text", r.answer}}}},
+                          {"structuredContent",
+                           {{"agent", r.agent},
+                            {"answer", r.answer},
+                            {"steps", r.steps},
+                            {"usage", runtime::usage_to_json(r.tokens)}}},
+                          {"isError", false}}));
+  };
+  auto key = args.value("key", "");
+  auto text = args["message"].get<std::string>();
+  json token = nullptr;
+  if (params.contains("_meta") && params["_meta"].is_object())
+    token = params["_meta"].value("progressToken", json(nullptr));
+  if (!progress || token.is_null()) return rt_.execute(type, key, text, std::move(finished));
+  // Each streamed token is progress; its text is the message, so a host can
+  // show the answer as it forms.
+  auto count = std::make_shared<std::atomic<int64_t>>(0);
+  rt_.execute_streaming(
+      type, key, text,
+      [progress, token, count](std::string piece) {
+        progress(
+            {{"jsonrpc", "2.0"},
+             {"method", "notifications/progress"},
+             {"params", {{"progressToken", token}, {"progress", ++*count}, {"message", piece}}}});
+      },
+      std::move(finished));
 }
 
 } // namespace troupe::gateway

@@ -25,8 +25,11 @@ public:
   explicit mcp_server(actors::node_runtime& rt) : rt_(rt) {}
 
   /// Answers request `msg` (it has an `id` and a `method`): `done` receives
-  /// the JSON-RPC response, possibly later and from another thread.
-  void dispatch(const nlohmann::json& msg, std::function<void(nlohmann::json)> done) const;
+  /// the JSON-RPC response, possibly later and from another thread. When
+  /// `progress` is set and a `tools/call` carries `_meta.progressToken`, it
+  /// receives a `notifications/progress` for each token the agent streams.
+  void dispatch(const nlohmann::json& msg, std::function<void(nlohmann::json)> done,
+                std::function<void(nlohmann::json)> progress = nullptr) const;
 
   static nlohmann::json error(const nlohmann::json& id, int code, const std::string& message);
 

@@ -41,7 +41,8 @@ void handle(const std::shared_ptr<mcp_stdio::impl>& im, const std::string& line)
   if (!msg.contains("method") || !msg["method"].is_string() || !msg.contains("id"))
     return; // notifications and responses need no answer
   // The reply may come after we are gone: it holds the state, not us.
-  im->server.dispatch(msg, [im](json reply) { im->write(reply); });
+  im->server.dispatch(
+      msg, [im](json reply) { im->write(reply); }, [im](json note) { im->write(note); });
 }
 
 } // namespace

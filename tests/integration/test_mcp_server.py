@@ -62,6 +62,10 @@ class McpServer(TroupeTestCase):
         self.assertEqual(out["call"]["structuredContent"]["agent"], "chat/mcp1")
         # The key continues the same conversation.
         self.assertEqual(out["again"]["content"][0]["text"], "You first said: what is 6*7?")
+        # Progress while the agent works: one notification per streamed token.
+        self.assertEqual(out["withProgress"]["content"][0]["text"], " ".join(str(i) for i in range(1, 13)))
+        self.assertEqual(out["progressCount"], 12)
+        self.assertEqual(out["streamedText"], " ".join(str(i) for i in range(1, 13)))
         self.assertEqual(out["unknownTool"]["code"], -32602)
         self.assertEqual(out["badArguments"]["code"], -32602)
         self.assertTrue(out["terminated"])

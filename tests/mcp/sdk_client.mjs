@@ -18,6 +18,17 @@ out.tools = (await client.listTools()).tools;
 out.ping = await client.ping();
 out.call = await client.callTool({ name: "chat", arguments: { message: "what is 6*7?", key: "mcp1" } });
 out.again = await client.callTool({ name: "chat", arguments: { message: "what did I say first?", key: "mcp1" } });
+// With a progress callback the SDK sends a progressToken; the answer then
+// streams as progress notifications before the result.
+let progress = 0;
+let streamed = "";
+out.withProgress = await client.callTool(
+  { name: "chat", arguments: { message: "count to 12", key: "mcp2" } },
+  undefined,
+  { onprogress: (p) => { progress += 1; streamed += p.message ?? ""; } },
+);
+out.progressCount = progress;
+out.streamedText = streamed;
 try {
   await client.callTool({ name: "no_such_agent", arguments: { message: "hi" } });
   out.unknownTool = "accepted";
