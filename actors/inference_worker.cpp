@@ -7,6 +7,7 @@
 
 #include <caf/all.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <unordered_map>
@@ -50,6 +51,9 @@ struct worker_metrics {
   runtime::counter& failed;
   runtime::counter& rejected;
   runtime::counter& tokens;
+  /// When the backend last streamed a token (steady clock, ns): a server
+  /// that streams is alive, whatever a late health probe says.
+  std::atomic<int64_t> last_token_ns{0};
 };
 
 struct worker_state {
@@ -133,6 +137,8 @@ void start_job(worker_actor* self, infer_job job) {
       m->ttft.observe(std::chrono::duration<double>(steady_clock::now() - t0).count());
     }
     m->tokens.inc();
+    m->last_token_ns.store(steady_clock::now().time_since_epoch().count(),
+                           std::memory_order_relaxed);
     caf::anon_send(sink, token_atom::value, job_no, std::move(text));
   };
   cb.on_done = [sink, job_no, notify_worker](runtime::chat_result result) {
@@ -286,6 +292,16 @@ caf::behavior worker_impl(worker_actor* self, runtime::accelerator_config cfg,
           detail = "half-open: probing with one request";
         } else if (st.brk == breaker::half_open && ok) {
           detail = st.health_detail;
+        }
+        // Busy, not dead: a probe that fails while real calls stream tokens
+        // is a loaded server answering late, not a reason to stop routing.
+        auto since_token = steady_clock::now().time_since_epoch() -
+                           steady_clock::duration{st.metrics->last_token_ns.load()};
+        if (!ok && st.healthy && st.brk == breaker::closed &&
+            since_token < std::max<steady_clock::duration>(2 * st.cfg.backend.health_interval,
+                                                           std::chrono::seconds(2))) {
+          self->delayed_send(self, st.cfg.backend.health_interval, tick_atom::value);
+          return;
         }
         st.failed_probes = ok ? 0 : st.failed_probes + 1;
         if (!ok && st.healthy && st.failed_probes < worker_state::probe_failure_threshold) {

@@ -158,6 +158,20 @@ TEST_F(worker_fixture, one_failed_probe_is_not_enough_but_two_in_a_row_take_the_
   sched.run();
 }
 
+TEST_F(worker_fixture, failed_probes_while_tokens_stream_do_not_take_a_busy_worker_out) {
+  auto w = start_worker(2, 2);
+  ASSERT_TRUE(std::holds_alternative<std::string>(submit(w, 1)));
+  be->streams[0]->cb.on_token("busy"); // the server streams...
+  be->healthy = false;                 // ...but answers its probes late
+  for (int i = 0; i < 3; ++i) {
+    sched.trigger_timeouts();
+    sched.run();
+  }
+  EXPECT_TRUE(std::holds_alternative<std::string>(submit(w, 2)));
+  self->send_exit(w, caf::exit_reason::user_shutdown);
+  sched.run();
+}
+
 TEST_F(worker_fixture, stopping_the_worker_fails_queued_jobs_and_cancels_running_ones) {
   auto w = start_worker(1, 4);
   submit(w, 1);
