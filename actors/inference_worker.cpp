@@ -100,6 +100,12 @@ struct worker_state {
 
 using worker_actor = caf::stateful_actor<worker_state>;
 
+/// What the worker tells the router about itself when it registers.
+worker_info info_of(const worker_state& st) {
+  return {st.cfg.id,        st.cfg.kind, st.cfg.backend.models, st.be->describe(), st.cfg.slots,
+          st.cfg.max_queue, {}};
+}
+
 void report(worker_actor* self) {
   auto& st = self->state;
   st.metrics->active.set(static_cast<int64_t>(st.active.size()));
@@ -181,10 +187,7 @@ caf::behavior worker_impl(worker_actor* self, runtime::accelerator_config cfg,
   st.be = std::move(be);
   st.router = std::move(router);
   st.metrics = std::make_shared<worker_metrics>(st.cfg.id);
-  worker_info info{
-      st.cfg.id,        st.cfg.kind, st.cfg.backend.models, st.be->describe(), st.cfg.slots,
-      st.cfg.max_queue, {}};
-  self->send(st.router, register_atom::value, std::move(info));
+  self->send(st.router, register_atom::value, info_of(st));
   self->delayed_send(self, std::chrono::seconds(1), load_atom::value);
   check_health(self);
   runtime::log::info("inference", "worker_started",
@@ -324,10 +327,7 @@ caf::behavior worker_impl(worker_actor* self, runtime::accelerator_config cfg,
       [=](tick_atom) { check_health(self); },
       [=](register_atom) { // the router restarted and does not know us
         auto& st = self->state;
-        worker_info info{
-            st.cfg.id,        st.cfg.kind, st.cfg.backend.models, st.be->describe(), st.cfg.slots,
-            st.cfg.max_queue, {}};
-        self->send(st.router, register_atom::value, std::move(info));
+        self->send(st.router, register_atom::value, info_of(st));
         report(self);
       },
       [=](load_atom) {

@@ -70,7 +70,7 @@ struct node_runtime::impl {
                                    return r;
                                  }}},
                                policy, status);
-    wait_for(*router_cell);
+    router_cell->wait_for_first(std::chrono::seconds(5));
     if (cfg.has_role("inference")) {
       // The inference subtree: one supervised worker per accelerator. A
       // crashed worker comes back on the same backend and registers again.
@@ -117,17 +117,9 @@ struct node_runtime::impl {
            return d;
          }});
     agents = spawn_supervisor(system, "agents", std::move(agent_children), policy, status);
-    wait_for(*directory_cell);
+    directory_cell->wait_for_first(std::chrono::seconds(5));
     if (cluster) cluster->attach(directory);
     store_ = ctx.store;
-  }
-
-  /// A supervisor starts its children in its own first step: wait (briefly)
-  /// for the first incarnation, so nothing sent at start is dropped.
-  static void wait_for(const incarnation_cell& cell) {
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (!cell.get() && std::chrono::steady_clock::now() < deadline)
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
 
   /// Agents resumed at start must find the workers: wait (briefly) until
@@ -222,26 +214,7 @@ template <class F> void in_actor(caf::actor_system& sys, F f) {
 
 void node_runtime::execute(std::string type, std::string key, std::string message,
                            std::function<void(execute_result)> cb) {
-  auto dir = impl_->directory;
-  auto timeout = impl_->cfg.limits.turn_timeout + std::chrono::seconds(5);
-  in_actor(impl_->system, [=](caf::event_based_actor* self) {
-    self->request(dir, std::chrono::seconds(10), spawn_atom::value, type, key)
-        .then(
-            [=](std::string& agent, std::string&) {
-              self->request(dir, timeout, ask_atom::value, agent, message, std::string{},
-                            std::string{})
-                  .then(
-                      [=](turn_result& r) {
-                        cb({std::nullopt, r.agent, std::move(r.answer), r.tokens, r.steps});
-                      },
-                      [=](caf::error& err) {
-                        cb({to_failure(err), agent, {}, {}, 0});
-                      });
-            },
-            [=](caf::error& err) {
-              cb({to_failure(err), {}, {}, {}, 0});
-            });
-  });
+  execute_streaming(std::move(type), std::move(key), std::move(message), nullptr, std::move(cb));
 }
 
 void node_runtime::execute_streaming(std::string type, std::string key, std::string message,
@@ -252,7 +225,7 @@ void node_runtime::execute_streaming(std::string type, std::string key, std::str
   std::string request_id;
   {
     std::lock_guard<std::mutex> guard{impl_->rng_mutex};
-    request_id = "stream-" + std::to_string(impl_->rng());
+    request_id = "exec-" + std::to_string(impl_->rng());
   }
   // Subscribed to the agent, it sees every event; ours carry our request id.
   impl_->system.spawn(
@@ -261,26 +234,30 @@ void node_runtime::execute_streaming(std::string type, std::string key, std::str
           cb(std::move(r));
           self->quit();
         };
+        // Our request id makes the turn's events ours among everything a
+        // subscription sees; it is also the idempotency key of the ask.
+        auto ask = [=](const std::string& agent, caf::actor watched) {
+          self->request(dir, timeout, ask_atom::value, agent, message, std::string{}, id)
+              .then(
+                  [=](turn_result& r) {
+                    if (watched)
+                      self->send(watched, unsub_atom::value, caf::actor_cast<caf::actor>(self));
+                    finish({std::nullopt, r.agent, std::move(r.answer), r.tokens, r.steps});
+                  },
+                  [=](caf::error& err) {
+                    finish({to_failure(err), agent, {}, {}, 0});
+                  });
+        };
         self->request(dir, std::chrono::seconds(10), spawn_atom::value, type, key)
             .then(
                 [=](std::string& agent, std::string&) {
+                  if (!on_token) return ask(agent, nullptr);
                   self->request(dir, std::chrono::seconds(10), lookup_atom::value, agent)
                       .then(
                           [=](caf::actor& hdl) {
                             self->send(hdl, subscribe_atom::value,
                                        caf::actor_cast<caf::actor>(self));
-                            self->request(dir, timeout, ask_atom::value, agent, message,
-                                          std::string{}, id)
-                                .then(
-                                    [=](turn_result& r) {
-                                      self->send(hdl, unsub_atom::value,
-                                                 caf::actor_cast<caf::actor>(self));
-                                      finish({std::nullopt, r.agent, std::move(r.answer), r.tokens,
-                                              r.steps});
-                                    },
-                                    [=](caf::error& err) {
-                                      finish({to_failure(err), agent, {}, {}, 0});
-                                    });
+                            ask(agent, hdl);
                           },
                           [=](caf::error& err) {
                             finish({to_failure(err), agent, {}, {}, 0});
@@ -291,7 +268,7 @@ void node_runtime::execute_streaming(std::string type, std::string key, std::str
                 });
         return {
             [=](event_atom, runtime::event_ptr& ev) {
-              if (ev->id != id || ev->kind != runtime::event_kind::token) return;
+              if (!on_token || ev->id != id || ev->kind != runtime::event_kind::token) return;
               if (!ev->text.empty()) return on_token(ev->text);
               // From another node only the encoded event travels.
               auto j = nlohmann::json::parse(ev->json, nullptr, false);

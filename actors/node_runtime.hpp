@@ -67,7 +67,8 @@ public:
   void execute(std::string type, std::string key, std::string message,
                std::function<void(execute_result)> cb);
   /// `execute` that also reports the turn's tokens as they stream: each
-  /// token's text to `on_token` (an actor thread; must not block), then `cb`.
+  /// token's text to `on_token` (an actor thread; must not block; null =
+  /// none, which is `execute`), then `cb`.
   void execute_streaming(std::string type, std::string key, std::string message,
                          std::function<void(std::string)> on_token,
                          std::function<void(execute_result)> cb);

@@ -4,9 +4,11 @@
 #include <caf/actor_addr.hpp>
 #include <caf/fwd.hpp>
 
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 
 namespace troupe::actors {
 
@@ -21,6 +23,14 @@ public:
   caf::actor get() const {
     std::lock_guard<std::mutex> guard{mutex_};
     return current_;
+  }
+  /// Blocks (briefly) until the first incarnation is set: a supervisor
+  /// starts its children in its own first step, and nothing sent at node
+  /// start should have to wait for it. Not from an actor.
+  void wait_for_first(std::chrono::milliseconds limit) const {
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    while (!get() && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   /// Forgets the incarnation `gone` if it is still the current one.
   void clear_if(const caf::actor_addr& gone) {

@@ -35,4 +35,10 @@ struct worker_status {
   worker_load load;
 };
 
+/// This node's own workers out of a router's list (remote proxies dropped).
+inline std::vector<worker_status> local_workers(std::vector<worker_status> all) {
+  std::erase_if(all, [](const worker_status& w) { return !w.info.node.empty(); });
+  return all;
+}
+
 } // namespace troupe::actors

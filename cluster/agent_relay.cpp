@@ -33,12 +33,9 @@ struct agent_relay_state {
   /// not wait for events that will never come.
   ~agent_relay_state() {
     if (ended || !net) return;
-    envelope env;
-    env.type = msg_type::agent_down;
-    env.target = agent_name;
-    net->send(peer, std::move(env),
-              encode_payload({{"failure", to_json(runtime::failure{runtime::errc::internal,
-                                                                   "agent relay ended"})}}));
+    net->send(
+        peer, msg_type::agent_down, agent_name, 0,
+        {{"failure", to_json(runtime::failure{runtime::errc::internal, "agent relay ended"})}});
   }
   static inline const char* name = "agent_relay";
 };
@@ -47,11 +44,7 @@ using relay_actor = caf::stateful_actor<agent_relay_state>;
 
 void reply(relay_actor* self, msg_type type, const nlohmann::json& payload, uint64_t corr = 0) {
   auto& st = self->state;
-  envelope env;
-  env.type = type;
-  env.target = st.agent_name;
-  env.corr = corr;
-  st.net->send(st.peer, std::move(env), encode_payload(payload));
+  st.net->send(st.peer, type, st.agent_name, corr, payload);
 }
 
 void end(relay_actor* self, const runtime::failure& why) {

@@ -121,9 +121,7 @@ cluster_node::start(caf::actor_system& sys, caf::actor router, actors::restart_p
           return h;
         }}},
       policy, std::move(status));
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (!im->hub_cell->get() && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  im->hub_cell->wait_for_first(std::chrono::seconds(5));
   membership::callbacks cb;
   cb.on_view = [im](std::shared_ptr<const cluster_view> v) {
     std::map<std::string, peer_address> peers;
@@ -155,10 +153,7 @@ cluster_node::start(caf::actor_system& sys, caf::actor router, actors::restart_p
     self->request(router, std::chrono::seconds(2), actors::stats_atom::value)
         .receive(
             [&](std::vector<actors::worker_status>& ws) {
-              std::vector<actors::worker_status> local;
-              for (auto& w : ws)
-                if (w.info.node.empty()) local.push_back(std::move(w));
-              im->members.publish(std::move(local), 0, false);
+              im->members.publish(actors::local_workers(std::move(ws)), 0, false);
             },
             [](caf::error&) {});
   }

@@ -59,9 +59,15 @@ void keep(hub_actor* self, table& t, std::string key, caf::actor hdl) {
   t[std::move(key)] = std::move(hdl);
 }
 
-/// Tells every actor of `t` whose key starts with `prefix` that the node is gone.
-void drop_prefix(hub_actor* self, table& t, const std::string& prefix) {
+/// Tells every actor of `t` whose key starts with `prefix` that its node
+/// (or, for a worker proxy, its worker) is gone, unless `keep` holds its key.
+void drop_prefix(hub_actor* self, table& t, const std::string& prefix,
+                 const std::set<std::string>& keep = {}) {
   for (auto it = t.lower_bound(prefix); it != t.end() && it->first.rfind(prefix, 0) == 0;) {
+    if (keep.contains(it->first)) {
+      ++it;
+      continue;
+    }
     self->send(it->second, peer_down_atom::value);
     self->state.by_addr.erase(it->second.address());
     it = t.erase(it);
@@ -111,17 +117,7 @@ void on_view(hub_actor* self, const cluster_view& view) {
           keep(self, st.worker_proxies, key,
                spawn_remote_worker(self->system(), st.net, st.router, std::move(w)));
       }
-    auto prefix = m.id + "/";
-    for (auto it = st.worker_proxies.lower_bound(prefix);
-         it != st.worker_proxies.end() && it->first.rfind(prefix, 0) == 0;) {
-      if (listed.contains(it->first)) {
-        ++it;
-        continue;
-      }
-      self->send(it->second, peer_down_atom::value);
-      st.by_addr.erase(it->second.address());
-      it = st.worker_proxies.erase(it);
-    }
+    drop_prefix(self, st.worker_proxies, m.id + "/", listed); // workers it no longer lists
   }
   std::vector<std::string> gone;
   for (auto& [node, inc] : st.incarnations)
@@ -226,14 +222,11 @@ caf::behavior hub_impl(hub_actor* self, std::string self_node, std::shared_ptr<t
         self->request(st.router, st.heartbeat, stats_atom::value)
             .then(
                 [=](std::vector<worker_status>& ws) {
-                  std::vector<worker_status> local;
-                  for (auto& w : ws)
-                    if (w.info.node.empty()) local.push_back(std::move(w));
                   auto agents = runtime::metrics_registry::global()
                                     .get_gauge("troupe_active_agents",
                                                "Agent activations in memory on this node")
                                     .value();
-                  self->state.publish(std::move(local), agents);
+                  self->state.publish(local_workers(std::move(ws)), agents);
                 },
                 [](caf::error&) {});
       },

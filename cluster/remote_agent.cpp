@@ -34,11 +34,7 @@ using proxy_actor = caf::stateful_actor<remote_agent_state>;
 
 bool forward(proxy_actor* self, msg_type type, nlohmann::json payload, uint64_t corr = 0) {
   auto& st = self->state;
-  envelope env;
-  env.type = type;
-  env.target = st.agent;
-  env.corr = corr;
-  return st.net->send(st.node, std::move(env), encode_payload(payload));
+  return st.net->send(st.node, type, st.agent, corr, payload);
 }
 
 void deliver(proxy_actor* self, const runtime::event_ptr& ev) {

@@ -58,13 +58,9 @@ void report(proxy_actor* self) {
   self->send(st.router, load_atom::value, std::move(load));
 }
 
-void send_frame(proxy_actor* self, msg_type type, uint64_t corr, const nlohmann::json& payload) {
+bool send_frame(proxy_actor* self, msg_type type, uint64_t corr, const nlohmann::json& payload) {
   auto& st = self->state;
-  envelope env;
-  env.type = type;
-  env.target = st.remote_id;
-  env.corr = corr;
-  st.net->send(st.status.info.node, std::move(env), encode_payload(payload));
+  return st.net->send(st.status.info.node, type, st.remote_id, corr, payload);
 }
 
 void on_frame(proxy_actor* self, peer_frame& f) {
@@ -144,12 +140,8 @@ caf::behavior remote_worker_impl(proxy_actor* self, std::shared_ptr<transport> n
         auto corr = ++st.next;
         auto rp = self->make_response_promise();
         st.calls[corr] = {job.sink, job.job, rp, false, false};
-        envelope env;
-        env.type = msg_type::infer;
-        env.target = st.remote_id;
-        env.corr = corr;
-        auto payload = encode_payload({{"request", to_json(job.request)}, {"job", job.job}});
-        if (!st.net->send(st.status.info.node, std::move(env), std::move(payload))) {
+        if (!send_frame(self, msg_type::infer, corr,
+                        {{"request", to_json(job.request)}, {"job", job.job}})) {
           st.calls.erase(corr);
           rp.deliver(
               make_error(errc::overloaded, "link to node " + st.status.info.node + " is full"));

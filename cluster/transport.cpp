@@ -208,16 +208,21 @@ struct transport::impl {
 
   // -- I/O ---------------------------------------------------------------------
 
+  /// Hands one frame to ZeroMQ without blocking; false if it would block.
+  /// The parts of a multipart message go or fail together.
+  static bool send_now(peer& p, std::string_view env, std::string_view payload) {
+    if (!p.dealer->send(zmq::buffer(env), zmq::send_flags::dontwait | zmq::send_flags::sndmore))
+      return false;
+    (void)p.dealer->send(zmq::buffer(payload), zmq::send_flags::dontwait);
+    return true;
+  }
+
   /// Hands queued frames to ZeroMQ until it would block.
   void flush(const std::string& node, peer& p) {
     size_t bytes = 0, sent_frames = 0;
     while (p.ready && !p.pending.empty()) {
       auto& f = p.pending.front();
-      auto sent =
-          p.dealer->send(zmq::buffer(f.env), zmq::send_flags::dontwait | zmq::send_flags::sndmore);
-      if (!sent) break; // HWM or not connected yet: wait for POLLOUT
-      // The parts of a multipart message go or fail together.
-      (void)p.dealer->send(zmq::buffer(f.payload), zmq::send_flags::dontwait);
+      if (!send_now(p, f.env, f.payload)) break; // HWM or not connected: wait for POLLOUT
       bytes += f.env.size() + f.payload.size();
       ++sent_frames;
       p.pending.pop_front();
@@ -317,9 +322,8 @@ struct transport::impl {
         for (auto& [node, p] : peers) {
           if (now - p.last_seen > opts.suspect_after) {
             silent.push_back(node);
-          } else if (p.dealer->send(zmq::buffer(ping),
-                                    zmq::send_flags::dontwait | zmq::send_flags::sndmore)) {
-            (void)p.dealer->send(zmq::str_buffer(""), zmq::send_flags::dontwait);
+          } else {
+            send_now(p, ping, {}); // a lost ping is only a missed beat
           }
         }
         for (auto& node : silent)
@@ -353,8 +357,7 @@ struct transport::impl {
     // Leaving on purpose: tell the peers, so they do not wait to suspect us.
     auto bye = make_env(msg_type::bye);
     for (auto& [node, p] : peers)
-      if (p.dealer->send(zmq::buffer(bye), zmq::send_flags::dontwait | zmq::send_flags::sndmore))
-        (void)p.dealer->send(zmq::str_buffer(""), zmq::send_flags::dontwait);
+      send_now(p, bye, {});
     peers.clear();
   }
 };
@@ -389,6 +392,15 @@ bool transport::send(const std::string& node, envelope env, std::string payload)
   }
   if (was_empty) impl_->wake();
   return true;
+}
+
+bool transport::send(const std::string& node, msg_type type, std::string target, uint64_t corr,
+                     const nlohmann::json& payload) {
+  envelope env;
+  env.type = type;
+  env.target = std::move(target);
+  env.corr = corr;
+  return send(node, std::move(env), encode_payload(payload));
 }
 
 void transport::set_peers(std::map<std::string, peer_address> peers) {

@@ -63,6 +63,10 @@ public:
   /// (the caller answers `overloaded`); a frame for a peer that is not a
   /// live member is dropped by the I/O thread.
   bool send(const std::string& node, envelope env, std::string payload);
+  /// The same for the usual frame: `type` for `target` with correlation
+  /// `corr` and `payload` encoded as MessagePack.
+  bool send(const std::string& node, msg_type type, std::string target, uint64_t corr,
+            const nlohmann::json& payload);
 
   /// Any thread. The live members (this node excluded); connects to new
   /// ones, disconnects from those gone. A fenced incarnation stays fenced.

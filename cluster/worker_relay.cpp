@@ -31,15 +31,10 @@ struct relay_state {
   /// instead of waiting; before the first token it is retried elsewhere.
   ~relay_state() {
     if (ended || !net) return;
-    envelope env;
-    env.type = msg_type::fail;
-    env.target = worker_id;
-    env.corr = corr;
-    net->send(
-        peer, std::move(env),
-        encode_payload({{"failure", to_json(runtime::failure{runtime::errc::backend_unavailable,
-                                                             "worker relay ended"})},
-                        {"started", started}}));
+    net->send(peer, msg_type::fail, worker_id, corr,
+              {{"failure", to_json(runtime::failure{runtime::errc::backend_unavailable,
+                                                    "worker relay ended"})},
+               {"started", started}});
   }
   static inline const char* name = "worker_relay";
 };
@@ -48,11 +43,7 @@ using relay_actor = caf::stateful_actor<relay_state>;
 
 void reply(relay_actor* self, msg_type type, const nlohmann::json& payload) {
   auto& st = self->state;
-  envelope env;
-  env.type = type;
-  env.target = st.worker_id;
-  env.corr = st.corr;
-  st.net->send(st.peer, std::move(env), encode_payload(payload));
+  st.net->send(st.peer, type, st.worker_id, st.corr, payload);
 }
 
 void refuse(relay_actor* self, const runtime::failure& f) {

@@ -307,8 +307,12 @@ private:
     return j;
   }
 
-  reply_ptr run_raw(const command& c) { return wrap([&] { return client_.send({c}); }); }
-  reply_ptr run(const command& c) { return wrap([&] { return client_.run(c); }); }
+  reply_ptr run_raw(const command& c) {
+    return wrap([&] { return client_.send({c}); });
+  }
+  reply_ptr run(const command& c) {
+    return wrap([&] { return client_.run(c); });
+  }
   reply_ptr transaction(const std::vector<command>& cmds) {
     return wrap([&] { return client_.transaction(cmds); });
   }

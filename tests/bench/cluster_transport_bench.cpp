@@ -13,6 +13,7 @@
 // usage: troupe_cluster_bench [--messages N] [--round-trips N]
 #include "cluster/transport.hpp"
 #include "cluster/wire.hpp"
+#include "tests/support/free_port.hpp"
 
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
@@ -24,11 +25,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
-#include <netinet/in.h>
 #include <string>
-#include <sys/socket.h>
 #include <thread>
-#include <unistd.h>
 #include <vector>
 
 using namespace troupe::cluster;
@@ -36,17 +34,7 @@ using clk = std::chrono::steady_clock;
 
 namespace {
 
-uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
+using troupe::test::free_port;
 
 std::string endpoint() {
   return "tcp://127.0.0.1:" + std::to_string(free_port());

@@ -4,7 +4,8 @@ import asyncio
 import json
 import unittest
 
-from harness import Client, Node, SimLlm, TroupeTestCase, http, run, state_file, wait_job, wait_until
+from harness import (Client, Node, SimLlm, TroupeTestCase, http, run, sim_backend_yaml, state_file,
+                     wait_job, wait_until)
 
 FAULTS = {"TROUPE_FAULT_INJECTION": "1"}
 
@@ -123,11 +124,7 @@ class CoreSupervision(TroupeTestCase):
 
     def test_a_turn_running_when_the_directory_crashes_still_ends_in_done(self):
         slow = self.track(SimLlm(tokens_per_s=40))
-        yaml = f"""inference:
-  accelerators:
-    - {{id: gpu0, kind: gpu, slots: 4, backend: {{type: openai, url: "{slow.url}", health_interval: 500ms}}}}
-"""
-        node = self.track(Node(yaml, state_path=state_file(), env=FAULTS))
+        node = self.track(Node(sim_backend_yaml([slow], slots=4), state_path=state_file(), env=FAULTS))
 
         async def go():
             c = await Client.connect(node.ws_url)

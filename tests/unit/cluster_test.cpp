@@ -1,6 +1,7 @@
 #include "cluster/placement.hpp"
 #include "cluster/transport.hpp"
 #include "cluster/wire.hpp"
+#include "tests/support/free_port.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -10,9 +11,6 @@
 #include <map>
 #include <mutex>
 #include <thread>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 using namespace troupe;
 using namespace troupe::cluster;
@@ -175,17 +173,7 @@ TEST(Rendezvous, a_node_of_double_weight_gets_about_twice_the_agents) {
 
 // -- transport ----------------------------------------------------------------
 
-uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
+using troupe::test::free_port;
 
 /// What one transport's handlers saw.
 struct inbox {
