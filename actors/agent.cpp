@@ -1,5 +1,6 @@
 #include "actors/agent.hpp"
 #include "actors/atoms.hpp"
+#include "actors/mcp_catalog.hpp"
 #include "actors/messages.hpp"
 #include "runtime/log.hpp"
 #include "runtime/metrics.hpp"
@@ -13,8 +14,6 @@
 #include <optional>
 #include <set>
 #include <variant>
-
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::runtime::tool_outcome)
 
 namespace troupe::actors {
 
@@ -77,6 +76,8 @@ struct agent_state {
   std::vector<runtime::tool_call> calls;
   std::vector<std::optional<runtime::tool_outcome>> outcomes;
   size_t outstanding = 0;
+  /// MCP calls in flight (client, call key): told to cancel when the turn ends.
+  std::vector<std::pair<caf::actor, std::string>> mcp_calls;
   // -- lifecycle ---------------------------------------------------------------
   steady_clock::time_point last_activity = steady_clock::now();
   bool passivating = false;
@@ -113,9 +114,18 @@ void release_worker(agent_actor* self) {
   st.worker = nullptr;
 }
 
+/// Tells the MCP servers still running this turn's calls that nobody waits.
+void cancel_tool_calls(agent_actor* self) {
+  auto& st = self->state;
+  for (auto& [client, key] : st.mcp_calls)
+    self->send(client, cancel_atom::value, key);
+  st.mcp_calls.clear();
+}
+
 void end_turn(agent_actor* self) {
   auto& st = self->state;
   if (st.worker && st.job != 0) self->send(st.worker, cancel_atom::value, st.job);
+  cancel_tool_calls(self);
   st.current.reset();
   st.last_activity = steady_clock::now();
   st.job = 0;
@@ -206,7 +216,14 @@ void run_step(agent_actor* self) {
   req.messages.push_back({"system", cfg.system, {}, {}, {}});
   req.messages.insert(req.messages.end(), st.history.begin(), st.history.end());
   // The last allowed step offers no tools, so the model has to answer.
-  if (st.step + 1 < cfg.max_steps) req.tools = st.type->specs;
+  if (st.step + 1 < cfg.max_steps) {
+    req.tools = st.type->specs;
+    if (!st.type->mcp.empty() && st.ctx.mcp) {
+      auto more = st.ctx.mcp->specs_for(st.type->mcp);
+      req.tools.insert(req.tools.end(), std::make_move_iterator(more.begin()),
+                       std::make_move_iterator(more.end()));
+    }
+  }
   auto job = ++st.job_seq;
   st.job = job;
   release_worker(self);
@@ -314,6 +331,29 @@ void run_tools(agent_actor* self) {
       continue;
     }
     auto it = st.type->tools.find(call.name);
+    if (it == st.type->tools.end() && !st.type->mcp.empty() && st.ctx.mcp) {
+      if (auto route = st.ctx.mcp->resolve(call.name, st.type->mcp)) {
+        auto key = st.id_str + ":" + st.current->id + ":" + call.id;
+        st.mcp_calls.emplace_back(route->client, key);
+        auto done = [=](runtime::tool_outcome out) {
+          auto& st = self->state;
+          if (st.turn_seq != seq || !st.current) return;
+          std::erase_if(st.mcp_calls, [&](auto& c) { return c.second == key; });
+          tool_finished(self, i, std::move(out));
+        };
+        // The client answers within the call timeout; the margin covers a
+        // client that is itself restarting.
+        self->request(route->client, route->timeout + std::chrono::seconds(5), tool_atom::value,
+                      route->tool, call.arguments, key)
+            .then([=](runtime::tool_outcome& out) { done(std::move(out)); },
+                  [=](caf::error& err) {
+                    done({"MCP server '" + route->server +
+                              "' did not answer: " + to_failure(err).message,
+                          true});
+                  });
+        continue;
+      }
+    }
     if (it == st.type->tools.end())
       tool_finished(self, i, {"unknown tool '" + call.name + "'", true});
     else
@@ -378,6 +418,7 @@ void continue_turn(agent_actor* self) {
 /// model call; the activation is about to stop.
 void cancel_all_turns(agent_actor* self, const std::string& why) {
   auto& st = self->state;
+  cancel_tool_calls(self);
   if (st.current) {
     if (st.worker && st.job != 0) self->send(st.worker, cancel_atom::value, st.job);
     fail_turn(self, *st.current, errc::cancelled, why);

@@ -15,6 +15,7 @@ namespace troupe::actors {
 
 /// What every agent of a node shares.
 class agent_placement;
+class mcp_catalog;
 
 struct agent_context {
   std::shared_ptr<runtime::state_store> store;
@@ -26,6 +27,8 @@ struct agent_context {
   std::chrono::milliseconds idle_timeout{0};
   /// Cluster placement; null on a single node.
   std::shared_ptr<agent_placement> placement;
+  /// MCP tools this node can call; null without `mcp.servers`.
+  std::shared_ptr<const mcp_catalog> mcp;
 };
 
 /// Spawns one agent activation with the history it had and the turns a

@@ -4,6 +4,7 @@
 #include "runtime/errc.hpp"
 #include "runtime/llm.hpp"
 #include "runtime/state_store.hpp"
+#include "runtime/tool.hpp"
 #include "runtime/ws_protocol.hpp"
 
 #include <caf/actor.hpp>
@@ -69,3 +70,4 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::runtime::chat_result)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::runtime::failure)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::runtime::event_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::runtime::errc)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::runtime::tool_outcome)

@@ -8,6 +8,8 @@
 #include "actors/job_runner.hpp"
 #include "actors/messages.hpp"
 #include "actors/stable_address.hpp"
+#include "actors/mcp_catalog.hpp"
+#include "actors/mcp_client.hpp"
 #include "actors/ws_session.hpp"
 #include "runtime/log.hpp"
 
@@ -85,7 +87,9 @@ struct node_runtime::impl {
       inference = spawn_supervisor(system, "inference", std::move(children), policy, status);
     }
     wait_for_workers(cfg.has_role("inference") ? cfg.accelerators.size() : 0);
+    start_mcp_clients(io);
     agent_context ctx;
+    ctx.mcp = mcp_catalog_;
     ctx.store = std::move(store);
     ctx.idle_timeout = cfg.idle_timeout;
     ctx.router = router;
@@ -122,6 +126,30 @@ struct node_runtime::impl {
     store_ = ctx.store;
   }
 
+  /// The mcp subtree: one client per configured server, behind a stable
+  /// address. A server failing is outside the node's control, so the
+  /// subtree never escalates; it restarts the client with backoff instead.
+  void start_mcp_clients(io_threads& io) {
+    if (cfg.mcp_servers.empty()) return;
+    mcp_catalog_ = std::make_shared<mcp_catalog>();
+    std::vector<child_spec> children;
+    for (auto& server : cfg.mcp_servers) {
+      auto cell = std::make_shared<incarnation_cell>();
+      auto addr = spawn_stable_address(system, cell, "mcp:" + server.name);
+      mcp_addresses.push_back(addr);
+      mcp_catalog_->add_server(server, addr);
+      children.push_back({"mcp:" + server.name,
+                          [cell, server, cat = mcp_catalog_, io = &io](caf::actor_system& sys) {
+                            auto c = spawn_mcp_client(sys, server, cat, *io);
+                            cell->set(c);
+                            return c;
+                          }});
+    }
+    restart_policy policy{-1, std::chrono::seconds(60), std::chrono::milliseconds(200),
+                          std::chrono::seconds(30)};
+    mcp = spawn_supervisor(system, "mcp", std::move(children), policy, status);
+  }
+
   /// Agents resumed at start must find the workers: wait (briefly) until
   /// every local worker has registered with the router.
   void wait_for_workers(size_t expected) {
@@ -146,6 +174,9 @@ struct node_runtime::impl {
   caf::actor inference; // supervisor of the workers
   caf::actor routing;   // supervisor of the router
   caf::actor agents;    // supervisor of the directory and the job runner
+  caf::actor mcp;       // supervisor of the MCP clients
+  std::vector<caf::actor> mcp_addresses;
+  std::shared_ptr<mcp_catalog> mcp_catalog_;
   std::shared_ptr<incarnation_cell> router_cell = std::make_shared<incarnation_cell>();
   std::shared_ptr<incarnation_cell> directory_cell = std::make_shared<incarnation_cell>();
   std::shared_ptr<incarnation_cell> jobs_cell = std::make_shared<incarnation_cell>();
@@ -180,6 +211,11 @@ std::vector<std::pair<std::string, std::string>> node_runtime::agent_types() con
   for (auto& name : impl_->types->names())
     if (auto t = impl_->types->find(name)) out.emplace_back(name, t->cfg.system);
   return out;
+}
+
+std::vector<runtime::mcp_server_view> node_runtime::mcp_servers() const {
+  return impl_->mcp_catalog_ ? impl_->mcp_catalog_->view()
+                             : std::vector<runtime::mcp_server_view>{};
 }
 
 bool node_runtime::has_type(const std::string& type) const {
@@ -464,6 +500,9 @@ void node_runtime::shutdown() {
     if (im.cluster) im.cluster->stop();
     if (im.inference) self->send_exit(im.inference, caf::exit_reason::user_shutdown);
     self->send_exit(im.routing, caf::exit_reason::user_shutdown);
+    if (im.mcp) self->send_exit(im.mcp, caf::exit_reason::user_shutdown);
+    for (auto& addr : im.mcp_addresses)
+      self->send_exit(addr, caf::exit_reason::user_shutdown);
     for (auto& addr : {im.router, im.directory, im.jobs})
       if (addr) self->send_exit(addr, caf::exit_reason::user_shutdown);
   }

@@ -6,6 +6,7 @@
 #include "runtime/config.hpp"
 #include "runtime/errc.hpp"
 #include "runtime/llm.hpp"
+#include "runtime/mcp_tools.hpp"
 #include "runtime/state_store.hpp"
 #include "runtime/tool.hpp"
 
@@ -60,6 +61,9 @@ public:
   bool has_type(const std::string& type) const;
   /// Every agent type as (name, system prompt), for MCP's `tools/list`.
   std::vector<std::pair<std::string, std::string>> agent_types() const;
+
+  /// The configured MCP servers: state, session and tools (`GET /api/mcp`).
+  std::vector<runtime::mcp_server_view> mcp_servers() const;
 
   std::unique_ptr<session_handle> open_session(std::shared_ptr<frame_sink> sink,
                                                std::string fixed_type);

@@ -86,7 +86,8 @@ caf::behavior supervisor_impl(supervisor_actor* self, std::string subtree,
       auto now = std::chrono::steady_clock::now();
       while (!c.restarts.empty() && now - c.restarts.front() > st.policy.within)
         c.restarts.pop_front();
-      if (static_cast<int>(c.restarts.size()) >= st.policy.max_restarts) {
+      if (st.policy.max_restarts >= 0 &&
+          static_cast<int>(c.restarts.size()) >= st.policy.max_restarts) {
         // Past the intensity: restarting again would only spin. Stop the
         // subtree and tell the node.
         runtime::log::error("supervisor", "escalating",
@@ -106,6 +107,15 @@ caf::behavior supervisor_impl(supervisor_actor* self, std::string subtree,
                        "child=\"" + c.spec.name + "\"")
           .inc();
       st.status->restarted(st.subtree, c.spec.name, why);
+      if (st.policy.backoff.count() > 0) {
+        auto delay = st.policy.backoff;
+        for (size_t i = 1; i < c.restarts.size() && delay < st.policy.max_backoff; ++i)
+          delay *= 2;
+        delay = std::min(delay, st.policy.max_backoff);
+        self->delayed_send(self, delay, tick_atom::value,
+                           static_cast<uint64_t>(&c - st.children.data()));
+        return;
+      }
       start_child(self, c);
       return;
     }
@@ -117,7 +127,14 @@ caf::behavior supervisor_impl(supervisor_actor* self, std::string subtree,
       if (c.hdl) self->send_exit(c.hdl, msg.reason);
     self->quit(msg.reason);
   });
-  return {[](tick_atom) {}}; // all work happens in the down and exit handlers
+  return {
+      [](tick_atom) {}, // never sent: all other work happens in the down and exit handlers
+      [self](tick_atom, uint64_t index) { // a restart after its backoff
+        auto& st = self->state;
+        if (st.stopping || index >= st.children.size() || st.children[index].hdl) return;
+        start_child(self, st.children[index]);
+      },
+  };
 }
 
 } // namespace

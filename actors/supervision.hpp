@@ -39,10 +39,15 @@ struct child_spec {
 };
 
 /// Erlang's restart intensity: more than `max_restarts` within `within`
-/// and the supervisor gives up and escalates.
+/// and the supervisor gives up and escalates (never when negative: for
+/// children whose failure is outside the node, such as an MCP server).
+/// With `backoff` set, the n-th restart within `within` waits
+/// `backoff * 2^(n-1)`, at most `max_backoff`.
 struct restart_policy {
   int max_restarts = 5;
   std::chrono::milliseconds within{10000};
+  std::chrono::milliseconds backoff{0};
+  std::chrono::milliseconds max_backoff{30000};
 };
 
 /// Spawns a one-for-one supervisor over `children`: a child that stops with

@@ -157,6 +157,8 @@ struct gateway::impl {
     if (seg.size() >= 2 && seg[0] == "api") {
       if (seg[1] == "agents") return agents(req, seg, ex);
       if (seg[1] == "cluster" && seg.size() == 2 && req.method == "GET") return cluster(ex);
+      if (seg[1] == "mcp" && seg.size() == 2 && req.method == "GET")
+        return ex->reply(json_response(200, mcp_servers()));
       if (seg[1] == "cluster" && seg.size() == 5 && seg[2] == "nodes" && seg[4] == "drain" &&
           req.method == "POST")
         return drain(seg[3], ex);
@@ -179,6 +181,26 @@ struct gateway::impl {
     }
     if (req.path == "/v1/models" && req.method == "GET") return models(ex);
     ex->reply(error_response(errc::bad_request, "no route " + req.method + " " + req.path, 404));
+  }
+
+  /// `GET /api/mcp`: each configured MCP server with its state and tools.
+  json mcp_servers() const {
+    json servers = json::array();
+    for (auto& v : rt.mcp_servers()) {
+      json tools = json::array();
+      for (auto& t : v.tools)
+        tools.push_back({{"name", t.name}, {"exposed", t.exposed}, {"description", t.description}});
+      servers.push_back({{"name", v.name},
+                         {"transport", v.transport},
+                         {"target", v.target},
+                         {"state", v.state},
+                         {"protocol", v.protocol},
+                         {"server", v.server_info},
+                         {"restarts", v.restarts},
+                         {"last_error", v.last_error},
+                         {"tools", std::move(tools)}});
+    }
+    return {{"servers", std::move(servers)}};
   }
 
   static json worker_json(const actors::worker_status& w) {

@@ -224,6 +224,8 @@ int run_sim(const std::vector<std::string>& args) {
 } // namespace
 
 int main(int argc, char** argv) {
+  // A write to a dead MCP server's stdin must fail with EPIPE, not kill us.
+  std::signal(SIGPIPE, SIG_IGN);
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "help" || args[0] == "--help" || args[0] == "-h") {
     std::fputs(usage_text, args.empty() ? stderr : stdout);

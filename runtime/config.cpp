@@ -191,6 +191,13 @@ backend_config parse_backend(const YAML::Node& n, const std::string& path,
   return b;
 }
 
+bool valid_mcp_server_name(const std::string& name) {
+  if (name.empty() || name.size() > 32 || name.find("__") != std::string::npos) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_';
+  });
+}
+
 std::string default_node_id() {
   char buf[256] = {};
   if (gethostname(buf, sizeof buf - 1) == 0 && buf[0] != '\0') return buf;
@@ -295,7 +302,53 @@ node_config parse(const YAML::Node& root, const std::string& file) {
     r.finish();
   }
 
-  if (auto n = top.get("mcp")) top.fail(*n, "'mcp' is not supported by this build yet");
+  std::set<std::string> mcp_names;
+  if (auto n = top.get("mcp")) {
+    map_reader r{*n, "mcp", file};
+    if (auto servers = r.get("servers")) {
+      if (!servers->IsMap())
+        r.fail(*servers, "'mcp.servers' must be a mapping of server name to settings");
+      for (auto it = servers->begin(); it != servers->end(); ++it) {
+        auto path = "mcp.servers." + it->first.Scalar();
+        mcp_server_config m;
+        m.name = it->first.Scalar();
+        if (!valid_mcp_server_name(m.name))
+          r.fail(it->first, "MCP server name '" + m.name +
+                                "' must be 1-32 letters, digits, '-' or '_' without '__'");
+        map_reader s{it->second, path, file};
+        s.read("command", m.command);
+        s.read("url", m.url);
+        s.read("cwd", m.cwd);
+        auto string_map = [&](const char* key, std::map<std::string, std::string>& out) {
+          if (auto e = s.get(key)) {
+            if (!e->IsMap()) s.fail(*e, "'" + s.key_path(key) + "' must be a mapping");
+            for (auto kv = e->begin(); kv != e->end(); ++kv)
+              out[kv->first.Scalar()] = s.scalar(kv->second, key);
+          }
+        };
+        string_map("env", m.env);
+        string_map("headers", m.headers);
+        s.read("call_timeout", m.call_timeout);
+        s.read("startup_timeout", m.startup_timeout);
+        s.read("ping_interval", m.ping_interval);
+        if (m.command.empty() == m.url.empty())
+          s.fail(it->second, "'" + path +
+                                 "' needs exactly one of 'command' (stdio) or 'url' "
+                                 "(Streamable HTTP)");
+        if (!m.url.empty() && m.url.rfind("http://", 0) != 0)
+          s.fail(it->second, "'" + path + ".url' must start with http:// (got '" + m.url + "')");
+        if (!m.url.empty() && (!m.env.empty() || !m.cwd.empty()))
+          s.fail(it->second, "'" + path + "': 'env' and 'cwd' apply to a 'command' server only");
+        if (m.call_timeout.count() < 1 || m.startup_timeout.count() < 1 ||
+            m.ping_interval.count() < 100)
+          s.fail(it->second, "'" + path + "': timeouts must be positive, ping_interval >= 100ms");
+        s.finish();
+        mcp_names.insert(m.name);
+        cfg.mcp_servers.push_back(std::move(m));
+      }
+    }
+    r.finish();
+  }
 
   if (auto n = top.get("inference")) {
     map_reader r{*n, "inference", file};
@@ -348,6 +401,19 @@ node_config parse(const YAML::Node& root, const std::string& file) {
               check_one_of(a, item, "prefer", item.Scalar(), {"npu", "gpu", "cpu"});
           }
           a.read("tools", t.tools);
+          if (auto tools = a.get("tools"))
+            for (auto item : *tools) {
+              auto name = item.Scalar();
+              if (name.rfind("mcp:", 0) != 0) continue;
+              auto slash = name.find('/');
+              auto server = name.substr(4, slash == std::string::npos ? 0 : slash - 4);
+              if (slash == std::string::npos || slash + 1 == name.size() || server.empty())
+                a.fail(item, "MCP tool '" + name + "' must be mcp:SERVER/* or mcp:SERVER/TOOL");
+              // In a cluster the server may be configured on another node.
+              if (!mcp_names.contains(server) && !top.node()["cluster"])
+                a.fail(item, "MCP tool '" + name + "' names server '" + server +
+                                 "', which is not under 'mcp.servers'");
+            }
           a.read("max_steps", t.max_steps, 1, 1000);
           a.read("temperature", t.temperature, 0, 2);
           a.read("max_tokens", t.max_tokens, 0, 10000000);

@@ -79,6 +79,23 @@ struct cluster_config {
   double weight = 1.0;
 };
 
+/// One entry of `mcp.servers`: an MCP server whose tools agents may call.
+/// Exactly one of `command` (stdio: the node spawns it) and `url`
+/// (Streamable HTTP) is set.
+struct mcp_server_config {
+  std::string name; // the key under `mcp.servers`; tools appear as name__tool
+  std::vector<std::string> command;
+  /// The spawned server's whole environment (plus PATH when not given) and
+  /// working directory: it gets nothing else from the node.
+  std::map<std::string, std::string> env;
+  std::string cwd;
+  std::string url;                            // http://host:port/mcp
+  std::map<std::string, std::string> headers; // sent with every HTTP request
+  std::chrono::milliseconds call_timeout{60000};
+  std::chrono::milliseconds startup_timeout{30000}; // spawn/connect to tools listed
+  std::chrono::milliseconds ping_interval{15000};   // liveness; a missed ping restarts it
+};
+
 struct node_config {
   std::string source; // file the config came from, for messages
   std::string id;
@@ -100,6 +117,7 @@ struct node_config {
   std::chrono::milliseconds restart_window{10000};
   std::map<std::string, agent_type_config> agent_types;
   cluster_config cluster;
+  std::vector<mcp_server_config> mcp_servers;
 
   bool has_role(const std::string& r) const;
 };

@@ -78,7 +78,9 @@ agent_type_registry::finalize(const std::map<std::string, agent_type_config>& fr
     }
     for (auto& tool_name : t->cfg.tools) {
       if (t->tools.contains(tool_name)) continue;
-      if (tool_name == "agent") {
+      if (auto sel = mcp_selector::parse(tool_name)) {
+        t->mcp.push_back(std::move(*sel));
+      } else if (tool_name == "agent") {
         t->can_ask_agents = true;
         t->specs.push_back(agent_tool_spec());
       } else if (auto b = builtins.find(tool_name); b != builtins.end()) {
@@ -86,7 +88,7 @@ agent_type_registry::finalize(const std::map<std::string, agent_type_config>& fr
         t->specs.push_back(b->second.spec);
       } else {
         return "agent type '" + name + "' lists unknown tool '" + tool_name +
-               "' (known: calculator, clock, agent)";
+               "' (known: calculator, clock, agent, mcp:SERVER/*, mcp:SERVER/TOOL)";
       }
     }
     types_[name] = t;

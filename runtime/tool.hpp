@@ -2,6 +2,7 @@
 
 #include "runtime/config.hpp"
 #include "runtime/llm.hpp"
+#include "runtime/mcp_tools.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -61,6 +62,9 @@ struct agent_type {
   std::map<std::string, tool> tools; // the sync tools this type may call
   bool can_ask_agents = false;       // `agent` in its tool list
   std::vector<tool_spec> specs;      // what the model is offered
+  /// MCP tools it opted into; their specs come from the node's MCP catalog
+  /// at each step, since servers list (and change) their tools at run time.
+  std::vector<mcp_selector> mcp;
 };
 
 /// Agent types known to a node: config-declared and C++-registered.

@@ -112,3 +112,52 @@ TEST(Config, DurationsParse) {
   EXPECT_FALSE(parse_duration("x"));
   EXPECT_FALSE(parse_duration("5 parsecs"));
 }
+
+TEST(Config, ReadsMcpServersOverStdioAndHttp) {
+  auto cfg = ok(R"(
+mcp:
+  servers:
+    fs:
+      command: [npx, -y, "@modelcontextprotocol/server-filesystem", ./data]
+      env: {HOME: /tmp}
+      cwd: /srv
+      call_timeout: 5s
+    remote: {url: "http://127.0.0.1:3001/mcp", headers: {Authorization: Bearer x}}
+agents:
+  types:
+    chat: {tools: [calculator, "mcp:fs/*", "mcp:remote/echo"]}
+)");
+  ASSERT_EQ(cfg.mcp_servers.size(), 2u);
+  auto& fs = cfg.mcp_servers[0];
+  EXPECT_EQ(fs.name, "fs");
+  EXPECT_EQ(fs.command.size(), 4u);
+  EXPECT_EQ(fs.env.at("HOME"), "/tmp");
+  EXPECT_EQ(fs.cwd, "/srv");
+  EXPECT_EQ(fs.call_timeout, std::chrono::seconds(5));
+  EXPECT_EQ(cfg.mcp_servers[1].url, "http://127.0.0.1:3001/mcp");
+  EXPECT_EQ(cfg.mcp_servers[1].headers.at("Authorization"), "Bearer x");
+}
+
+TEST(Config, McpMistakesAreNamedWithFileAndLine) {
+  EXPECT_NE(bad("mcp:\n  servers:\n    a__b: {command: [x]}\n").find("t.yaml:3:5"),
+            std::string::npos);
+  EXPECT_NE(bad("mcp:\n  servers:\n    s: {}\n").find("exactly one of 'command'"),
+            std::string::npos);
+  EXPECT_NE(bad("mcp:\n  servers:\n    s: {url: 'http://h/mcp', env: {A: b}}\n")
+                .find("'env' and 'cwd' apply to a 'command' server only"),
+            std::string::npos);
+  auto unknown = bad("agents:\n  types:\n    t: {tools: ['mcp:ghost/*']}\n");
+  EXPECT_NE(unknown.find("t.yaml:3:17"), std::string::npos) << unknown;
+  EXPECT_NE(unknown.find("names server 'ghost'"), std::string::npos) << unknown;
+}
+
+TEST(Config, InAClusterAnMcpServerMayLiveOnAnotherNode) {
+  auto cfg = ok(R"(
+cluster: {bind: "tcp://127.0.0.1:7400", redis: "redis://127.0.0.1:6379/0"}
+state: {redis: "redis://127.0.0.1:6379/1"}
+agents:
+  types:
+    t: {tools: ["mcp:elsewhere/*"]}
+)");
+  EXPECT_TRUE(cfg.mcp_servers.empty());
+}
