@@ -10,6 +10,7 @@
 namespace troupe::actors {
 
 class agent_placement;
+class mcp_catalog;
 
 /// What a node's actors need from the cluster layer, implemented by
 /// `cluster/` and handed to `node_runtime` (none on a single node). Keeps
@@ -21,9 +22,12 @@ public:
   /// (remote workers register with `router`). Returns the agent placement.
   /// The cluster's actors run under a supervisor with `policy`, reporting
   /// to `status` like the node's other subtrees.
+  /// `mcp`: the node's MCP catalog; the cluster adds the servers peers run
+  /// and serves peers' calls of this node's servers.
   virtual std::shared_ptr<agent_placement> start(caf::actor_system& sys, caf::actor router,
                                                  restart_policy policy,
-                                                 std::shared_ptr<supervision_status> status) = 0;
+                                                 std::shared_ptr<supervision_status> status,
+                                                 std::shared_ptr<mcp_catalog> mcp) = 0;
   /// The agent directory, once spawned: peers' agent requests go to it.
   virtual void attach(caf::actor directory) = 0;
   /// Node shutdown, after the agents stopped: leave the cluster.

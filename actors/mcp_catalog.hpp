@@ -52,16 +52,52 @@ public:
 
   std::vector<runtime::mcp_server_view> view() const;
 
+  // -- cluster: servers configured on other nodes ------------------------------
+
+  /// Each ready local server's tool-list version (nonzero; changes with
+  /// the tools), for this node's membership record.
+  std::map<std::string, uint64_t> local_versions() const;
+  /// A local server's tools, version and call timeout, for a peer's `mcp_list`.
+  struct listing {
+    std::vector<runtime::mcp_tool> tools;
+    uint64_t version = 0;
+    std::chrono::milliseconds timeout{0};
+  };
+  std::optional<listing> local_listing(const std::string& server) const;
+  /// The local client of `server`, for a peer's call.
+  std::optional<route> local_route(const std::string& server) const;
+
+  /// Server `server` on peer `node`, reached through `proxy`. A server
+  /// configured here shadows a peer's of the same name; among peers the
+  /// first by node id serves it.
+  void set_remote(const std::string& node, const std::string& server, listing tools,
+                  caf::actor proxy);
+  /// The version last set for `server` on `node`; 0 if none.
+  uint64_t remote_version(const std::string& node, const std::string& server) const;
+  /// Forgets `server` on `node`, or every server of `node` when empty.
+  void drop_remote(const std::string& node, const std::string& server = {});
+
 private:
   struct entry {
     runtime::mcp_server_view view;
     caf::actor client;
     std::chrono::milliseconds timeout{60000};
     uint64_t starts = 0;
+    uint64_t version = 0;
   };
+  struct remote_entry {
+    listing tools;
+    caf::actor proxy;
+  };
+
+  /// Where calls of `server` go: the local entry, else a peer's (with its
+  /// node id); null when nobody serves it. Under the lock.
+  const entry* local(const std::string& server) const;
+  const std::pair<const std::string, remote_entry>* remote(const std::string& server) const;
 
   mutable std::shared_mutex mutex_;
   std::map<std::string, entry> servers_;
+  std::map<std::string, std::map<std::string, remote_entry>> remote_; // server -> node -> entry
 };
 
 } // namespace troupe::actors

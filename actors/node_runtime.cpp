@@ -95,7 +95,7 @@ struct node_runtime::impl {
     ctx.router = router;
     ctx.node = cfg.id;
     ctx.limits = cfg.limits;
-    if (cluster) ctx.placement = cluster->start(system, router, policy, status);
+    if (cluster) ctx.placement = cluster->start(system, router, policy, status, mcp_catalog_);
     // The agents subtree: the job runner first (at shutdown it must stop
     // before the directory, so its running jobs stay claimed and run again),
     // then the directory. A crashed directory takes its agents with it; the
@@ -131,7 +131,6 @@ struct node_runtime::impl {
   /// subtree never escalates; it restarts the client with backoff instead.
   void start_mcp_clients(io_threads& io) {
     if (cfg.mcp_servers.empty()) return;
-    mcp_catalog_ = std::make_shared<mcp_catalog>();
     std::vector<child_spec> children;
     for (auto& server : cfg.mcp_servers) {
       auto cell = std::make_shared<incarnation_cell>();
@@ -176,7 +175,8 @@ struct node_runtime::impl {
   caf::actor agents;    // supervisor of the directory and the job runner
   caf::actor mcp;       // supervisor of the MCP clients
   std::vector<caf::actor> mcp_addresses;
-  std::shared_ptr<mcp_catalog> mcp_catalog_;
+  /// Local servers, and in a cluster the servers peers run.
+  std::shared_ptr<mcp_catalog> mcp_catalog_ = std::make_shared<mcp_catalog>();
   std::shared_ptr<incarnation_cell> router_cell = std::make_shared<incarnation_cell>();
   std::shared_ptr<incarnation_cell> directory_cell = std::make_shared<incarnation_cell>();
   std::shared_ptr<incarnation_cell> jobs_cell = std::make_shared<incarnation_cell>();
@@ -214,8 +214,7 @@ std::vector<std::pair<std::string, std::string>> node_runtime::agent_types() con
 }
 
 std::vector<runtime::mcp_server_view> node_runtime::mcp_servers() const {
-  return impl_->mcp_catalog_ ? impl_->mcp_catalog_->view()
-                             : std::vector<runtime::mcp_server_view>{};
+  return impl_->mcp_catalog_->view();
 }
 
 bool node_runtime::has_type(const std::string& type) const {

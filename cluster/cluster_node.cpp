@@ -100,7 +100,8 @@ cluster_node::~cluster_node() {
 
 std::shared_ptr<actors::agent_placement>
 cluster_node::start(caf::actor_system& sys, caf::actor router, actors::restart_policy policy,
-                    std::shared_ptr<actors::supervision_status> status) {
+                    std::shared_ptr<actors::supervision_status> status,
+                    std::shared_ptr<actors::mcp_catalog> mcp) {
   auto* im = impl_.get();
   // The cluster subtree: the hub, behind a stable address the transport
   // and membership threads send to. A restarted hub rebuilds its proxies
@@ -109,13 +110,15 @@ cluster_node::start(caf::actor_system& sys, caf::actor router, actors::restart_p
   im->hub_supervisor = actors::spawn_supervisor(
       sys, "cluster",
       {{"hub",
-        [im, router](caf::actor_system& sys) {
+        [im, router, mcp](caf::actor_system& sys) {
           auto h = spawn_hub(
               sys, im->cfg.id, im->net, router,
-              [im](std::vector<actors::worker_status> workers, int64_t agents) {
-                im->members.publish(std::move(workers), agents, im->draining.load());
+              [im](std::vector<actors::worker_status> workers, int64_t agents,
+                   std::map<std::string, uint64_t> mcp_versions) {
+                im->members.publish(std::move(workers), agents, im->draining.load(),
+                                    std::move(mcp_versions));
               },
-              im->cfg.cluster.heartbeat, im->backlog, im->directory_cell->get());
+              im->cfg.cluster.heartbeat, im->backlog, im->directory_cell->get(), mcp);
           im->hub_cell->set(h);
           if (im->started) caf::anon_send(h, view_atom::value, view_ptr{im->members.view()});
           return h;

@@ -21,9 +21,10 @@ public:
   explicit cluster_node(const runtime::node_config& cfg);
   ~cluster_node() override;
 
-  std::shared_ptr<actors::agent_placement>
-  start(caf::actor_system& sys, caf::actor router, actors::restart_policy policy,
-        std::shared_ptr<actors::supervision_status> status) override;
+  std::shared_ptr<actors::agent_placement> start(caf::actor_system& sys, caf::actor router,
+                                                 actors::restart_policy policy,
+                                                 std::shared_ptr<actors::supervision_status> status,
+                                                 std::shared_ptr<actors::mcp_catalog> mcp) override;
   void attach(caf::actor directory) override;
   void stop() override;
   bool crash(const std::string& part) override;

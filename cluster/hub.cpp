@@ -3,7 +3,9 @@
 #include "actors/messages.hpp"
 #include "cluster/agent_relay.hpp"
 #include "cluster/atoms.hpp"
+#include "actors/mcp_catalog.hpp"
 #include "cluster/membership.hpp"
+#include "cluster/remote_mcp.hpp"
 #include "cluster/remote_worker.hpp"
 #include "cluster/transport.hpp"
 #include "cluster/worker_relay.hpp"
@@ -40,6 +42,9 @@ struct hub_state {
   table agent_proxies;  // node\nagent: agents hosted by that node
   table agent_relays;   // node\nagent: our agents, driven by that node
   table worker_relays;  // node\ncorr: our workers' calls for that node
+  table mcp_proxies;    // node\nserver: MCP servers that node runs
+  std::shared_ptr<mcp_catalog> mcp;
+  std::set<std::string> mcp_asked; // node\nserver\nversion: tool lists asked for
   std::unordered_map<caf::actor_addr, std::pair<table*, std::string>> by_addr;
   runtime::gauge* peers_gauge = nullptr;
   std::shared_ptr<std::atomic<int64_t>> backlog;
@@ -86,6 +91,76 @@ void node_down(hub_actor* self, const std::string& node) {
   drop_prefix(self, st.agent_proxies, node + "\n");
   drop_prefix(self, st.agent_relays, node + "\n");
   drop_prefix(self, st.worker_relays, node + "\n");
+  drop_prefix(self, st.mcp_proxies, node + "\n");
+  st.mcp->drop_remote(node);
+  std::erase_if(st.mcp_asked, [&](auto& k) { return k.rfind(node + "\n", 0) == 0; });
+}
+
+/// Asks peer `m` for the tool lists of its MCP servers whose version changed,
+/// and forgets the servers it no longer runs.
+void sync_mcp(hub_actor* self, const member& m) {
+  auto& st = self->state;
+  std::set<std::string> listed;
+  for (auto& [server, version] : m.mcp) {
+    listed.insert(m.id + "\n" + server);
+    if (st.mcp->remote_version(m.id, server) == version) continue;
+    if (st.mcp_asked.insert(m.id + "\n" + server + "\n" + std::to_string(version)).second)
+      st.net->send(m.id, msg_type::mcp_list, server, 0, nlohmann::json::object());
+  }
+  for (auto it = st.mcp_proxies.lower_bound(m.id + "\n");
+       it != st.mcp_proxies.end() && it->first.rfind(m.id + "\n", 0) == 0; ++it)
+    if (!listed.contains(it->first)) st.mcp->drop_remote(m.id, it->first.substr(m.id.size() + 1));
+  drop_prefix(self, st.mcp_proxies, m.id + "\n", listed);
+}
+
+/// A peer's tool list for one of its MCP servers: agents here may call it.
+void add_remote_mcp(hub_actor* self, const std::string& node, const std::string& server,
+                    const nlohmann::json& body) {
+  auto& st = self->state;
+  mcp_catalog::listing l;
+  l.version = body.value("version", uint64_t{0});
+  l.timeout = std::chrono::milliseconds{body.value("timeout_ms", int64_t{60000})};
+  for (auto& t : body.value("tools", nlohmann::json::array())) {
+    if (!t.is_object()) continue;
+    runtime::mcp_tool tool;
+    tool.server = server;
+    tool.name = t.value("name", "");
+    tool.exposed = t.value("exposed", "");
+    tool.description = t.value("description", "");
+    tool.input_schema = t.value("schema", "{}");
+    // The owner computed the exposed name; it must still be ours to route.
+    if (tool.name.empty() || tool.exposed.rfind(server + "__", 0) != 0) continue;
+    l.tools.push_back(std::move(tool));
+  }
+  auto key = node + "\n" + server;
+  auto it = st.mcp_proxies.find(key);
+  if (it == st.mcp_proxies.end()) {
+    keep(self, st.mcp_proxies, key, spawn_remote_mcp(self->system(), st.net, node, server));
+    it = st.mcp_proxies.find(key);
+  }
+  runtime::log::info(
+      "cluster", "remote_mcp_server",
+      {{"node", node}, {"server", server}, {"tools", std::to_string(l.tools.size())}});
+  st.mcp->set_remote(node, server, std::move(l), it->second);
+}
+
+/// A peer's agent calls one of our MCP servers' tools.
+void serve_mcp_call(hub_actor* self, const envelope& env, const nlohmann::json& body) {
+  auto& st = self->state;
+  auto reply = [net = st.net, env](const runtime::tool_outcome& out) {
+    net->send(env.source, msg_type::mcp_result, env.target, env.corr,
+              {{"result", out.result}, {"is_error", out.is_error}});
+  };
+  auto route = st.mcp->local_route(env.target);
+  if (!route) return reply({"no MCP server '" + env.target + "' on node " + st.self_node, true});
+  // Keys are unique per calling node: its agents' keys prefixed with it.
+  self->request(route->client, route->timeout + std::chrono::seconds(5), tool_atom::value,
+                body.value("tool", ""), body.value("arguments", nlohmann::json::object()).dump(),
+                env.source + "\n" + body.value("key", ""))
+      .then([reply](runtime::tool_outcome& out) { reply(out); },
+            [reply](caf::error& err) {
+              reply({to_failure(err).message, true});
+            });
 }
 
 void on_view(hub_actor* self, const cluster_view& view) {
@@ -118,6 +193,7 @@ void on_view(hub_actor* self, const cluster_view& view) {
                spawn_remote_worker(self->system(), st.net, st.router, std::move(w)));
       }
     drop_prefix(self, st.worker_proxies, m.id + "/", listed); // workers it no longer lists
+    sync_mcp(self, m);
   }
   std::vector<std::string> gone;
   for (auto& [node, inc] : st.incarnations)
@@ -170,6 +246,33 @@ void on_frame(hub_actor* self, peer_frame& f) {
   case msg_type::agent_answer:
   case msg_type::agent_down:
     return forward(st.agent_proxies, env.source + "\n" + env.target);
+  case msg_type::mcp_list: {
+    auto l = st.mcp->local_listing(env.target);
+    if (!l) return;
+    nlohmann::json tools = nlohmann::json::array();
+    for (auto& t : l->tools)
+      tools.push_back({{"name", t.name},
+                       {"exposed", t.exposed},
+                       {"description", t.description},
+                       {"schema", t.input_schema}});
+    st.net->send(
+        env.source, msg_type::mcp_tools, env.target, 0,
+        {{"version", l->version}, {"timeout_ms", l->timeout.count()}, {"tools", std::move(tools)}});
+    return;
+  }
+  case msg_type::mcp_tools:
+    return add_remote_mcp(self, env.source, env.target,
+                          decode_payload(f.payload).value_or(nlohmann::json::object()));
+  case msg_type::mcp_call:
+    return serve_mcp_call(self, env, decode_payload(f.payload).value_or(nlohmann::json::object()));
+  case msg_type::mcp_cancel:
+    if (auto route = st.mcp->local_route(env.target)) {
+      auto body = decode_payload(f.payload).value_or(nlohmann::json::object());
+      self->send(route->client, cancel_atom::value, env.source + "\n" + body.value("key", ""));
+    }
+    return;
+  case msg_type::mcp_result:
+    return forward(st.mcp_proxies, env.source + "\n" + env.target);
   default:
     return;
   }
@@ -177,8 +280,10 @@ void on_frame(hub_actor* self, peer_frame& f) {
 
 caf::behavior hub_impl(hub_actor* self, std::string self_node, std::shared_ptr<transport> net,
                        caf::actor router, publish_fn publish, std::chrono::milliseconds heartbeat,
-                       std::shared_ptr<std::atomic<int64_t>> backlog, caf::actor directory) {
+                       std::shared_ptr<std::atomic<int64_t>> backlog, caf::actor directory,
+                       std::shared_ptr<mcp_catalog> mcp) {
   auto& st = self->state;
+  st.mcp = std::move(mcp);
   st.backlog = std::move(backlog);
   st.self_node = std::move(self_node);
   st.net = std::move(net);
@@ -226,7 +331,8 @@ caf::behavior hub_impl(hub_actor* self, std::string self_node, std::shared_ptr<t
                                     .get_gauge("troupe_active_agents",
                                                "Agent activations in memory on this node")
                                     .value();
-                  self->state.publish(local_workers(std::move(ws)), agents);
+                  self->state.publish(local_workers(std::move(ws)), agents,
+                                      self->state.mcp->local_versions());
                 },
                 [](caf::error&) {});
       },
@@ -237,9 +343,11 @@ caf::behavior hub_impl(hub_actor* self, std::string self_node, std::shared_ptr<t
 
 caf::actor spawn_hub(caf::actor_system& sys, std::string self_node, std::shared_ptr<transport> net,
                      caf::actor router, publish_fn publish, std::chrono::milliseconds heartbeat,
-                     std::shared_ptr<std::atomic<int64_t>> backlog, caf::actor directory) {
+                     std::shared_ptr<std::atomic<int64_t>> backlog, caf::actor directory,
+                     std::shared_ptr<mcp_catalog> mcp) {
   return sys.spawn(hub_impl, std::move(self_node), std::move(net), std::move(router),
-                   std::move(publish), heartbeat, std::move(backlog), std::move(directory));
+                   std::move(publish), heartbeat, std::move(backlog), std::move(directory),
+                   std::move(mcp));
 }
 
 } // namespace troupe::cluster

@@ -39,7 +39,8 @@ json to_json(const member& m) {
                        {"failed", w.load.failed}});
   return {{"id", m.id},           {"endpoint", m.endpoint},    {"incarnation", m.incarnation},
           {"roles", m.roles},     {"weight", m.weight},        {"draining", m.draining},
-          {"gateway", m.gateway}, {"agents", m.active_agents}, {"workers", std::move(workers)}};
+          {"gateway", m.gateway}, {"agents", m.active_agents}, {"workers", std::move(workers)},
+          {"mcp", m.mcp}};
 }
 
 member member_from(const json& j) {
@@ -52,6 +53,9 @@ member member_from(const json& j) {
   m.draining = j.value("draining", false);
   m.gateway = j.value("gateway", "");
   m.active_agents = j.value("agents", int64_t{0});
+  if (auto mcp = j.find("mcp"); mcp != j.end() && mcp->is_object())
+    for (auto& [server, version] : mcp->items())
+      if (version.is_number_unsigned()) m.mcp[server] = version.get<uint64_t>();
   for (auto& w : j.value("workers", json::array())) {
     actors::worker_status s;
     s.info.id = w.value("id", "");
@@ -105,9 +109,10 @@ void membership::start(callbacks cb) {
 }
 
 void membership::publish(std::vector<actors::worker_status> workers, int64_t active_agents,
-                         bool draining) {
+                         bool draining, std::map<std::string, uint64_t> mcp) {
   std::lock_guard<std::mutex> guard{mutex_};
   self_.workers = std::move(workers);
+  self_.mcp = std::move(mcp);
   self_.active_agents = active_agents;
   self_.draining = self_.draining || draining;
 }

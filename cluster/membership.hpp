@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -34,6 +35,9 @@ struct member {
   int64_t active_agents = 0;
   /// Its local workers with the load they had at its last heartbeat.
   std::vector<actors::worker_status> workers;
+  /// Its ready MCP servers with the version of their tool lists: peers ask
+  /// for a list (`mcp_list`) when its version changes.
+  std::map<std::string, uint64_t> mcp;
 
   bool has_role(const std::string& r) const;
 };
@@ -78,7 +82,8 @@ public:
   /// view, then starts the heartbeat thread, which retries if Redis is gone.
   void start(callbacks cb);
   /// Any thread: what the next heartbeat publishes about this node.
-  void publish(std::vector<actors::worker_status> workers, int64_t active_agents, bool draining);
+  void publish(std::vector<actors::worker_status> workers, int64_t active_agents, bool draining,
+               std::map<std::string, uint64_t> mcp = {});
   /// Any thread: this node drains; in the view at once, in the table at the
   /// next heartbeat.
   void publish_draining();

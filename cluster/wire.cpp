@@ -46,6 +46,16 @@ const char* to_string(msg_type t) {
     return "agent_kill";
   case msg_type::agent_open:
     return "agent_open";
+  case msg_type::mcp_list:
+    return "mcp_list";
+  case msg_type::mcp_tools:
+    return "mcp_tools";
+  case msg_type::mcp_call:
+    return "mcp_call";
+  case msg_type::mcp_result:
+    return "mcp_result";
+  case msg_type::mcp_cancel:
+    return "mcp_cancel";
   }
   return "unknown";
 }
@@ -53,7 +63,7 @@ const char* to_string(msg_type t) {
 namespace {
 
 bool known(uint64_t t) {
-  return (t >= 1 && t <= 3) || (t >= 10 && t <= 16) || (t >= 20 && t <= 29);
+  return (t >= 1 && t <= 3) || (t >= 10 && t <= 16) || (t >= 20 && t <= 34);
 }
 
 } // namespace

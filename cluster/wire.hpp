@@ -48,6 +48,12 @@ enum class msg_type : uint8_t {
   agent_down = 27,   // {failure}: the activation is gone; look it up again
   agent_kill = 28,   // {}
   agent_open = 29,   // {}: activate it on the receiver (sent when a proxy starts)
+  // MCP tool servers: target = the server's name on the receiving node
+  mcp_list = 30,   // {}: send me this server's tools
+  mcp_tools = 31,  // {version, timeout_ms, tools: [{name, exposed, description, schema}]}
+  mcp_call = 32,   // {tool, arguments, key}, corr = call id
+  mcp_result = 33, // {result, is_error}, corr = call id
+  mcp_cancel = 34, // {key}: the caller's turn ended
 };
 
 const char* to_string(msg_type t);

@@ -12,8 +12,8 @@ import time
 import unittest
 import uuid
 
-from harness import (Client, Node, Process, TroupeTestCase, free_port, http, node_exit, run,
-                     wait_until)
+from harness import (Client, ClusterNode, Node, Process, RedisServer, TroupeTestCase, free_port,
+                     http, node_exit, run, wait_until)
 
 MCP_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "mcp"))
 EVERYTHING = os.path.join(MCP_DIR, "node_modules/@modelcontextprotocol/server-everything/dist/index.js")
@@ -64,12 +64,13 @@ class McpClientCase(TroupeTestCase):
     def server(self, node, name):
         status, body = node.get("/api/mcp")
         self.assertEqual(status, 200, body)
-        return next(s for s in json.loads(body)["servers"] if s["name"] == name)
+        return next((s for s in json.loads(body)["servers"] if s["name"] == name), None)
 
     def wait_ready(self, node, name, restarts=0, timeout=20):
-        wait_until(lambda: self.server(node, name)["state"] == "ready"
-                   and self.server(node, name)["restarts"] >= restarts,
-                   timeout=timeout, what=f"MCP server {name} ready")
+        def ready():
+            s = self.server(node, name)
+            return s is not None and s["state"] == "ready" and s["restarts"] >= restarts
+        wait_until(ready, timeout=timeout, what=f"MCP server {name} ready")
         return self.server(node, name)
 
 
@@ -282,6 +283,47 @@ class Http(McpClientCase):
             self.assertLess(time.monotonic(), deadline, answer)
             time.sleep(0.5)
         self.assertGreaterEqual(self.server(self.n, "remote")["restarts"], 1)
+
+
+class Cluster(McpClientCase):
+    """A server configured on one node serves agents hosted on another."""
+
+    def test_an_agent_calls_a_tool_server_that_runs_on_another_node(self):
+        redis = self.track(RedisServer())
+        marker = "troupe-test-" + uuid.uuid4().hex
+        # `front` hosts the agents and has no MCP servers; `tools` runs server-everything.
+        front = self.track(ClusterNode(
+            "front", ["gateway", "agents", "inference"], redis,
+            'agents:\n  types:\n    tooly: {tools: ["mcp:everything/*"]}\n'))
+        tools = self.track(ClusterNode(
+            "tools", ["inference"], redis,
+            "mcp:\n  servers:\n" + stdio_server("everything", EVERYTHING, "stdio", marker)))
+        s = self.wait_ready(front, "everything")
+        self.assertEqual((s["transport"], s["target"]), ("remote", "tools"))
+        self.assertIn("everything__get-sum", [t["exposed"] for t in s["tools"]])
+        answer = self.execute(front, "tooly", 'use everything__get-sum {"a": 40, "b": 2}')
+        self.assertEqual(answer, "The everything__get-sum tool said: The sum of 40 and 2 is 42.")
+
+        # The node with the server dies mid-call: the call ends as a tool
+        # error (no hang), and the tools leave the catalog.
+        result = {}
+
+        def call():
+            result["answer"] = self.execute(
+                front, "tooly",
+                'use everything__trigger-long-running-operation {"duration": 10, "steps": 5}')
+        import threading
+        t = threading.Thread(target=call)
+        t.start()
+        time.sleep(1.5)
+        tools.kill()
+        t.join(30)
+        self.assertFalse(t.is_alive(), "the turn hung")
+        self.assertIn("error:", result["answer"])
+        self.assertIn("tools is gone", result["answer"])
+        wait_until(lambda: not json.loads(front.get("/api/mcp")[1])["servers"], timeout=10,
+                   what="the dead node's server forgotten")
+        wait_until(lambda: not pids(marker), timeout=10, what="server-everything gone with its node")
 
 
 class Config(unittest.TestCase):
