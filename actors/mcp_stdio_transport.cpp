@@ -108,15 +108,26 @@ private:
       envp.push_back(const_cast<char*>(e.c_str()));
     envp.push_back(nullptr);
 
-    int in[2], out[2], err[2], status[2];
-    if (::pipe2(in, O_CLOEXEC) != 0) return fail_errno("pipe");
-    if (::pipe2(out, O_CLOEXEC) != 0) return fail_errno("pipe");
-    if (::pipe2(err, O_CLOEXEC) != 0) return fail_errno("pipe");
-    if (::pipe2(status, O_CLOEXEC) != 0) return fail_errno("pipe");
+    int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, status[2] = {-1, -1};
+    auto close_all = [&] {
+      for (int* p : {in, out, err, status})
+        for (int i = 0; i < 2; ++i)
+          if (p[i] >= 0) ::close(p[i]);
+    };
+    if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0 ||
+        ::pipe2(err, O_CLOEXEC) != 0 || ::pipe2(status, O_CLOEXEC) != 0) {
+      auto e = errno;
+      close_all();
+      return fail(std::string{"pipe: "} + std::strerror(e));
+    }
     const char* cwd = cfg_.cwd.empty() ? nullptr : cfg_.cwd.c_str();
     auto parent = ::getpid();
     pid_t pid = ::fork();
-    if (pid < 0) return fail_errno("fork");
+    if (pid < 0) {
+      auto e = errno;
+      close_all();
+      return fail(std::string{"fork: "} + std::strerror(e));
+    }
     if (pid == 0) {
       // The server dies with the node, even after a kill -9.
       ::prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -254,8 +265,6 @@ private:
     }
     fail(what);
   }
-
-  void fail_errno(const char* what) { fail(std::string{what} + ": " + std::strerror(errno)); }
 
   void fail(const std::string& reason) {
     if (closed_) return;

@@ -192,7 +192,10 @@ backend_config parse_backend(const YAML::Node& n, const std::string& path,
 }
 
 bool valid_mcp_server_name(const std::string& name) {
-  if (name.empty() || name.size() > 32 || name.find("__") != std::string::npos) return false;
+  // Exposed tool names are NAME__TOOL and are split at the first "__".
+  if (name.empty() || name.size() > 32 || name.find("__") != std::string::npos ||
+      name.back() == '_')
+    return false;
   return std::all_of(name.begin(), name.end(), [](char c) {
     return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_';
   });
@@ -314,7 +317,8 @@ node_config parse(const YAML::Node& root, const std::string& file) {
         m.name = it->first.Scalar();
         if (!valid_mcp_server_name(m.name))
           r.fail(it->first, "MCP server name '" + m.name +
-                                "' must be 1-32 letters, digits, '-' or '_' without '__'");
+                                "' must be 1-32 letters, digits, '-' or '_', without '__' or a "
+                                "trailing '_'");
         map_reader s{it->second, path, file};
         s.read("command", m.command);
         s.read("url", m.url);

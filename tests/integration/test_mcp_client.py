@@ -18,6 +18,7 @@ from harness import (Client, ClusterNode, Node, Process, RedisServer, TroupeTest
 MCP_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "mcp"))
 EVERYTHING = os.path.join(MCP_DIR, "node_modules/@modelcontextprotocol/server-everything/dist/index.js")
 PROBE = os.path.join(MCP_DIR, "probe_server.mjs")
+PAGING = os.path.join(MCP_DIR, "paging_server.mjs")
 
 
 def stdio_server(name, script, *args, extra=""):
@@ -227,6 +228,16 @@ class Probe(McpClientCase):
                    timeout=10, what="tools/list_changed handled")
         answer = self.execute(self.n, "tooly", "use probe__fresh {}")
         self.assertEqual(answer, "The probe__fresh tool said: fresh ran")
+
+
+class Paging(McpClientCase):
+    def test_every_page_of_a_paged_tool_list_is_read(self):
+        n = self.node(stdio_server("paged", PAGING, "troupe-test-" + uuid.uuid4().hex),
+                      '    tooly: {tools: ["mcp:paged/*"]}\n')
+        s = self.wait_ready(n, "paged")
+        self.assertEqual([t["name"] for t in s["tools"]], ["alpha", "bravo", "charlie", "delta", "echo"])
+        answer = self.execute(n, "tooly", "use paged__echo {}")
+        self.assertEqual(answer, "The paged__echo tool said: echo here")
 
 
 class Http(McpClientCase):
