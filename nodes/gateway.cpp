@@ -151,9 +151,11 @@ struct gateway::impl {
         rt.crash(seg[2]))
       return ex->reply(json_response(202, {{"crashing", seg[2]}}));
     if (req.path == "/mcp") return mcp.handle(req, std::move(ex));
-    if (req.path == "/metrics" && req.method == "GET")
+    if (req.path == "/metrics" && req.method == "GET") {
+      runtime::metrics_registry::global().sample_process();
       return ex->reply(
           {200, "text/plain; version=0.0.4", runtime::metrics_registry::global().render(), {}});
+    }
     if (seg.size() >= 2 && seg[0] == "api") {
       if (seg[1] == "agents") return agents(req, seg, ex);
       if (seg[1] == "cluster" && seg.size() == 2 && req.method == "GET") return cluster(ex);

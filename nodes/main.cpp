@@ -6,6 +6,7 @@
 #include "examples/weather_agent.hpp"
 #include "nodes/ctl.hpp"
 #include "nodes/gateway.hpp"
+#include "nodes/load.hpp"
 #include "nodes/mcp_stdio.hpp"
 #include "nodes/sim_llm.hpp"
 #include "runtime/config.hpp"
@@ -31,6 +32,7 @@ const char* usage_text =
     "                 [--max-queue N] [--model NAME]\n"
     "  troupe mcp --config FILE   (MCP over stdio: the node's agent types as tools)\n"
     "  troupe ctl [--gateway URL] [--key KEY] [--json] nodes|workers|agents|drain NODE\n"
+    "  troupe load [--gateway URL | --direct URL] [--connections N] [--rate R] [--duration D]\n"
     "  troupe version\n";
 
 int usage_error(const std::string& msg) {
@@ -237,6 +239,7 @@ int main(int argc, char** argv) {
   if (cmd == "mcp") return run_node(args, true);
   if (cmd == "sim-llm") return run_sim(args);
   if (cmd == "ctl") return gateway::run_ctl(args);
+  if (cmd == "load") return gateway::run_load(args);
   if (cmd == "version") {
     std::printf("troupe 0.1.0\n");
     return 0;

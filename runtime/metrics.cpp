@@ -1,6 +1,8 @@
 #include "runtime/metrics.hpp"
 
 #include <cstdio>
+#include <dirent.h>
+#include <unistd.h>
 
 namespace troupe::runtime {
 
@@ -99,6 +101,24 @@ std::string metrics_registry::render() const {
       out += h->render(name, labels);
   }
   return out;
+}
+
+void metrics_registry::sample_process() {
+  long pages = 0, resident = 0;
+  if (FILE* f = std::fopen("/proc/self/statm", "r")) {
+    if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+    std::fclose(f);
+  }
+  get_gauge("process_resident_memory_bytes", "Resident memory of this process")
+      .set(static_cast<int64_t>(resident) * sysconf(_SC_PAGESIZE));
+  int64_t fds = 0;
+  if (DIR* d = opendir("/proc/self/fd")) {
+    while (readdir(d))
+      ++fds;
+    closedir(d);
+    fds -= 3; // ".", ".." and the directory's own descriptor
+  }
+  get_gauge("process_open_fds", "Open file descriptors of this process").set(fds);
 }
 
 } // namespace troupe::runtime

@@ -63,6 +63,10 @@ public:
 
   std::string render() const;
 
+  /// Sets the process gauges (`process_resident_memory_bytes`,
+  /// `process_open_fds`) from /proc; `GET /metrics` calls it before rendering.
+  void sample_process();
+
 private:
   struct family {
     std::string help;
