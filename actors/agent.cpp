@@ -193,14 +193,19 @@ void start_next(agent_actor* self) {
   st.exclude.clear();
   st.last_failure = {errc::success, {}};
   auto& t = *st.current;
-  if (!t.begun) {
-    // Write-ahead: once this returns, a crash cannot lose the message.
-    st.ctx.store->begin_turn(st.id, t.id, t.text);
-    st.history.push_back({"user", t.text, {}, {}, {}});
-    t.begun = true;
-  }
   self->delayed_send(self, st.ctx.limits.turn_timeout, timeout_atom::value, st.turn_seq);
+  if (t.begun) return continue_turn(self);
+  // A fresh turn: its model call goes out first and the write-ahead right
+  // after, off the path to the first token. Nothing of the turn reaches
+  // anyone before the write (this actor does both before it handles a
+  // token), so a crash in between loses only a turn nobody saw begin, and
+  // the client's retry with the same id runs it.
+  st.history.push_back({"user", t.text, {}, {}, {}});
+  t.begun = true;
+  auto id = t.id;
+  auto text = t.text;
   continue_turn(self);
+  st.ctx.store->begin_turn(st.id, id, text);
 }
 
 void run_step(agent_actor* self) {

@@ -155,7 +155,7 @@ private:
 
   void do_send(std::shared_ptr<const std::string> frame) {
     if (closing_ || finished_) return;
-    if (!queue_.push(std::move(frame))) {
+    if (!queue_.push(std::move(frame), writing_)) {
       counter_of("troupe_ws_slow_client_disconnects_total",
                  "Clients disconnected because they did not read")
           .inc();
@@ -190,6 +190,10 @@ private:
       return;
     }
     queue_.pop();
+    if (auto merged = queue_.take_coalesced())
+      counter_of("troupe_ws_tokens_coalesced_total",
+                 "Token events merged into the one before them because the client fell behind")
+          .inc(merged);
     if (!queue_.empty()) return do_write();
     if (close_pending_) do_close();
   }
@@ -391,7 +395,7 @@ private:
 
   void enqueue(std::shared_ptr<const std::string> data) {
     if (dead_) return;
-    if (!queue_.push(std::move(data))) {
+    if (!queue_.push(std::move(data), writing_)) {
       counter_of("troupe_http_slow_client_disconnects_total",
                  "HTTP streams dropped because the client did not read")
           .inc();

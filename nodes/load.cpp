@@ -183,6 +183,19 @@ private:
   std::atomic<uint64_t> next_{0};
 };
 
+/// Agent keys and request ids differ per run: the gateway treats a repeated
+/// request id as a retry and answers from its log without running it.
+const std::string& run_nonce() {
+  static const std::string nonce = [] {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%llx",
+                  static_cast<unsigned long long>(
+                      std::chrono::system_clock::now().time_since_epoch().count()));
+    return std::string{buf};
+  }();
+  return nonce;
+}
+
 double micros(steady::duration d) {
   return std::chrono::duration<double, std::micro>(d).count();
 }
@@ -253,7 +266,7 @@ public:
   ws_client(stats& s, schedule& sch, net::io_context& ioc, const options& o,
             const tcp::resolver::results_type& addrs, const endpoint& ep, int index)
       : client_base(s, sch, ioc), ws_(strand_), opt_(o), addrs_(addrs), ep_(ep),
-        agent_(o.type + "/load-" + std::to_string(index)) {}
+        agent_(o.type + "/load-" + run_nonce() + "-" + std::to_string(index)) {}
 
   void start(std::function<void()> on_open) override {
     on_open_ = std::move(on_open);

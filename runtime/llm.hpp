@@ -28,6 +28,8 @@ struct chat_message {
 struct tool_spec {
   std::string name;
   std::string description;
+  /// A JSON Schema as JSON text; must be valid JSON (it is copied into
+  /// requests as is). Empty = any object.
   std::string parameters_json;
 };
 

@@ -57,24 +57,31 @@ std::string encode_chat_request(const chat_request& req, bool stream) {
   for (auto& m : req.messages)
     msgs.push_back(to_json(m));
   j["messages"] = std::move(msgs);
-  if (!req.tools.empty()) {
-    json tools = json::array();
-    for (auto& t : req.tools) {
-      json params = json::parse(t.parameters_json, nullptr, false);
-      if (params.is_discarded()) params = json{{"type", "object"}};
-      tools.push_back(
-          {{"type", "function"},
-           {"function",
-            {{"name", t.name}, {"description", t.description}, {"parameters", params}}}});
-    }
-    j["tools"] = std::move(tools);
-  }
   if (req.max_tokens > 0) j["max_tokens"] = req.max_tokens;
   if (stream) {
     j["stream"] = true;
     j["stream_options"] = {{"include_usage", true}};
   }
-  return j.dump();
+  auto out = j.dump();
+  if (req.tools.empty()) return out;
+  // Tool schemas are JSON text already (built-ins, MCP listings re-encoded
+  // by the client): splice them in rather than parse them on every call,
+  // which was a tenth of a node's CPU under load.
+  out.pop_back(); // the closing brace
+  out += ",\"tools\":[";
+  for (size_t i = 0; i < req.tools.size(); ++i) {
+    auto& t = req.tools[i];
+    if (i > 0) out += ',';
+    out += R"({"type":"function","function":{"name":)";
+    out += json(t.name).dump();
+    out += R"(,"description":)";
+    out += json(t.description).dump();
+    out += R"(,"parameters":)";
+    out += t.parameters_json.empty() ? std::string{R"({"type":"object"})"} : t.parameters_json;
+    out += "}}";
+  }
+  out += "]}";
+  return out;
 }
 
 std::optional<chat_request> decode_chat_request(std::string_view body, bool& stream,

@@ -1,3 +1,4 @@
+#include "runtime/log.hpp"
 #include "runtime/state_store.hpp"
 #include "runtime/stored_message.hpp"
 
@@ -7,6 +8,8 @@
 #include <chrono>
 #include <filesystem>
 #include <mutex>
+#include <thread>
+#include <condition_variable>
 
 namespace troupe::runtime {
 
@@ -92,6 +95,11 @@ public:
     exec("PRAGMA journal_mode=WAL");
     exec("PRAGMA synchronous=NORMAL");
     exec("PRAGMA foreign_keys=OFF");
+    // Checkpoints (the only fsyncs in this mode) run on their own thread and
+    // connection: on the committing agent's thread they stalled it, and every
+    // agent behind the store's mutex, for milliseconds.
+    exec("PRAGMA wal_autocheckpoint=0");
+    exec("PRAGMA journal_size_limit=67108864"); // the WAL shrinks back to 64 MiB after a burst
     exec("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)");
     check_version();
     exec("CREATE TABLE IF NOT EXISTS agents(type TEXT NOT NULL, key TEXT NOT NULL, "
@@ -155,6 +163,7 @@ public:
     open_requests_ = std::make_unique<statement>(
         db_,
         "SELECT type, key, request_id, text FROM requests WHERE state = 0 ORDER BY updated_ms");
+    checkpointer_ = std::thread([this] { checkpoint_loop(); });
   }
 
   bool create(const agent_id& id) override {
@@ -300,6 +309,15 @@ public:
     return static_cast<size_t>(sqlite3_changes(db_));
   }
 
+  ~sqlite_state_store() override {
+    {
+      std::lock_guard<std::mutex> guard{checkpoint_mutex_};
+      stopping_ = true;
+    }
+    checkpoint_wake_.notify_all();
+    if (checkpointer_.joinable()) checkpointer_.join();
+  }
+
   std::string describe() const override { return "sqlite " + path_; }
 
 private:
@@ -329,6 +347,31 @@ private:
     j.claimed_by = find_job_->text(5);
     j.attempts = find_job_->integer(6);
     return j;
+  }
+
+  /// Copies the WAL into the database every second, on its own connection,
+  /// so writers never wait for it (PASSIVE: it skips what readers still use).
+  void checkpoint_loop() {
+    connection db;
+    if (sqlite3_open_v2(path_.c_str(), &db.p, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                        nullptr) != SQLITE_OK) {
+      log::warn("store", "checkpointer_failed", {{"path", path_}, {"reason", sqlite3_errmsg(db)}});
+      return;
+    }
+    sqlite3_busy_timeout(db, 1000);
+    // A connection learns the file is in WAL mode when it first reads it;
+    // until then a checkpoint does nothing.
+    sqlite3_exec(db, "PRAGMA journal_mode=WAL", nullptr, nullptr, nullptr);
+    bool warned = false;
+    std::unique_lock<std::mutex> lock{checkpoint_mutex_};
+    while (!stopping_) {
+      checkpoint_wake_.wait_for(lock, std::chrono::seconds(1));
+      lock.unlock();
+      auto rc = sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+      if (rc != SQLITE_OK && !std::exchange(warned, true))
+        log::warn("store", "checkpoint_failed", {{"path", path_}, {"reason", sqlite3_errmsg(db)}});
+      lock.lock();
+    }
   }
 
   void exec(const char* sql) {
@@ -367,6 +410,10 @@ private:
   std::string path_;
   connection db_;
   std::mutex mutex_;
+  std::mutex checkpoint_mutex_;
+  std::condition_variable checkpoint_wake_;
+  bool stopping_ = false;
+  std::thread checkpointer_; // last: it starts once everything else is built
   std::unique_ptr<statement> insert_agent_, select_agent_, select_messages_, insert_message_,
       delete_agent_, delete_messages_, delete_requests_, list_agents_, upsert_request_,
       finish_request_, find_request_, open_requests_, insert_job_, pick_job_, claim_job_,

@@ -189,4 +189,29 @@ event_ptr make_error_event(std::string id, errc code, std::string message, std::
   return seal(std::move(ev));
 }
 
+std::optional<std::string> coalesce_tokens(std::string_view first, std::string_view second) {
+  // `seal` writes a token as {"agent":..,"ev":"token","id":..,"text":".."}
+  // (nlohmann sorts keys): everything before the text must match. An
+  // unescaped `,"text":"` only occurs as the key: quotes inside strings are
+  // escaped.
+  constexpr std::string_view key = R"(,"text":")";
+  constexpr std::string_view tail = R"("})";
+  if (first.substr(0, 9) != R"({"agent":)") return std::nullopt; // cheap for other frames
+  auto cut = first.find(key);
+  if (cut == std::string_view::npos ||
+      first.substr(0, cut).find(R"(,"ev":"token")") == std::string_view::npos)
+    return std::nullopt;
+  auto prefix = first.substr(0, cut + key.size());
+  if (second.substr(0, prefix.size()) != prefix || first.size() < prefix.size() + tail.size() ||
+      second.size() < prefix.size() + tail.size() ||
+      first.substr(first.size() - tail.size()) != tail ||
+      second.substr(second.size() - tail.size()) != tail)
+    return std::nullopt;
+  std::string out;
+  out.reserve(first.size() + second.size() - prefix.size() - tail.size());
+  out.append(first.substr(0, first.size() - tail.size()));
+  out.append(second.substr(prefix.size()));
+  return out;
+}
+
 } // namespace troupe::runtime

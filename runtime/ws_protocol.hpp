@@ -4,6 +4,7 @@
 #include "runtime/llm.hpp"
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -76,6 +77,12 @@ using event_ptr = std::shared_ptr<const agent_event>;
 
 /// Encodes `ev` into `ev.json` and freezes it.
 event_ptr seal(agent_event ev);
+
+/// Two encoded `token` events of the same agent and request as one (their
+/// texts joined), or nothing if they are not that. Works on the encoded
+/// frames, so a connection whose writes fall behind can merge what waits
+/// without decoding it.
+std::optional<std::string> coalesce_tokens(std::string_view first, std::string_view second);
 
 /// The `done` event of request `id`.
 event_ptr make_done_event(std::string id, std::string agent, std::string answer,

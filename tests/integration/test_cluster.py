@@ -65,7 +65,8 @@ class Cluster(TroupeTestCase):
             spawned = await cl.recv()
             self.assertEqual(spawned, {"ev": "spawned", "agent": "chat/k1", "node": "agents-b", "id": "1"})
             evs = await cl.turn("chat/k1", "count to 6", "2")
-            self.assertEqual([e["text"] for e in evs if e["ev"] == "token"], ["1", " 2", " 3", " 4", " 5", " 6"], evs)
+            # A client that falls behind gets tokens merged into fewer events.
+            self.assertEqual("".join(e["text"] for e in evs if e["ev"] == "token"), "1 2 3 4 5 6", evs)
             self.assertEqual(evs[-1]["ev"], "done", evs)
             self.assertEqual(evs[-1]["answer"], "1 2 3 4 5 6")
         run(go())

@@ -27,7 +27,8 @@ class WebSocketApi(TroupeTestCase):
             evs = await c.turn("chat/k1", "count to 60", "2")
             tokens = [e["text"] for e in evs if e["ev"] == "token"]
             self.assertEqual("".join(tokens), " ".join(str(i) for i in range(1, 61)))
-            self.assertEqual(len(tokens), 60)
+            # One event per token unless the client falls behind (then merged).
+            self.assertTrue(1 <= len(tokens) <= 60, tokens)
             done = evs[-1]
             self.assertEqual(done["ev"], "done")
             self.assertEqual(done["answer"], "".join(tokens))
@@ -109,7 +110,7 @@ class WebSocketApi(TroupeTestCase):
             self.assertEqual(await b.recv(), {"ev": "attached", "agent": "chat/shared", "id": "att"})
             await a.turn("chat/shared", "count to 3", "m")
             seen = await b.until(lambda e: e["ev"] == "done")
-            self.assertEqual([e["text"] for e in seen if e["ev"] == "token"], ["1", " 2", " 3"])
+            self.assertEqual("".join(e["text"] for e in seen if e["ev"] == "token"), "1 2 3")
             await a.send(op="list", id="l")
             ev = await a.recv()
             self.assertEqual(ev["ev"], "agents")

@@ -32,6 +32,21 @@ TEST(OpenAiCodec, RequestCarriesStreamUsageAndTools) {
   EXPECT_EQ(back->tools[0].name, "clock");
 }
 
+TEST(OpenAiCodec, ToolsAreEscapedAndAnEmptySchemaIsAnyObject) {
+  chat_request req;
+  req.messages = {{"user", "hi", {}, {}, {}}};
+  req.tools = {{"a\"b", "says \"x\"\n", ""},
+               {"sum", "adds", R"({"type":"object","properties":{"a":{"type":"number"}}})"}};
+  auto j = json::parse(encode_chat_request(req, false));
+  ASSERT_EQ(j["tools"].size(), 2u);
+  EXPECT_EQ(j["tools"][0]["type"], "function");
+  EXPECT_EQ(j["tools"][0]["function"]["name"], "a\"b");
+  EXPECT_EQ(j["tools"][0]["function"]["description"], "says \"x\"\n");
+  EXPECT_EQ(j["tools"][0]["function"]["parameters"], json({{"type", "object"}}));
+  EXPECT_EQ(j["tools"][1]["function"]["parameters"]["properties"]["a"]["type"], "number");
+  EXPECT_FALSE(j.contains("stream"));
+}
+
 TEST(OpenAiCodec, ChunkWithContentToolCallsAndUsage) {
   std::string err;
   auto c = decode_chat_chunk(

@@ -1,4 +1,5 @@
 #include "runtime/ws_protocol.hpp"
+#include "nodes/write_queue.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -86,4 +87,58 @@ TEST(WsProtocol, EventsEncodeAsDocumented) {
   j = nlohmann::json::parse(make_error_event("5", errc::overloaded, "full")->json);
   EXPECT_EQ(j["code"], "overloaded");
   EXPECT_EQ(j["id"], "5");
+}
+
+namespace {
+
+std::string token_frame(const std::string& agent, const std::string& id, const std::string& text) {
+  agent_event ev;
+  ev.kind = event_kind::token;
+  ev.agent = agent;
+  ev.id = id;
+  ev.text = text;
+  return seal(std::move(ev))->json;
+}
+
+} // namespace
+
+TEST(CoalesceTokens, JoinsTheTextsOfOneRequest) {
+  auto merged =
+      coalesce_tokens(token_frame("chat/a", "7", "Hel"), token_frame("chat/a", "7", "lo \"x\"\n"));
+  ASSERT_TRUE(merged);
+  auto j = nlohmann::json::parse(*merged);
+  EXPECT_EQ(j["ev"], "token");
+  EXPECT_EQ(j["agent"], "chat/a");
+  EXPECT_EQ(j["id"], "7");
+  EXPECT_EQ(j["text"], "Hello \"x\"\n");
+  auto again = coalesce_tokens(*merged, token_frame("chat/a", "7", "!"));
+  ASSERT_TRUE(again);
+  EXPECT_EQ(nlohmann::json::parse(*again)["text"], "Hello \"x\"\n!");
+}
+
+TEST(CoalesceTokens, LeavesOtherRequestsAndEventsAlone) {
+  EXPECT_FALSE(coalesce_tokens(token_frame("chat/a", "7", "a"), token_frame("chat/a", "8", "b")));
+  EXPECT_FALSE(coalesce_tokens(token_frame("chat/a", "7", "a"), token_frame("chat/b", "7", "b")));
+  // An id that looks like the text key is escaped, so it cannot fool the match.
+  EXPECT_FALSE(coalesce_tokens(token_frame("chat/a", "x\",\"text\":\"", "a"),
+                               token_frame("chat/a", "x", "b")));
+  auto done = make_done_event("7", "chat/a", "answer", {}, 1)->json;
+  EXPECT_FALSE(coalesce_tokens(token_frame("chat/a", "7", "a"), done));
+  EXPECT_FALSE(coalesce_tokens(done, token_frame("chat/a", "7", "a")));
+}
+
+TEST(WriteQueue, MergesTokensOnlyBehindTheFrameBeingWritten) {
+  troupe::gateway::write_queue q{1 << 20};
+  auto f = [](std::string s) { return std::make_shared<const std::string>(std::move(s)); };
+  ASSERT_TRUE(q.push(f(token_frame("chat/a", "1", "A")), false));
+  // The front is being written: the next token waits beside it.
+  ASSERT_TRUE(q.push(f(token_frame("chat/a", "1", "B")), true));
+  ASSERT_TRUE(q.push(f(token_frame("chat/a", "1", "C")), true));
+  EXPECT_EQ(q.take_coalesced(), 1u);
+  EXPECT_EQ(nlohmann::json::parse(q.front())["text"], "A");
+  q.pop();
+  EXPECT_EQ(nlohmann::json::parse(q.front())["text"], "BC");
+  q.pop();
+  EXPECT_TRUE(q.empty());
+  EXPECT_EQ(q.bytes(), 0u);
 }
