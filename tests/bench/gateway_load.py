@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Runtime overhead on streams, measured with `troupe load` (C++): the same
+conversations against a troupe node (client -> gateway -> agent -> router
+-> worker -> `troupe sim-llm`) and straight against an identical
+`troupe sim-llm`, in the same run.
+
+Figures (one JSON object per line on stdout, for scripts/bench):
+  ttft   time to first token at 1, 100 and 500 concurrent streams, held at a
+         rate the machine sustains (open loop), so the difference is the
+         runtime's work on the path rather than queueing behind a full CPU;
+  tokens tokens/s delivered at saturation (closed loop, 200 clients).
+
+usage: gateway_load.py [--quick]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "../integration"))
+from harness import TROUPE, Node, SimLlm, sim_backend_yaml  # noqa: E402
+
+
+def load(*args):
+    out = subprocess.run([TROUPE, "load", "--json", "--quiet", *args], capture_output=True,
+                         text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(f"troupe load {' '.join(args)} failed:\n{out.stderr}")
+    return json.loads(out.stdout)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="short runs (a smoke test)")
+    args = ap.parse_args()
+    secs = "3s" if args.quick else "10s"
+    # Streams of 20 tokens at 10 tokens/s last ~2 s: 500 of them in flight
+    # take 250 new conversations a second, which two cores sustain.
+    slow = dict(ttft_ms=20, tokens_per_s=10, slots=2000)
+    direct = SimLlm(**slow)
+    backing = SimLlm(**slow)
+    node = Node(sim_backend_yaml([backing], slots=2000))
+    procs = [direct, backing, node]
+    try:
+        # One stream: short answers, so a run holds many first tokens.
+        for streams, rate, count in ((1, 0, 2), (100, 50, 20), (500, 250, 20)):
+            common = ["--connections", str(streams), "--duration", secs,
+                      "--message", f"count to {count}"]
+            if rate:
+                common += ["--rate", str(rate)]
+            d = load("--direct", direct.url, "--model", "sim-model", *common)
+            g = load("--gateway", node.base, *common)
+            print(json.dumps({"figure": "ttft", "streams": streams, "direct": d, "gateway": g}),
+                  flush=True)
+        for p in procs:
+            p.kill()
+        fast = dict(ttft_ms=5, tokens_per_s=20000, slots=2000)
+        direct = SimLlm(**fast)
+        backing = SimLlm(**fast)
+        node = Node(sim_backend_yaml([backing], slots=2000))
+        procs = [direct, backing, node]
+        common = ["--connections", "200", "--duration", secs, "--message", "count to 200"]
+        d = load("--direct", direct.url, "--model", "sim-model", *common)
+        g = load("--gateway", node.base, *common)
+        print(json.dumps({"figure": "tokens", "tokens_per_conversation": 200, "direct": d,
+                          "gateway": g}), flush=True)
+    finally:
+        for p in procs:
+            p.kill()
+
+
+if __name__ == "__main__":
+    main()
