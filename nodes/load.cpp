@@ -164,17 +164,21 @@ public:
     end_ = end;
   }
 
-  /// The time the caller's next conversation should start, or nothing when
-  /// the run is over.
-  std::optional<steady::time_point> next() {
+  /// When the caller's next conversation starts, or nothing when the run is
+  /// over. A client left without one (open loop, more clients than the rate
+  /// needs) is told to wait for the end: it stays connected, as idle clients
+  /// of a real gateway do.
+  std::optional<steady::time_point> next(bool& idle) {
     auto now = steady::now();
+    idle = false;
     if (now >= end_) return std::nullopt;
     if (rate_ <= 0) return now;
     auto k = next_.fetch_add(1);
     auto at = start_ + std::chrono::duration_cast<steady::duration>(
                            std::chrono::duration<double>(static_cast<double>(k) / rate_));
-    if (at >= end_) return std::nullopt;
-    return at;
+    if (at < end_) return at;
+    idle = true;
+    return end_;
   }
 
 private:
@@ -222,11 +226,12 @@ protected:
 
   /// Waits for the schedule, then `begin()`; at the end of the run `finish()`.
   void next_conversation() {
-    auto at = schedule_.next();
+    bool idle = false;
+    auto at = schedule_.next(idle);
     if (!at) return finish();
     timer_.expires_at(*at);
-    timer_.async_wait(net::bind_executor(strand_, [this](beast::error_code ec) {
-      if (ec) return finish();
+    timer_.async_wait(net::bind_executor(strand_, [this, idle](beast::error_code ec) {
+      if (ec || idle) return finish();
       sent_ = steady::now();
       last_token_.reset();
       begin();

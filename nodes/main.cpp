@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <string>
 #include <thread>
 #include <unistd.h>
@@ -228,6 +229,12 @@ int run_sim(const std::vector<std::string>& args) {
 int main(int argc, char** argv) {
   // A write to a dead MCP server's stdin must fail with EPIPE, not kill us.
   std::signal(SIGPIPE, SIG_IGN);
+  // Every connection is a descriptor: take the hard limit, not the soft 1024
+  // many systems start with (limits.max_connections defaults to 20,000).
+  if (rlimit lim{}; getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &lim);
+  }
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "help" || args[0] == "--help" || args[0] == "-h") {
     std::fputs(usage_text, args.empty() ? stderr : stdout);

@@ -8,6 +8,8 @@ Figures (one JSON object per line on stdout, for scripts/bench):
   ttft   time to first token at 1, 100 and 500 concurrent streams, held at a
          rate the machine sustains (open loop), so the difference is the
          runtime's work on the path rather than queueing behind a full CPU;
+  connections  the gateway's RSS per open WebSocket client with 10,000 open
+         (needs a file limit over 11,000);
   tokens tokens/s delivered at saturation (closed loop, 200 clients).
 
 usage: gateway_load.py [--quick]
@@ -15,6 +17,7 @@ usage: gateway_load.py [--quick]
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 
@@ -37,6 +40,8 @@ def main():
     secs = "3s" if args.quick else "10s"
     # Streams of 20 tokens at 10 tokens/s last ~2 s: 500 of them in flight
     # take 250 new conversations a second, which two cores sustain.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # for every process started here
     slow = dict(ttft_ms=20, tokens_per_s=10, slots=2000)
     direct = SimLlm(**slow)
     backing = SimLlm(**slow)
@@ -52,6 +57,13 @@ def main():
             d = load("--direct", direct.url, "--model", "sim-model", *common)
             g = load("--gateway", node.base, *common)
             print(json.dumps({"figure": "ttft", "streams": streams, "direct": d, "gateway": g}),
+                  flush=True)
+        # 10,000 clients connected at once (each spawned its agent), 100 of
+        # them talking per second: what one connection costs the gateway.
+        if resource.getrlimit(resource.RLIMIT_NOFILE)[1] >= 10000 + 1000:
+            g = load("--gateway", node.base, "--connections", "10000", "--rate", "100",
+                     "--duration", secs, "--message", "count to 20")
+            print(json.dumps({"figure": "connections", "connections": 10000, "gateway": g}),
                   flush=True)
         for p in procs:
             p.kill()
