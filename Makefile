@@ -28,7 +28,7 @@ test: build
 # Every benchmark under tests/bench/, each against its baseline in the same
 # run; the table also goes to docs/benchmarks.md.
 bench: build
-	cmake --build $(BUILD_DIR) -j $(JOBS) --target troupe_cluster_bench troupe_agent_density_bench
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target troupe_cluster_bench troupe_agent_density_bench troupe_local_path_bench
 	scripts/bench $(BUILD_DIR)
 
 # AddressSanitizer + UBSan build in its own tree.
