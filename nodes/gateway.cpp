@@ -1,4 +1,5 @@
 #include "nodes/gateway.hpp"
+#include "nodes/api_keys.hpp"
 #include "actors/node_runtime.hpp"
 #include "cluster/cluster_node.hpp"
 #include "nodes/mcp_endpoint.hpp"
@@ -87,7 +88,9 @@ struct gateway::impl {
                [this](http_request req, std::shared_ptr<http_exchange> ex) {
                  handle(std::move(req), std::move(ex));
                }) {
-    if (!cfg.gateway.keys_file.empty()) load_keys();
+    if (!cfg.gateway.keys_file.empty())
+      if (auto err = keys.load(cfg.gateway.keys_file); !err.empty())
+        throw std::runtime_error("gateway.auth.keys_file: " + err);
   }
 
   actors::node_runtime& rt;
@@ -95,32 +98,37 @@ struct gateway::impl {
   const cluster::cluster_node* cluster_node;
   mcp_endpoint mcp{rt};
   http_server server;
-  std::set<std::string> keys;
-
-  void load_keys() {
-    std::ifstream in{cfg.gateway.keys_file};
-    if (!in)
-      throw std::runtime_error("cannot read gateway.auth.keys_file '" + cfg.gateway.keys_file +
-                               "'");
-    std::string line;
-    while (std::getline(in, line)) {
-      while (!line.empty() && (line.back() == '\r' || line.back() == ' '))
-        line.pop_back();
-      if (!line.empty() && line.front() != '#') keys.insert(line);
-    }
-    if (keys.empty())
-      throw std::runtime_error("gateway.auth.keys_file '" + cfg.gateway.keys_file +
-                               "' holds no keys");
-  }
+  api_keys keys;
 
   bool authorized(const http_request& req) const {
-    if (keys.empty()) return true;
+    if (cfg.gateway.keys_file.empty()) return true; // `auth: none`
     auto auth = req.header("authorization");
-    if (auth.rfind("Bearer ", 0) == 0 && keys.contains(auth.substr(7))) return true;
-    // Browsers cannot set headers on a WebSocket handshake.
-    auto key = query_param(req.query, "api_key");
-    return !key.empty() && keys.contains(key);
+    if (auth.rfind("Bearer ", 0) == 0 && keys.check(std::string_view{auth}.substr(7))) return true;
+    // Browsers cannot set headers on a WebSocket handshake: `?token=` (or
+    // the older `?api_key=`) carries the key there.
+    auto key = query_param(req.query, "token");
+    if (key.empty()) key = query_param(req.query, "api_key");
+    return keys.check(key);
   }
+
+  /// Every refusal is counted; the log gets at most one line per second
+  /// (with how many were refused since), so a flood cannot fill the disk.
+  void denied(const http_request& req) {
+    static runtime::counter& count = runtime::metrics_registry::global().get_counter(
+        "troupe_auth_denied_total", "Requests refused for a missing or unknown API key");
+    count.inc();
+    std::lock_guard<std::mutex> guard{denied_mutex};
+    ++denied_since_log;
+    auto now = std::chrono::steady_clock::now();
+    if (now - denied_logged < std::chrono::seconds(1)) return;
+    denied_logged = now;
+    runtime::log::warn("gateway", "auth_denied",
+                       {{"path", req.path.substr(0, 100)},
+                        {"refused", std::to_string(std::exchange(denied_since_log, 0))}});
+  }
+  std::mutex denied_mutex;
+  std::chrono::steady_clock::time_point denied_logged{};
+  uint64_t denied_since_log = 0;
 
   void handle(http_request req, std::shared_ptr<http_exchange> ex) {
     auto& reg = runtime::metrics_registry::global();
@@ -130,8 +138,10 @@ struct gateway::impl {
         .inc();
     auto seg = segments(req.path);
     if (req.path == "/health" && req.method == "GET") return health(ex);
-    if (!authorized(req))
+    if (!authorized(req)) {
+      denied(req);
       return ex->reply(error_response(errc::unauthorized, "missing or unknown API key"));
+    }
     if (!seg.empty() && seg[0] == "ws" && seg.size() <= 2) {
       if (!ex->is_upgrade())
         return ex->reply(
@@ -455,6 +465,17 @@ gateway::~gateway() = default;
 void gateway::start() {
   impl_->server.start();
 }
+std::string gateway::reload_keys() {
+  if (impl_->cfg.gateway.keys_file.empty()) return "auth is none: no keys file to reload";
+  auto err = impl_->keys.load(impl_->cfg.gateway.keys_file);
+  if (err.empty())
+    runtime::log::info("gateway", "keys_reloaded", {{"keys", std::to_string(impl_->keys.size())}});
+  else
+    runtime::log::error("gateway", "keys_reload_failed",
+                        {{"reason", err}, {"action", "the keys loaded before stay in force"}});
+  return err;
+}
+
 uint16_t gateway::port() const {
   return impl_->server.port();
 }

@@ -3,6 +3,7 @@
 #include "nodes/http_server.hpp"
 
 #include <memory>
+#include <string>
 
 namespace troupe::actors {
 class io_threads;
@@ -29,6 +30,10 @@ public:
   /// Binds `gateway.listen`; throws std::runtime_error if it cannot.
   void start();
   uint16_t port() const;
+
+  /// Reads `gateway.auth.keys_file` again (SIGHUP); a file that cannot be
+  /// used leaves the keys in force. Returns the error, or "" on success.
+  std::string reload_keys();
 
   /// Graceful stop, step one: refuse new connections.
   void stop_accepting();

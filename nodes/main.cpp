@@ -49,6 +49,7 @@ sigset_t block_stop_signals() {
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGUSR1); // cluster drain, raised by the membership thread
+  sigaddset(&set, SIGHUP);  // reload the gateway's API keys
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   return set;
 }
@@ -101,6 +102,11 @@ int run_node(const std::vector<std::string>& args, bool mcp_stdio = false) {
     roles += (roles.empty() ? "" : ",") + r;
   runtime::log::info("node", "starting",
                      {{"node", cfg.id}, {"config", config_path}, {"roles", roles}});
+  if (cfg.has_role("gateway") && !cfg.gateway.loopback() && cfg.gateway.keys_file.empty())
+    runtime::log::warn("gateway", "no_auth",
+                       {{"listen", cfg.gateway.host},
+                        {"reason", "auth: none while listening beyond loopback: anyone who can "
+                                   "reach this port can drive every agent"}});
   if (cfg.simulated_default) {
     const char* banner = "\n"
                          "  *****************************************************************\n"
@@ -168,7 +174,11 @@ int run_node(const std::vector<std::string>& args, bool mcp_stdio = false) {
   runtime::log::info("node", "ready", {{"node", cfg.id}});
 
   int sig = 0;
-  sigwait(&stop_signals, &sig);
+  for (;;) {
+    sigwait(&stop_signals, &sig);
+    if (sig != SIGHUP) break;
+    if (gw) gw->reload_keys();
+  }
   if (sig == SIGUSR1 && cluster) {
     // `troupe ctl drain`: take no new work, let every agent finish its turns
     // and move on, let the workers finish their streams, then leave.

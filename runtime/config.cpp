@@ -228,15 +228,22 @@ node_config parse(const YAML::Node& root, const std::string& file) {
     map_reader r{*n, "gateway", file};
     if (auto listen = r.get("listen"))
       parse_listen(r, *listen, r.scalar(*listen, "listen"), cfg.gateway);
-    if (auto auth = r.get("auth")) {
+    auto auth = r.get("auth");
+    if (auth) {
       if (auth->IsScalar()) {
         check_one_of(r, *auth, "auth", auth->Scalar(), {"none"});
+        cfg.gateway.auth_none = true;
       } else {
         map_reader a{*auth, "gateway.auth", file};
         a.read("keys_file", cfg.gateway.keys_file);
         a.finish();
       }
     }
+    // Beyond loopback, running without keys must be a decision, not a default.
+    if (!cfg.gateway.loopback() && cfg.gateway.keys_file.empty() && !cfg.gateway.auth_none)
+      r.fail(*n, "gateway listens on " + cfg.gateway.host +
+                     ", beyond loopback: set 'gateway.auth.keys_file', or 'auth: none' to serve "
+                     "without authentication");
     r.finish();
   }
 
@@ -455,6 +462,10 @@ node_config parse(const YAML::Node& root, const std::string& file) {
 }
 
 } // namespace
+
+bool gateway_config::loopback() const {
+  return host == "localhost" || host == "::1" || host == "[::1]" || host.rfind("127.", 0) == 0;
+}
 
 bool node_config::has_role(const std::string& r) const {
   return std::find(roles.begin(), roles.end(), r) != roles.end();

@@ -49,6 +49,12 @@ struct gateway_config {
   std::string host = "127.0.0.1";
   uint16_t port = 7800;
   std::string keys_file; // empty = auth none
+  /// `auth: none` was written out: required to listen beyond loopback
+  /// without keys (the node then warns at start).
+  bool auth_none = false;
+
+  /// True when `host` is a loopback address (only this machine can connect).
+  bool loopback() const;
 };
 
 struct limits_config {
