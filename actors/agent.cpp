@@ -175,10 +175,30 @@ void finish_error(agent_actor* self, errc code, const std::string& message) {
   end_turn(self);
 }
 
+/// Keeps the history within `limits.max_history_messages` by dropping the
+/// oldest whole turns (a turn starts at a user message), so the model never
+/// sees a tool result without its call. The running turn is never cut, even
+/// when it alone is longer. The store keeps the full log.
+void trim_history(agent_actor* self) {
+  auto& st = self->state;
+  auto& h = st.history;
+  auto limit = static_cast<size_t>(st.ctx.limits.max_history_messages);
+  if (h.size() <= limit) return;
+  size_t last_user = h.size();
+  while (last_user > 0 && h[last_user - 1].role != "user")
+    --last_user;
+  size_t cut = h.size() - limit; // drop at least this many...
+  while (cut < h.size() && h[cut].role != "user")
+    ++cut; // ...up to the next turn's start
+  cut = std::min(cut, last_user == 0 ? size_t{0} : last_user - 1);
+  if (cut > 0) h.erase(h.begin(), h.begin() + static_cast<std::ptrdiff_t>(cut));
+}
+
 void append(agent_actor* self, runtime::chat_message msg) {
   auto& st = self->state;
   st.ctx.store->append(st.id, msg);
   st.history.push_back(std::move(msg));
+  trim_history(self);
 }
 
 void continue_turn(agent_actor* self);
@@ -202,6 +222,7 @@ void start_next(agent_actor* self) {
   // token), so a crash in between loses only a turn nobody saw begin, and
   // the client's retry with the same id runs it.
   st.history.push_back({"user", t.text, {}, {}, {}});
+  trim_history(self);
   t.begun = true;
   auto id = t.id;
   auto text = t.text;
@@ -467,6 +488,7 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
   st.type = std::move(type);
   st.ctx = std::move(ctx);
   st.history = std::move(history);
+  trim_history(self);
   for (auto& r : resume) {
     runtime::log::info("agent", "resuming_turn", {{"agent", st.id_str}, {"id", r.id}});
     turn t{r.id, r.text, {}, {}, {}, true};

@@ -253,6 +253,7 @@ node_config parse(const YAML::Node& root, const std::string& file) {
     r.read("max_connections", cfg.limits.max_connections, 1, 10000000);
     r.read("max_outbound_bytes", cfg.limits.max_outbound_bytes, 1024, 1ull << 32);
     r.read("max_pending_turns", cfg.limits.max_pending_turns, 1, 100000);
+    r.read("max_history_messages", cfg.limits.max_history_messages, 2, 1000000);
     r.read("turn_timeout", cfg.limits.turn_timeout);
     r.read("job_visibility", cfg.limits.job_visibility);
     r.finish();

@@ -64,6 +64,9 @@ struct limits_config {
   uint64_t max_outbound_bytes = 8 << 20;
   /// Turns queued on one agent behind the running one.
   uint64_t max_pending_turns = 32;
+  /// Messages of an agent's history kept in memory and sent to the model;
+  /// older whole turns are dropped first (the running turn never is).
+  uint64_t max_history_messages = 200;
   /// Upper bound for a REST `execute` or a turn, end to end.
   std::chrono::milliseconds turn_timeout{300000};
   /// An async job claimed by a node that then goes silent this long is

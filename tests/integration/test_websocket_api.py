@@ -155,5 +155,22 @@ class WebSocketApi(TroupeTestCase):
         run(go())
 
 
+class HistoryLimit(TroupeTestCase):
+    def test_an_agent_keeps_only_its_newest_turns_within_the_limit(self):
+        node = self.track(Node("limits: {max_history_messages: 4}\n"))
+
+        async def go():
+            c = await Client.connect(node.ws_url)
+            await c.send(op="spawn", type="chat", key="h", id="s")
+            await c.recv()
+            for i, word in enumerate(["alpha", "beta", "gamma"]):
+                evs = await c.turn("chat/h", word, f"t{i}")
+                self.assertEqual(evs[-1]["ev"], "done", evs)
+            # Four messages fit: gamma's turn and the question; alpha and beta are gone.
+            evs = await c.turn("chat/h", "what did I say first?", "q")
+            self.assertEqual(evs[-1]["answer"], "You first said: gamma")
+        run(go())
+
+
 if __name__ == "__main__":
     unittest.main()
