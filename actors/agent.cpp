@@ -55,7 +55,7 @@ struct agent_state {
   runtime::agent_id id;
   std::string id_str;
   std::shared_ptr<const runtime::agent_type> type;
-  agent_context ctx;
+  std::shared_ptr<const agent_context> ctx; // shared by every agent of the node
   std::vector<runtime::chat_message> history;
   std::set<caf::actor> subscribers;
   // A vector, not a deque: libstdc++'s empty deque allocates ~600 bytes,
@@ -144,8 +144,9 @@ void finish_ok(agent_actor* self, std::string answer) {
   metrics().seconds.observe(
       std::chrono::duration<double>(steady_clock::now() - t.received).count());
   auto steps = st.step + 1;
-  st.ctx.store->finish_turn(st.id, t.id, runtime::request_state::done,
-                            runtime::encode_outcome(runtime::turn_outcome{answer, st.used, steps}));
+  st.ctx->store->finish_turn(
+      st.id, t.id, runtime::request_state::done,
+      runtime::encode_outcome(runtime::turn_outcome{answer, st.used, steps}));
   deliver(self, &t, runtime::make_done_event(t.id, st.id_str, answer, st.used, steps));
   for (auto& p : t.promises)
     p.deliver(turn_result{st.id_str, answer, st.used, steps});
@@ -162,8 +163,8 @@ void fail_turn(agent_actor* self, turn& t, errc code, const std::string& message
                       {"code", std::string{runtime::to_string(code)}},
                       {"reason", message}});
   if (t.begun && !st.node_stopping) {
-    st.ctx.store->finish_turn(st.id, t.id, runtime::request_state::failed,
-                              runtime::encode_outcome(runtime::failure{code, message}));
+    st.ctx->store->finish_turn(st.id, t.id, runtime::request_state::failed,
+                               runtime::encode_outcome(runtime::failure{code, message}));
   }
   deliver(self, &t, runtime::make_error_event(t.id, code, message, st.id_str));
   for (auto& p : t.promises)
@@ -182,7 +183,7 @@ void finish_error(agent_actor* self, errc code, const std::string& message) {
 void trim_history(agent_actor* self) {
   auto& st = self->state;
   auto& h = st.history;
-  auto limit = static_cast<size_t>(st.ctx.limits.max_history_messages);
+  auto limit = static_cast<size_t>(st.ctx->limits.max_history_messages);
   if (h.size() <= limit) return;
   size_t last_user = h.size();
   while (last_user > 0 && h[last_user - 1].role != "user")
@@ -196,7 +197,7 @@ void trim_history(agent_actor* self) {
 
 void append(agent_actor* self, runtime::chat_message msg) {
   auto& st = self->state;
-  st.ctx.store->append(st.id, msg);
+  st.ctx->store->append(st.id, msg);
   st.history.push_back(std::move(msg));
   trim_history(self);
 }
@@ -214,7 +215,7 @@ void start_next(agent_actor* self) {
   st.exclude.clear();
   st.last_failure = {errc::success, {}};
   auto& t = *st.current;
-  self->delayed_send(self, st.ctx.limits.turn_timeout, timeout_atom::value, st.turn_seq);
+  self->delayed_send(self, st.ctx->limits.turn_timeout, timeout_atom::value, st.turn_seq);
   if (t.begun) return continue_turn(self);
   // A fresh turn: its model call goes out first and the write-ahead right
   // after, off the path to the first token. Nothing of the turn reaches
@@ -227,7 +228,7 @@ void start_next(agent_actor* self) {
   auto id = t.id;
   auto text = t.text;
   continue_turn(self);
-  st.ctx.store->begin_turn(st.id, id, text);
+  st.ctx->store->begin_turn(st.id, id, text);
 }
 
 void run_step(agent_actor* self) {
@@ -245,8 +246,8 @@ void run_step(agent_actor* self) {
   // The last allowed step offers no tools, so the model has to answer.
   if (st.step + 1 < cfg.max_steps) {
     req.tools = st.type->specs;
-    if (!st.type->mcp.empty() && st.ctx.mcp) {
-      auto more = st.ctx.mcp->specs_for(st.type->mcp);
+    if (!st.type->mcp.empty() && st.ctx->mcp) {
+      auto more = st.ctx->mcp->specs_for(st.type->mcp);
       req.tools.insert(req.tools.end(), std::make_move_iterator(more.begin()),
                        std::make_move_iterator(more.end()));
     }
@@ -257,7 +258,7 @@ void run_step(agent_actor* self) {
   st.worker_id.clear();
   st.streamed = false;
   infer_job j{job, std::move(req), caf::actor_cast<caf::actor>(self), st.exclude};
-  self->request(st.ctx.router, std::chrono::seconds(30), infer_atom::value, std::move(j))
+  self->request(st.ctx->router, std::chrono::seconds(30), infer_atom::value, std::move(j))
       .then(
           [=](caf::actor& worker, std::string& worker_id) {
             auto& st = self->state;
@@ -344,7 +345,7 @@ void run_tools(agent_actor* self) {
       }
       // Half the turn budget, so the asking turn can still answer when the
       // other agent times out.
-      self->request(st.ctx.directory, st.ctx.limits.turn_timeout / 2, ask_atom::value, target,
+      self->request(st.ctx->directory, st.ctx->limits.turn_timeout / 2, ask_atom::value, target,
                     message, st.id_str, st.id_str + ":" + st.current->id + ":" + call.id)
           .then(
               [=](turn_result& r) {
@@ -358,8 +359,8 @@ void run_tools(agent_actor* self) {
       continue;
     }
     auto it = st.type->tools.find(call.name);
-    if (it == st.type->tools.end() && !st.type->mcp.empty() && st.ctx.mcp) {
-      if (auto route = st.ctx.mcp->resolve(call.name, st.type->mcp)) {
+    if (it == st.type->tools.end() && !st.type->mcp.empty() && st.ctx->mcp) {
+      if (auto route = st.ctx->mcp->resolve(call.name, st.type->mcp)) {
         auto key = st.id_str + ":" + st.current->id + ":" + call.id;
         st.mcp_calls.emplace_back(route->client, key);
         auto done = [=](runtime::tool_outcome out) {
@@ -481,7 +482,8 @@ void model_call_failed(agent_actor* self, const runtime::failure& f, bool starte
 caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
                          std::shared_ptr<const runtime::agent_type> type,
                          std::vector<runtime::chat_message> history,
-                         std::vector<runtime::request_entry> resume, agent_context ctx) {
+                         std::vector<runtime::request_entry> resume,
+                         std::shared_ptr<const agent_context> ctx) {
   auto& st = self->state;
   st.id = std::move(id);
   st.id_str = st.id.str();
@@ -494,14 +496,14 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
     turn t{r.id, r.text, {}, {}, {}, true};
     st.pending.push_back(std::move(t));
   }
-  if (st.ctx.idle_timeout.count() > 0)
-    self->delayed_send(self, st.ctx.idle_timeout, idle_atom::value);
+  if (st.ctx->idle_timeout.count() > 0)
+    self->delayed_send(self, st.ctx->idle_timeout, idle_atom::value);
   start_next(self); // resumed turns run at once, before anyone asks
 
-  self->monitor(st.ctx.directory);
+  self->monitor(st.ctx->directory);
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
-    if (dm.source == st.ctx.directory.address()) {
+    if (dm.source == st.ctx->directory.address()) {
       // The directory crashed: its next incarnation knows nothing of this
       // activation, so stop quietly. Open turns stay open in the store; the
       // sessions watching us send them again and the new activation resumes
@@ -539,7 +541,7 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
 
   auto enqueue = [self](turn t) -> bool {
     auto& st = self->state;
-    if (st.pending.size() >= st.ctx.limits.max_pending_turns) return false;
+    if (st.pending.size() >= st.ctx->limits.max_pending_turns) return false;
     st.pending.push_back(std::move(t));
     start_next(self);
     return true;
@@ -561,7 +563,7 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
         for (auto& t : st.pending)
           if (t.id == id && join(t)) return;
         bool resumed = false;
-        if (auto e = st.ctx.store->find_request(st.id, id); e && e->text == text) {
+        if (auto e = st.ctx->store->find_request(st.id, id); e && e->text == text) {
           if (auto past = stored_outcome(*e)) {
             if (auto r = std::get_if<turn_result>(&*past))
               self->send(requester, event_atom::value,
@@ -604,7 +606,7 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
               t.promises.push_back(rp);
               return caf::delegated<turn_result>{};
             }
-          if (auto e = st.ctx.store->find_request(st.id, request_id); e && e->text == text) {
+          if (auto e = st.ctx->store->find_request(st.id, request_id); e && e->text == text) {
             if (auto past = stored_outcome(*e)) {
               if (auto r = std::get_if<turn_result>(&*past)) {
                 r->agent = st.id_str;
@@ -616,7 +618,7 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
             resumed = true;
           }
         }
-        if (st.pending.size() >= st.ctx.limits.max_pending_turns)
+        if (st.pending.size() >= st.ctx->limits.max_pending_turns)
           return make_error(errc::overloaded, "agent has too many queued turns");
         auto rp = self->make_response_promise();
         // Ask ids must stay unique across activations: they key the request log.
@@ -644,17 +646,17 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
         auto idle = steady_clock::now() - st.last_activity;
         if (st.passivating) return;
         if (st.current || !st.pending.empty() ||
-            (!st.draining && (!st.subscribers.empty() || idle < st.ctx.idle_timeout))) {
+            (!st.draining && (!st.subscribers.empty() || idle < st.ctx->idle_timeout))) {
           auto wait = st.draining ? std::chrono::milliseconds(100)
                                   : std::max<std::chrono::milliseconds>(
                                         std::chrono::duration_cast<std::chrono::milliseconds>(
-                                            st.ctx.idle_timeout - idle),
+                                            st.ctx->idle_timeout - idle),
                                         std::chrono::milliseconds(100));
           self->delayed_send(self, wait, idle_atom::value);
           return;
         }
         st.passivating = true;
-        self->request(st.ctx.directory, std::chrono::seconds(10), passivate_atom::value)
+        self->request(st.ctx->directory, std::chrono::seconds(10), passivate_atom::value)
             .then(
                 [=](bool ok) {
                   if (ok) {
@@ -726,7 +728,7 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
         auto& st = self->state;
         if (st.current && st.turn_seq == seq)
           finish_error(self, errc::timeout,
-                       "turn exceeded " + std::to_string(st.ctx.limits.turn_timeout.count()) +
+                       "turn exceeded " + std::to_string(st.ctx->limits.turn_timeout.count()) +
                            " ms");
       },
   };
@@ -737,7 +739,8 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
 caf::actor spawn_agent(caf::actor_system& sys, runtime::agent_id id,
                        std::shared_ptr<const runtime::agent_type> type,
                        std::vector<runtime::chat_message> history,
-                       std::vector<runtime::request_entry> resume, agent_context ctx) {
+                       std::vector<runtime::request_entry> resume,
+                       std::shared_ptr<const agent_context> ctx) {
   return sys.spawn(agent_impl, std::move(id), std::move(type), std::move(history),
                    std::move(resume), std::move(ctx));
 }

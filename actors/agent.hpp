@@ -53,6 +53,7 @@ struct agent_context {
 caf::actor spawn_agent(caf::actor_system& sys, runtime::agent_id id,
                        std::shared_ptr<const runtime::agent_type> type,
                        std::vector<runtime::chat_message> history,
-                       std::vector<runtime::request_entry> resume, agent_context ctx);
+                       std::vector<runtime::request_entry> resume,
+                       std::shared_ptr<const agent_context> ctx);
 
 } // namespace troupe::actors

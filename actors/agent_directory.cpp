@@ -20,6 +20,7 @@ namespace {
 struct directory_state {
   std::shared_ptr<const runtime::agent_type_registry> types;
   agent_context ctx;
+  std::shared_ptr<const agent_context> agent_ctx;
   std::unordered_map<runtime::agent_id, caf::actor> active;
   std::unordered_map<caf::actor_addr, runtime::agent_id> by_addr;
   /// Agents active on other nodes, by the node hosting them; their entry in
@@ -58,10 +59,13 @@ caf::actor activate(directory_actor* self, const runtime::agent_id& id,
                     std::vector<runtime::request_entry> resume = {}) {
   auto& st = self->state;
   auto type = st.types->find(id.type);
-  auto ctx = st.ctx;
-  ctx.directory = caf::actor_cast<caf::actor>(self);
+  if (!st.agent_ctx) { // one context for all its agents, naming this incarnation
+    auto ctx = std::make_shared<agent_context>(st.ctx);
+    ctx->directory = caf::actor_cast<caf::actor>(self);
+    st.agent_ctx = std::move(ctx);
+  }
   auto hdl =
-      spawn_agent(self->system(), id, type, std::move(history), std::move(resume), std::move(ctx));
+      spawn_agent(self->system(), id, type, std::move(history), std::move(resume), st.agent_ctx);
   self->monitor(hdl);
   st.active[id] = hdl;
   st.by_addr[hdl.address()] = id;
