@@ -1,5 +1,6 @@
 #include "actors/io_threads.hpp"
 #include "actors/mcp_transport.hpp"
+#include "runtime/http_url.hpp"
 #include "runtime/log.hpp"
 #include "runtime/sse_parser.hpp"
 
@@ -26,19 +27,12 @@ namespace {
 /// What every request of one HTTP transport shares: the session, the
 /// negotiated version and the event sink. Thread-safe.
 struct http_core {
-  http_core(runtime::mcp_server_config c, net::io_context& x) : cfg(std::move(c)), ctx(x) {
-    auto rest = cfg.url.substr(cfg.url.find("://") + 3);
-    auto slash = rest.find('/');
-    auto hostport = rest.substr(0, slash);
-    target = slash == std::string::npos ? "/" : rest.substr(slash);
-    auto colon = hostport.rfind(':');
-    host = hostport.substr(0, colon);
-    port = colon == std::string::npos ? "80" : hostport.substr(colon + 1);
-  }
+  http_core(runtime::mcp_server_config c, net::io_context& x)
+      : cfg(std::move(c)), ctx(x), url(runtime::http_url::parse(cfg.url)) {}
 
   runtime::mcp_server_config cfg;
   net::io_context& ctx;
-  std::string host, port, target;
+  runtime::http_url url;
 
   std::mutex mutex;
   std::string session_id;
@@ -87,9 +81,9 @@ public:
   void run() {
     net::post(strand_, [self = shared_from_this()] {
       self->resolver_.async_resolve(
-          self->core_->host, self->core_->port,
+          self->core_->url.host, self->core_->url.port,
           self->on_strand([self](beast::error_code ec, tcp::resolver::results_type r) {
-            if (ec) return self->unreachable("cannot resolve " + self->core_->host, ec);
+            if (ec) return self->unreachable("cannot resolve " + self->core_->url.host, ec);
             self->stream_.expires_after(std::chrono::seconds(5));
             self->stream_.async_connect(r, self->on_strand([self](beast::error_code ec, auto) {
               if (ec) return self->unreachable("cannot connect to " + self->core_->cfg.url, ec);
@@ -112,9 +106,9 @@ private:
     req_.method(kind_ == kind::post     ? http::verb::post
                 : kind_ == kind::stream ? http::verb::get
                                         : http::verb::delete_);
-    req_.target(core_->target);
+    req_.target(core_->url.path.empty() ? "/" : core_->url.path);
     req_.version(11);
-    req_.set(http::field::host, core_->host + ":" + core_->port);
+    req_.set(http::field::host, core_->url.authority());
     req_.set(http::field::user_agent, "troupe");
     req_.set(http::field::accept,
              kind_ == kind::stream ? "text/event-stream" : "application/json, text/event-stream");

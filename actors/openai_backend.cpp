@@ -1,5 +1,6 @@
 #include "actors/backend.hpp"
 #include "actors/io_threads.hpp"
+#include "runtime/http_url.hpp"
 #include "runtime/log.hpp"
 #include "runtime/openai_codec.hpp"
 #include "runtime/sse_parser.hpp"
@@ -27,29 +28,6 @@ using runtime::errc;
 
 namespace {
 
-struct endpoint {
-  std::string host;
-  std::string port;
-  std::string base_path; // e.g. "/v1"
-};
-
-endpoint parse_url(const std::string& url) {
-  endpoint ep;
-  auto rest = url.substr(url.find("://") + 3);
-  auto slash = rest.find('/');
-  auto hostport = rest.substr(0, slash);
-  ep.base_path = slash == std::string::npos ? "" : rest.substr(slash);
-  auto colon = hostport.rfind(':');
-  if (colon == std::string::npos) {
-    ep.host = hostport;
-    ep.port = "80";
-  } else {
-    ep.host = hostport.substr(0, colon);
-    ep.port = hostport.substr(colon + 1);
-  }
-  return ep;
-}
-
 /// Idle keep-alive connections to one server. Bounded: beyond `max_idle`
 /// a returned connection is closed.
 class connection_pool {
@@ -76,9 +54,9 @@ private:
 
 struct backend_shared {
   backend_shared(runtime::backend_config c, net::io_context& x, bool lem)
-      : cfg(std::move(c)), ep(parse_url(cfg.url)), ctx(x), lemonade(lem) {}
+      : cfg(std::move(c)), ep(runtime::http_url::parse(cfg.url)), ctx(x), lemonade(lem) {}
   runtime::backend_config cfg;
-  endpoint ep;
+  runtime::http_url ep;
   net::io_context& ctx;
   connection_pool pool;
   bool lemonade = false;
@@ -144,9 +122,9 @@ private:
   void do_write() {
     req_ = {};
     req_.method(http::verb::post);
-    req_.target(be_->ep.base_path + "/chat/completions");
+    req_.target(be_->ep.path + "/chat/completions");
     req_.version(11);
-    req_.set(http::field::host, be_->ep.host + ":" + be_->ep.port);
+    req_.set(http::field::host, be_->ep.authority());
     req_.set(http::field::content_type, "application/json");
     req_.set(http::field::accept, "text/event-stream");
     req_.set(http::field::user_agent, "troupe");
@@ -337,9 +315,9 @@ public:
       : be_(std::move(be)), resolver_(be_->ctx), stream_(be_->ctx), timeout_(timeout),
         cb_(std::move(cb)) {
     req_.method(method);
-    req_.target(be_->ep.base_path + target);
+    req_.target(be_->ep.path + target);
     req_.version(11);
-    req_.set(http::field::host, be_->ep.host + ":" + be_->ep.port);
+    req_.set(http::field::host, be_->ep.authority());
     req_.set(http::field::connection, "close");
     if (!body.empty()) {
       req_.set(http::field::content_type, "application/json");

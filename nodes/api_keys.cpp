@@ -27,16 +27,6 @@ int hex_value(char c) {
 
 } // namespace
 
-std::string api_keys::digest_hex(std::string_view text) {
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : digest(text)) {
-    out += hex[c >> 4];
-    out += hex[c & 15];
-  }
-  return out;
-}
-
 /// The file's bytes in a buffer this code wipes (a stream's own buffer
 /// would keep the keys in freed memory).
 std::string read_file(const std::string& path, bool& ok) {

@@ -26,9 +26,6 @@ public:
 
   size_t size() const;
 
-  /// SHA-256 of `text` as 64 lowercase hex digits (what `sha256:` lines hold).
-  static std::string digest_hex(std::string_view text);
-
 private:
   using digest_set = std::unordered_set<std::string>; // raw 32-byte digests
   mutable std::mutex mutex_;

@@ -1,9 +1,7 @@
 #include "nodes/ctl.hpp"
 
-#include <boost/asio/connect.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
+#include "nodes/http_call.hpp"
+
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
@@ -13,9 +11,6 @@ namespace troupe::gateway {
 
 namespace {
 
-namespace beast = boost::beast;
-namespace http = beast::http;
-using tcp = boost::asio::ip::tcp;
 using nlohmann::json;
 
 const char* ctl_usage =
@@ -31,35 +26,10 @@ struct reply {
   json body;
 };
 
-/// One blocking HTTP request with a deadline; throws on network errors.
-reply call(const std::string& url, const std::string& key, http::verb verb,
+reply call(const std::string& url, const std::string& key, const std::string& method,
            const std::string& target) {
-  auto rest = url.substr(url.rfind("http://", 0) == 0 ? 7 : 0);
-  auto slash = rest.find('/');
-  auto hostport = rest.substr(0, slash);
-  auto base = slash == std::string::npos ? std::string{} : rest.substr(slash);
-  if (!base.empty() && base.back() == '/') base.pop_back();
-  auto colon = hostport.rfind(':');
-  auto host = hostport.substr(0, colon);
-  auto port = colon == std::string::npos ? std::string{"80"} : hostport.substr(colon + 1);
-
-  boost::asio::io_context io;
-  tcp::resolver resolver{io};
-  beast::tcp_stream stream{io};
-  stream.expires_after(std::chrono::seconds(10));
-  stream.connect(resolver.resolve(host, port));
-  http::request<http::string_body> req{verb, base + target, 11};
-  req.set(http::field::host, hostport);
-  req.set(http::field::user_agent, "troupe-ctl");
-  if (!key.empty()) req.set(http::field::authorization, "Bearer " + key);
-  req.prepare_payload();
-  http::write(stream, req);
-  beast::flat_buffer buf;
-  http::response<http::string_body> res;
-  http::read(stream, buf, res);
-  beast::error_code ec;
-  stream.socket().shutdown(tcp::socket::shutdown_both, ec);
-  return {static_cast<int>(res.result_int()), json::parse(res.body(), nullptr, false)};
+  auto r = http_call(url, key, method, target, "troupe-ctl");
+  return {r.status, json::parse(r.body, nullptr, false)};
 }
 
 std::string text(const json& j, const char* key) {
@@ -136,9 +106,9 @@ int run_ctl(const std::vector<std::string>& args) {
   reply r;
   try {
     if (drain)
-      r = call(url, key, http::verb::post, "/api/cluster/nodes/" + words[1] + "/drain");
+      r = call(url, key, "POST", "/api/cluster/nodes/" + words[1] + "/drain");
     else
-      r = call(url, key, http::verb::get, words[0] == "agents" ? "/api/agents" : "/api/cluster");
+      r = call(url, key, "GET", words[0] == "agents" ? "/api/agents" : "/api/cluster");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "troupe ctl: cannot reach the gateway at %s: %s\n", url.c_str(), e.what());
     return 2;

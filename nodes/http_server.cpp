@@ -190,10 +190,12 @@ private:
       return;
     }
     queue_.pop();
-    if (auto merged = queue_.take_coalesced())
-      counter_of("troupe_ws_tokens_coalesced_total",
-                 "Token events merged into the one before them because the client fell behind")
-          .inc(merged);
+    if (auto merged = queue_.take_coalesced()) {
+      static runtime::counter& coalesced =
+          counter_of("troupe_ws_tokens_coalesced_total",
+                     "Token events merged into the one before them because the client fell behind");
+      coalesced.inc(merged);
+    }
     if (!queue_.empty()) return do_write();
     if (close_pending_) do_close();
   }

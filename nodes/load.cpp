@@ -1,4 +1,6 @@
 #include "nodes/load.hpp"
+#include "nodes/http_call.hpp"
+#include "runtime/http_url.hpp"
 #include "runtime/config.hpp"
 #include "runtime/sse_parser.hpp"
 
@@ -65,24 +67,6 @@ struct options {
   bool json = false;
   bool quiet = false;
 };
-
-struct endpoint {
-  std::string host, port, path;
-};
-
-endpoint parse_url(const std::string& url) {
-  auto rest = url.substr(url.find("://") == std::string::npos ? 0 : url.find("://") + 3);
-  auto slash = rest.find('/');
-  auto hostport = rest.substr(0, slash);
-  endpoint ep;
-  ep.path = slash == std::string::npos ? "" : rest.substr(slash);
-  while (!ep.path.empty() && ep.path.back() == '/')
-    ep.path.pop_back();
-  auto colon = hostport.rfind(':');
-  ep.host = hostport.substr(0, colon);
-  ep.port = colon == std::string::npos ? "80" : hostport.substr(colon + 1);
-  return ep;
-}
 
 /// Everything measured, shared by all clients. Samples are kept whole (in
 /// microseconds) up to a bound, so percentiles are exact for any run that
@@ -269,7 +253,7 @@ protected:
 class ws_client final : public client_base {
 public:
   ws_client(stats& s, schedule& sch, net::io_context& ioc, const options& o,
-            const tcp::resolver::results_type& addrs, const endpoint& ep, int index)
+            const tcp::resolver::results_type& addrs, const runtime::http_url& ep, int index)
       : client_base(s, sch, ioc), ws_(strand_), opt_(o), addrs_(addrs), ep_(ep),
         agent_(o.type + "/load-" + run_nonce() + "-" + std::to_string(index)) {}
 
@@ -287,7 +271,7 @@ public:
             if (!key.empty()) req.set(http::field::authorization, "Bearer " + key);
           }));
           ws_.async_handshake(
-              ep_.host + ":" + ep_.port, ep_.path + "/ws",
+              ep_.authority(), ep_.path + "/ws",
               net::bind_executor(strand_, [this](beast::error_code ec) {
                 if (ec) return fail("handshake: " + ec.message());
                 stats_.connected();
@@ -383,7 +367,7 @@ private:
   websocket::stream<beast::tcp_stream> ws_;
   const options& opt_;
   const tcp::resolver::results_type& addrs_;
-  const endpoint& ep_;
+  const runtime::http_url& ep_;
   std::string agent_;
   std::function<void()> on_open_;
   beast::flat_buffer in_;
@@ -400,7 +384,7 @@ private:
 class sse_client final : public client_base {
 public:
   sse_client(stats& s, schedule& sch, net::io_context& ioc, const options& o,
-             const tcp::resolver::results_type& addrs, const endpoint& ep)
+             const tcp::resolver::results_type& addrs, const runtime::http_url& ep)
       : client_base(s, sch, ioc), stream_(strand_), opt_(o), addrs_(addrs), ep_(ep),
         sse_([this](runtime::sse_event&& ev) { on_event(ev); }) {
     json body{{"stream", true}, {"messages", {{{"role", "user"}, {"content", o.message}}}}};
@@ -428,7 +412,7 @@ private:
 
   void begin() override {
     req_ = {http::verb::post, ep_.path + "/chat/completions", 11};
-    req_.set(http::field::host, ep_.host + ":" + ep_.port);
+    req_.set(http::field::host, ep_.authority());
     req_.set(http::field::content_type, "application/json");
     req_.set(http::field::accept, "text/event-stream");
     if (!opt_.key.empty()) req_.set(http::field::authorization, "Bearer " + opt_.key);
@@ -501,7 +485,7 @@ private:
   beast::tcp_stream stream_;
   const options& opt_;
   const tcp::resolver::results_type& addrs_;
-  const endpoint& ep_;
+  const runtime::http_url& ep_;
   std::function<void()> on_open_;
   std::string body_;
   http::request<http::string_body> req_;
@@ -515,21 +499,9 @@ private:
 };
 
 /// The gateway's resident memory from its `/metrics`, in bytes; -1 if unknown.
-int64_t gateway_rss(const options& o, const endpoint& ep) {
+int64_t gateway_rss(const options& o) {
   try {
-    net::io_context io;
-    tcp::resolver resolver{io};
-    beast::tcp_stream stream{io};
-    stream.expires_after(std::chrono::seconds(5));
-    stream.connect(resolver.resolve(ep.host, ep.port));
-    http::request<http::string_body> req{http::verb::get, ep.path + "/metrics", 11};
-    req.set(http::field::host, ep.host + ":" + ep.port);
-    if (!o.key.empty()) req.set(http::field::authorization, "Bearer " + o.key);
-    http::write(stream, req);
-    beast::flat_buffer buf;
-    http::response<http::string_body> res;
-    http::read(stream, buf, res);
-    auto& body = res.body();
+    auto body = http_call(o.gateway, o.key, "GET", "/metrics", "troupe-load").body;
     auto pos = body.find("\nprocess_resident_memory_bytes ");
     if (pos == std::string::npos) return -1;
     return std::strtoll(body.c_str() + pos + 31, nullptr, 10);
@@ -602,8 +574,7 @@ int run_load(const std::vector<std::string>& args) {
   if (!parsed) return 2;
   auto& o = *parsed;
   bool direct = !o.direct.empty();
-  auto ep = parse_url(direct ? o.direct : o.gateway);
-  auto gw_ep = parse_url(o.gateway);
+  auto ep = runtime::http_url::parse(direct ? o.direct : o.gateway);
 
   net::io_context ioc;
   tcp::resolver::results_type addrs;
@@ -613,7 +584,7 @@ int run_load(const std::vector<std::string>& args) {
     std::fprintf(stderr, "troupe load: cannot resolve %s: %s\n", ep.host.c_str(), e.what());
     return 1;
   }
-  int64_t rss_before = direct ? -1 : gateway_rss(o, gw_ep);
+  int64_t rss_before = direct ? -1 : gateway_rss(o);
 
   stats st;
   // Connections open first (their setup is not measured); conversations
@@ -653,7 +624,7 @@ int run_load(const std::vector<std::string>& args) {
   }
   auto start = steady::now();
   auto connect_seconds = std::chrono::duration<double>(start - connect_start).count();
-  int64_t rss_open = direct ? -1 : gateway_rss(o, gw_ep);
+  int64_t rss_open = direct ? -1 : gateway_rss(o);
   auto end = start + o.duration;
   sch.begin(o.rate, start, end);
   for (auto& c : clients)
@@ -682,7 +653,7 @@ int run_load(const std::vector<std::string>& args) {
   }
   auto finished = steady::now();
   if (!o.quiet) std::fputc('\n', stderr);
-  int64_t rss_end = direct ? -1 : gateway_rss(o, gw_ep);
+  int64_t rss_end = direct ? -1 : gateway_rss(o);
   work.reset();
   ioc.stop();
   for (auto& t : threads)

@@ -1,4 +1,5 @@
 #include "runtime/config.hpp"
+#include "runtime/mcp_tools.hpp"
 
 #include <yaml-cpp/yaml.h>
 
@@ -417,13 +418,12 @@ node_config parse(const YAML::Node& root, const std::string& file) {
             for (auto item : *tools) {
               auto name = item.Scalar();
               if (name.rfind("mcp:", 0) != 0) continue;
-              auto slash = name.find('/');
-              auto server = name.substr(4, slash == std::string::npos ? 0 : slash - 4);
-              if (slash == std::string::npos || slash + 1 == name.size() || server.empty())
+              auto sel = mcp_selector::parse(name);
+              if (!sel)
                 a.fail(item, "MCP tool '" + name + "' must be mcp:SERVER/* or mcp:SERVER/TOOL");
               // In a cluster the server may be configured on another node.
-              if (!mcp_names.contains(server) && !top.node()["cluster"])
-                a.fail(item, "MCP tool '" + name + "' names server '" + server +
+              if (!mcp_names.contains(sel->server) && !top.node()["cluster"])
+                a.fail(item, "MCP tool '" + name + "' names server '" + sel->server +
                                  "', which is not under 'mcp.servers'");
             }
           a.read("max_steps", t.max_steps, 1, 1000);

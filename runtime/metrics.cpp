@@ -103,14 +103,18 @@ std::string metrics_registry::render() const {
   return out;
 }
 
-void metrics_registry::sample_process() {
+int64_t resident_memory_bytes() {
   long pages = 0, resident = 0;
   if (FILE* f = std::fopen("/proc/self/statm", "r")) {
     if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
     std::fclose(f);
   }
+  return static_cast<int64_t>(resident) * sysconf(_SC_PAGESIZE);
+}
+
+void metrics_registry::sample_process() {
   get_gauge("process_resident_memory_bytes", "Resident memory of this process")
-      .set(static_cast<int64_t>(resident) * sysconf(_SC_PAGESIZE));
+      .set(resident_memory_bytes());
   int64_t fds = 0;
   if (DIR* d = opendir("/proc/self/fd")) {
     while (readdir(d))

@@ -82,4 +82,7 @@ private:
   std::map<std::string, family> families_;
 };
 
+/// This process's resident memory in bytes (/proc/self/statm); 0 if unknown.
+int64_t resident_memory_bytes();
+
 } // namespace troupe::runtime

@@ -8,6 +8,7 @@
 #include "actors/node_runtime.hpp"
 #include "runtime/config.hpp"
 #include "runtime/log.hpp"
+#include "runtime/metrics.hpp"
 #include "runtime/state_store.hpp"
 #include "runtime/tool.hpp"
 
@@ -24,15 +25,6 @@ using namespace troupe;
 using steady = std::chrono::steady_clock;
 
 namespace {
-
-int64_t rss_bytes() {
-  long pages = 0, resident = 0;
-  if (FILE* f = std::fopen("/proc/self/statm", "r")) {
-    if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
-    std::fclose(f);
-  }
-  return static_cast<int64_t>(resident) * sysconf(_SC_PAGESIZE);
-}
 
 std::string key_of(size_t i) {
   char buf[24];
@@ -74,13 +66,14 @@ std::pair<double, double> raw_caf(size_t n) {
   caf::actor_system sys{cfg};
   std::vector<caf::actor> keep;
   keep.reserve(n);
-  auto before = rss_bytes();
+  auto before = runtime::resident_memory_bytes();
   auto t0 = steady::now();
   for (size_t i = 0; i < n; ++i)
     keep.push_back(sys.spawn(
         [](caf::event_based_actor*) -> caf::behavior { return {[](int x) { return x; }}; }));
   double rate = static_cast<double>(n) / seconds_since(t0);
-  double per = static_cast<double>(rss_bytes() - before) / static_cast<double>(n);
+  double per =
+      static_cast<double>(runtime::resident_memory_bytes() - before) / static_cast<double>(n);
   for (auto& a : keep)
     caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
   keep.clear();
@@ -106,15 +99,16 @@ int main(int argc, char** argv) {
 
   // Known agents: records in the store, no memory in the runtime.
   auto t0 = steady::now();
-  auto rss0 = rss_bytes();
+  auto rss0 = runtime::resident_memory_bytes();
   for (size_t i = 0; i < known; ++i)
     store->create({"chat", key_of(i)});
   double create_rate = static_cast<double>(known) / seconds_since(t0);
-  double store_bytes = static_cast<double>(rss_bytes() - rss0) / static_cast<double>(known);
+  double store_bytes =
+      static_cast<double>(runtime::resident_memory_bytes() - rss0) / static_cast<double>(known);
 
   actors::io_threads io{1};
   actors::node_runtime rt{cfg, types, store, io};
-  auto before = rss_bytes();
+  auto before = runtime::resident_memory_bytes();
   std::atomic<size_t> failed{0};
   t0 = steady::now();
   windowed(active, 2000, [&](size_t i, auto done) {
@@ -125,7 +119,8 @@ int main(int argc, char** argv) {
                    });
   });
   double rate = static_cast<double>(active) / seconds_since(t0);
-  double per = static_cast<double>(rss_bytes() - before) / static_cast<double>(active);
+  double per =
+      static_cast<double>(runtime::resident_memory_bytes() - before) / static_cast<double>(active);
 
   std::printf("%-52s %12s %12s %8s\n", "figure", "troupe", "raw CAF", "ratio");
   std::printf("%-52s %11.0f/s %11.0f/s %8.2f\n", "activations/s (known agent -> active)", rate,

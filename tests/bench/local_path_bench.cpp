@@ -65,35 +65,6 @@ struct tally {
   uint64_t tokens = 0;
 };
 
-/// Plays the agent: `calls` model calls in a row through `router`.
-caf::behavior troupe_driver(caf::event_based_actor* self, caf::actor router, uint64_t calls,
-                            tally* t, caf::actor done_to) {
-  auto next = std::make_shared<std::function<void()>>();
-  *next = [=] {
-    if (t->calls == calls) {
-      self->send(done_to, go_atom::value);
-      self->quit();
-      return;
-    }
-    infer_job job{t->calls + 1, {}, caf::actor_cast<caf::actor>(self), {}};
-    self->request(router, std::chrono::seconds(10), infer_atom::value, std::move(job))
-        .then([](caf::actor&, std::string&) {}, [](caf::error&) {});
-  };
-  self->send(self, go_atom::value);
-  return {
-      [=](go_atom) { (*next)(); },
-      [=](token_atom, uint64_t, std::string&) { ++t->tokens; },
-      [=](done_atom, uint64_t, runtime::chat_result&) {
-        ++t->calls;
-        (*next)();
-      },
-      [=](fail_atom, uint64_t, runtime::failure& f, bool, std::string&) {
-        std::fprintf(stderr, "call failed: %s\n", f.message.c_str());
-        self->quit();
-      },
-  };
-}
-
 /// The same exchange between plain actors: a request and its reply, then
 /// `tokens` messages and an end from an I/O thread.
 caf::behavior raw_server(caf::event_based_actor*, io_threads* io, int tokens) {
@@ -107,8 +78,11 @@ caf::behavior raw_server(caf::event_based_actor*, io_threads* io, int tokens) {
   }};
 }
 
-caf::behavior raw_driver(caf::event_based_actor* self, caf::actor server, uint64_t calls, tally* t,
-                         caf::actor done_to) {
+/// Plays the agent: `calls` model calls in a row, each through the router
+/// (`via_router`) or as a request to a plain server actor; counts what
+/// comes back.
+caf::behavior driver(caf::event_based_actor* self, bool via_router, caf::actor target,
+                     uint64_t calls, tally* t, caf::actor done_to) {
   auto next = std::make_shared<std::function<void()>>();
   *next = [=] {
     if (t->calls == calls) {
@@ -116,9 +90,14 @@ caf::behavior raw_driver(caf::event_based_actor* self, caf::actor server, uint64
       self->quit();
       return;
     }
-    self->request(server, std::chrono::seconds(10), ping_atom::value,
-                  caf::actor_cast<caf::actor>(self), t->calls + 1)
-        .then([](uint64_t) {}, [](caf::error&) {});
+    auto me = caf::actor_cast<caf::actor>(self);
+    if (via_router)
+      self->request(target, std::chrono::seconds(10), infer_atom::value,
+                    infer_job{t->calls + 1, {}, me, {}})
+          .then([](caf::actor&, std::string&) {}, [](caf::error&) {});
+    else
+      self->request(target, std::chrono::seconds(10), ping_atom::value, me, t->calls + 1)
+          .then([](uint64_t) {}, [](caf::error&) {});
   };
   self->send(self, go_atom::value);
   return {
@@ -127,6 +106,10 @@ caf::behavior raw_driver(caf::event_based_actor* self, caf::actor server, uint64
       [=](done_atom, uint64_t, runtime::chat_result&) {
         ++t->calls;
         (*next)();
+      },
+      [=](fail_atom, uint64_t, runtime::failure& f, bool, std::string&) {
+        std::fprintf(stderr, "call failed: %s\n", f.message.c_str());
+        self->quit();
       },
   };
 }
@@ -174,10 +157,10 @@ int main(int argc, char** argv) {
   auto raw0 = sys.spawn(raw_server, &io, 0);
   auto rawN = sys.spawn(raw_server, &io, tokens);
   auto rr = [&](caf::actor server, uint64_t n) {
-    return run(sys, [&](tally* t, caf::actor w) { sys.spawn(raw_driver, server, n, t, w); });
+    return run(sys, [&](tally* t, caf::actor w) { sys.spawn(driver, false, server, n, t, w); });
   };
   auto tr = [&](caf::actor r, uint64_t n) {
-    return run(sys, [&](tally* t, caf::actor w) { sys.spawn(troupe_driver, r, n, t, w); });
+    return run(sys, [&](tally* t, caf::actor w) { sys.spawn(driver, true, r, n, t, w); });
   };
   rr(raw0, calls / 10); // warm up both paths
   tr(router, calls / 10);
