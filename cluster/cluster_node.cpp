@@ -168,8 +168,8 @@ cluster_node::start(caf::actor_system& sys, caf::actor router, actors::restart_p
       im->cfg.cluster.redis, im->cfg.id, im->incarnation, im->cfg.has_role("agents"),
       [im] { return im->draining.load(); }, [im] { return im->members.view(); },
       [im](const std::string& node, uint64_t inc) { return im->is_live(node, inc); },
-      [&sys, net, hub](const std::string& node, const std::string& agent) {
-        return spawn_remote_agent(sys, net, hub, node, agent);
+      [&sys, net, hub](const std::string& node, uint64_t inc, const std::string& agent) {
+        return spawn_remote_agent(sys, net, hub, node, inc, agent);
       });
 }
 

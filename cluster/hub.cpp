@@ -312,8 +312,13 @@ caf::behavior hub_impl(hub_actor* self, std::string self_node, std::shared_ptr<t
       },
       [=](view_atom, view_ptr& v) { on_view(self, *v); },
       [=](peer_down_atom, std::string& node) { node_down(self, node); },
-      [=](register_atom, std::string& node, std::string& agent) {
+      [=](register_atom, std::string& node, uint64_t inc, std::string& agent) {
         auto proxy = caf::actor_cast<caf::actor>(self->current_sender());
+        // Placement may have judged the node live just before its death
+        // reached us: kept, this proxy would wait forever for frames that
+        // never come. Ending it now sends its requests to the next host.
+        if (self->state.dead.contains(node + ":" + std::to_string(inc)))
+          return self->send(proxy, peer_down_atom::value);
         keep(self, self->state.agent_proxies, node + "\n" + agent, proxy);
       },
       [=](register_atom, caf::actor& directory) { self->state.directory = directory; },

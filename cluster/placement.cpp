@@ -64,11 +64,11 @@ std::string rendezvous(const std::string& agent,
   return best;
 }
 
-placement::placement(std::string redis_url, std::string self_node, uint64_t incarnation,
-                     bool self_hosts_agents, std::function<bool()> draining,
-                     std::function<std::shared_ptr<const cluster_view>()> view,
-                     std::function<bool(const std::string&, uint64_t)> is_live,
-                     std::function<caf::actor(const std::string&, const std::string&)> make_proxy)
+placement::placement(
+    std::string redis_url, std::string self_node, uint64_t incarnation, bool self_hosts_agents,
+    std::function<bool()> draining, std::function<std::shared_ptr<const cluster_view>()> view,
+    std::function<bool(const std::string&, uint64_t)> is_live,
+    std::function<caf::actor(const std::string&, uint64_t, const std::string&)> make_proxy)
     : self_node_(std::move(self_node)), self_claim_(self_node_ + ":" + std::to_string(incarnation)),
       hosts_agents_(self_hosts_agents), draining_(std::move(draining)), view_(std::move(view)),
       is_live_(std::move(is_live)), make_proxy_(std::move(make_proxy)),
@@ -105,7 +105,7 @@ placement::decision placement::place(caf::actor_system&, const runtime::agent_id
         if (here_only)
           return runtime::failure{errc::unknown_agent,
                                   "agent " + id.str() + " is active on node " + holder->id};
-        return remote{make_proxy_(holder->id, id.str()), holder->id};
+        return remote{make_proxy_(holder->id, holder->incarnation, id.str()), holder->id};
       }
       std::string target = self_node_;
       if (!here_only) {
@@ -118,7 +118,8 @@ placement::decision placement::place(caf::actor_system&, const runtime::agent_id
         if (target.empty())
           return runtime::failure{errc::backend_unavailable, "no live node hosts agents"};
       }
-      if (target != self_node_) return remote{make_proxy_(target, id.str()), target};
+      if (target != self_node_)
+        return remote{make_proxy_(target, view->find(target)->incarnation, id.str()), target};
       if (!hosts_agents_ || draining)
         return runtime::failure{errc::unknown_agent,
                                 "node " + self_node_ +

@@ -28,13 +28,16 @@ std::string rendezvous(const std::string& agent,
 class placement final : public actors::agent_placement {
 public:
   /// `is_live(node, incarnation)`: member of the view and not declared dead.
-  /// `make_proxy(node, agent)`: spawns the local proxy of a remote agent.
+  /// `make_proxy(node, incarnation, agent)`: spawns the local proxy of a
+  /// remote agent.
   /// `draining()`: this node takes no new agents.
-  placement(
-      std::string redis_url, std::string self_node, uint64_t incarnation, bool self_hosts_agents,
-      std::function<bool()> draining, std::function<std::shared_ptr<const cluster_view>()> view,
-      std::function<bool(const std::string&, uint64_t)> is_live,
-      std::function<caf::actor(const std::string& node, const std::string& agent)> make_proxy);
+  placement(std::string redis_url, std::string self_node, uint64_t incarnation,
+            bool self_hosts_agents, std::function<bool()> draining,
+            std::function<std::shared_ptr<const cluster_view>()> view,
+            std::function<bool(const std::string&, uint64_t)> is_live,
+            std::function<caf::actor(const std::string& node, uint64_t incarnation,
+                                     const std::string& agent)>
+                make_proxy);
   ~placement() override;
 
   decision place(caf::actor_system& sys, const runtime::agent_id& id, bool here_only) override;
@@ -47,7 +50,7 @@ private:
   std::function<bool()> draining_;
   std::function<std::shared_ptr<const cluster_view>()> view_;
   std::function<bool(const std::string&, uint64_t)> is_live_;
-  std::function<caf::actor(const std::string&, const std::string&)> make_proxy_;
+  std::function<caf::actor(const std::string&, uint64_t, const std::string&)> make_proxy_;
   std::mutex mutex_;
   std::unique_ptr<runtime::redis_client> redis_;
 };

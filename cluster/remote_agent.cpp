@@ -86,12 +86,12 @@ void on_frame(proxy_actor* self, peer_frame& f) {
 }
 
 caf::behavior remote_agent_impl(proxy_actor* self, std::shared_ptr<transport> net, caf::actor hub,
-                                std::string node, std::string agent) {
+                                std::string node, uint64_t incarnation, std::string agent) {
   auto& st = self->state;
   st.net = std::move(net);
   st.node = std::move(node);
   st.agent = std::move(agent);
-  self->send(hub, register_atom::value, st.node, st.agent);
+  self->send(hub, register_atom::value, st.node, incarnation, st.agent);
   forward(self, msg_type::agent_open, nlohmann::json::object());
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
@@ -168,8 +168,9 @@ caf::behavior remote_agent_impl(proxy_actor* self, std::shared_ptr<transport> ne
 } // namespace
 
 caf::actor spawn_remote_agent(caf::actor_system& sys, std::shared_ptr<transport> net,
-                              caf::actor hub, std::string node, std::string agent) {
-  return sys.spawn(remote_agent_impl, std::move(net), std::move(hub), std::move(node),
+                              caf::actor hub, std::string node, uint64_t incarnation,
+                              std::string agent) {
+  return sys.spawn(remote_agent_impl, std::move(net), std::move(hub), std::move(node), incarnation,
                    std::move(agent));
 }
 

@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -277,7 +278,10 @@ class Client:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(f"no matching event in {timeout}s; got {out[-5:]}")
-            ev = await self.recv(left)
+            try:
+                ev = await self.recv(left)
+            except asyncio.TimeoutError:
+                raise AssertionError(f"no matching event in {timeout}s; got {out[-5:]}") from None
             out.append(ev)
             if pred(ev):
                 return out
@@ -308,8 +312,13 @@ class TroupeTestCase(unittest.TestCase):
         self.procs = []
 
     def tearDown(self):
+        failed = not getattr(self._outcome, "success", True)
         for p in reversed(self.procs):
             p.kill()
+            if failed:
+                # What each process said is the first thing needed to explain a failure seen only in CI.
+                tail = "\n".join(p.output().splitlines()[-60:])
+                print(f"\n--- last lines of {p.name} ({p.log.name}) ---\n{tail}", file=sys.stderr)
 
     def track(self, p):
         self.procs.append(p)

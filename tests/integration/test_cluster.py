@@ -180,8 +180,12 @@ class Cluster(TroupeTestCase):
             b1.kill()
             killed = time.monotonic()
             ends = {}
-            await cl.until(lambda e: e["ev"] in ("done", "error") and (ends.__setitem__(e["id"], e) or len(ends) == 20),
-                           timeout=90)
+            try:
+                await cl.until(lambda e: e["ev"] in ("done", "error") and
+                               (ends.__setitem__(e["id"], e) or len(ends) == 20), timeout=90)
+            except AssertionError as e:
+                missing = sorted({f"q{n}" for n in range(20)} - set(ends))
+                raise AssertionError(f"turns never ended: {missing} (hosts {hosts}); {e}") from None
             lost = [e for e in ends.values() if e["ev"] != "done" or e["answer"] != counted(40)]
             moved = [a for a, h in hosts.items() if h == "agents-1"]
             return lost, moved, time.monotonic() - killed
