@@ -84,7 +84,8 @@ struct gateway::impl {
         server(io,
                http_server_options{cfg.gateway.host, cfg.gateway.port, cfg.limits.max_frame_bytes,
                                    cfg.limits.max_frame_bytes, cfg.limits.max_outbound_bytes,
-                                   cfg.limits.max_connections, "troupe"},
+                                   cfg.limits.max_connections, "troupe", cfg.gateway.tls.cert,
+                                   cfg.gateway.tls.key, cfg.gateway.tls.allow_plain},
                [this](http_request req, std::shared_ptr<http_exchange> ex) {
                  handle(std::move(req), std::move(ex));
                }) {
@@ -465,15 +466,29 @@ gateway::~gateway() = default;
 void gateway::start() {
   impl_->server.start();
 }
-std::string gateway::reload_keys() {
-  if (impl_->cfg.gateway.keys_file.empty()) return "auth is none: no keys file to reload";
-  auto err = impl_->keys.load(impl_->cfg.gateway.keys_file);
-  if (err.empty())
-    runtime::log::info("gateway", "keys_reloaded", {{"keys", std::to_string(impl_->keys.size())}});
-  else
-    runtime::log::error("gateway", "keys_reload_failed",
-                        {{"reason", err}, {"action", "the keys loaded before stay in force"}});
-  return err;
+std::string gateway::reload() {
+  std::string errors;
+  if (!impl_->cfg.gateway.keys_file.empty()) {
+    auto err = impl_->keys.load(impl_->cfg.gateway.keys_file);
+    if (err.empty())
+      runtime::log::info("gateway", "keys_reloaded",
+                         {{"keys", std::to_string(impl_->keys.size())}});
+    else
+      runtime::log::error("gateway", "keys_reload_failed",
+                          {{"reason", err}, {"action", "the keys loaded before stay in force"}});
+    errors += err;
+  }
+  if (impl_->cfg.gateway.tls.enabled()) {
+    auto err = impl_->server.reload_tls();
+    if (err.empty())
+      runtime::log::info("gateway", "tls_reloaded", {{"cert", impl_->cfg.gateway.tls.cert}});
+    else
+      runtime::log::error(
+          "gateway", "tls_reload_failed",
+          {{"reason", err}, {"action", "the certificate loaded before stays in force"}});
+    errors += (errors.empty() || err.empty() ? "" : "; ") + err;
+  }
+  return errors;
 }
 
 uint16_t gateway::port() const {

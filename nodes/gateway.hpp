@@ -31,9 +31,10 @@ public:
   void start();
   uint16_t port() const;
 
-  /// Reads `gateway.auth.keys_file` again (SIGHUP); a file that cannot be
-  /// used leaves the keys in force. Returns the error, or "" on success.
-  std::string reload_keys();
+  /// Reads `gateway.auth.keys_file` and the TLS certificate and key again
+  /// (SIGHUP); a file that cannot be used leaves what it held in force.
+  /// Returns the errors, or "" on success.
+  std::string reload();
 
   /// Graceful stop, step one: refuse new connections.
   void stop_accepting();

@@ -7,10 +7,14 @@
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
+#include <boost/beast/core/detect_ssl.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
 
 #include <atomic>
 #include <mutex>
@@ -24,6 +28,10 @@ namespace http = beast::http;
 namespace websocket = beast::websocket;
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
+namespace ssl = net::ssl;
+// asio's stream, not beast::ssl_stream: Boost 1.81's beast wrapper rejects the
+// buffered handshake the TLS detector needs (its constraint has the wrong signature).
+using tls_stream = net::ssl::stream<beast::tcp_stream>;
 
 namespace {
 
@@ -43,9 +51,27 @@ void fail(beast::error_code ec, const char* what) {
   runtime::log::debug("gateway", "socket_error", {{"op", what}, {"error", ec.message()}});
 }
 
-} // namespace
+/// A server TLS context from PEM files: TLS 1.2 and later only. Throws
+/// std::runtime_error naming the file that could not be used.
+std::shared_ptr<ssl::context> make_tls_context(const std::string& cert, const std::string& key) {
+  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
+  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                   ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
+                   ssl::context::single_dh_use);
+  beast::error_code ec;
+  ctx->use_certificate_chain_file(cert, ec);
+  if (ec) throw std::runtime_error("gateway.tls.cert '" + cert + "': " + ec.message());
+  ctx->use_private_key_file(key, ssl::context::pem, ec);
+  if (ec) throw std::runtime_error("gateway.tls.key '" + key + "': " + ec.message());
+  if (SSL_CTX_check_private_key(ctx->native_handle()) != 1)
+    throw std::runtime_error("gateway.tls.key '" + key + "' does not match the certificate '" +
+                             cert + "'");
+  return ctx;
+}
 
-class ws_session;
+struct connection_token;
+
+} // namespace
 
 struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
   impl(actors::io_threads& io, http_server_options o, http_handler h)
@@ -60,12 +86,21 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
   std::atomic<bool> accepting{false};
   uint16_t bound_port = 0;
   std::mutex ws_mutex;
-  std::unordered_map<ws_session*, std::weak_ptr<ws_session>> ws_sessions;
+  std::unordered_map<actors::frame_sink*, std::weak_ptr<actors::frame_sink>> ws_sessions;
+  std::mutex tls_mutex;
+  std::shared_ptr<ssl::context> tls; // null = plain HTTP only; swapped on reload
+
+  std::shared_ptr<ssl::context> tls_context() {
+    std::lock_guard<std::mutex> guard{tls_mutex};
+    return tls;
+  }
   runtime::gauge& open_gauge = runtime::metrics_registry::global().get_gauge(
       "troupe_connections_open", "Open client connections (HTTP and WebSocket)");
 
   void do_accept();
   void on_accept(beast::error_code ec, tcp::socket socket);
+  void start_session(beast::tcp_stream stream, std::shared_ptr<connection_token> token,
+                     beast::flat_buffer buffer, bool is_tls);
 };
 
 namespace {
@@ -83,12 +118,18 @@ struct connection_token {
 
 // -- WebSocket session --------------------------------------------------------
 
+/// `Stream` is beast::tcp_stream (ws://) or tls_stream (wss://).
+template <class Stream>
 class ws_session final : public actors::frame_sink,
-                         public std::enable_shared_from_this<ws_session> {
+                         public std::enable_shared_from_this<ws_session<Stream>> {
 public:
-  ws_session(beast::tcp_stream&& stream, std::shared_ptr<connection_token> token)
-      : ws_(std::move(stream)), token_(std::move(token)),
+  ws_session(Stream&& stream, std::shared_ptr<connection_token> token,
+             std::shared_ptr<ssl::context> tls)
+      : tls_(std::move(tls)), ws_(std::move(stream)), token_(std::move(token)),
         queue_(token_->srv->opts.max_outbound_bytes) {}
+
+  using std::enable_shared_from_this<ws_session<Stream>>::shared_from_this;
+  using std::enable_shared_from_this<ws_session<Stream>>::weak_from_this;
 
   void run(http::request<http::string_body> req, std::shared_ptr<ws_handler> handler) {
     handler_ = std::move(handler);
@@ -230,7 +271,8 @@ private:
     if (opened_) handler_->on_close();
   }
 
-  websocket::stream<beast::tcp_stream> ws_;
+  std::shared_ptr<ssl::context> tls_; // outlives the stream that refers to it
+  websocket::stream<Stream> ws_;
   std::shared_ptr<connection_token> token_;
   beast::flat_buffer buffer_;
   std::shared_ptr<ws_handler> handler_;
@@ -262,15 +304,39 @@ std::string serialize_head(int status, const std::string& server,
 
 } // namespace
 
-class http_session final : public http_exchange, public std::enable_shared_from_this<http_session> {
+/// `Stream` is beast::tcp_stream (http://) or tls_stream (https://). A plain
+/// session on a TLS-only gateway (`refuse_plain`) answers 400 and closes.
+template <class Stream>
+class http_session final : public http_exchange,
+                           public std::enable_shared_from_this<http_session<Stream>> {
+  static constexpr bool is_tls = std::is_same_v<Stream, tls_stream>;
+
 public:
-  http_session(tcp::socket&& socket, std::shared_ptr<connection_token> token)
-      : stream_(std::move(socket)), token_(std::move(token)),
-        queue_(token_->srv->opts.max_outbound_bytes) {}
+  http_session(Stream&& stream, std::shared_ptr<connection_token> token, beast::flat_buffer buffer,
+               std::shared_ptr<ssl::context> tls, bool refuse_plain)
+      : tls_(std::move(tls)), stream_(std::move(stream)), token_(std::move(token)),
+        buffer_(std::move(buffer)), queue_(token_->srv->opts.max_outbound_bytes),
+        refuse_plain_(refuse_plain) {}
+
+  using std::enable_shared_from_this<http_session<Stream>>::shared_from_this;
 
   void run() {
-    net::dispatch(stream_.get_executor(),
-                  beast::bind_front_handler(&http_session::do_read, shared_from_this()));
+    if constexpr (is_tls) {
+      // The bytes the TLS detector read are the start of the handshake.
+      lowest().expires_after(std::chrono::seconds(30));
+      stream_.async_handshake(ssl::stream_base::server, buffer_.data(),
+                              [self = shared_from_this()](beast::error_code ec, size_t used) {
+                                if (ec) {
+                                  tls_failures().inc();
+                                  return fail(ec, "tls_handshake");
+                                }
+                                self->buffer_.consume(used);
+                                self->do_read();
+                              });
+    } else {
+      net::dispatch(stream_.get_executor(),
+                    beast::bind_front_handler(&http_session::do_read, shared_from_this()));
+    }
   }
 
   void reply(http_response res) override {
@@ -324,17 +390,25 @@ public:
     net::post(stream_.get_executor(), [self = shared_from_this(), handler = std::move(handler)] {
       if (self->answered_) return;
       self->answered_ = true;
-      std::make_shared<ws_session>(std::move(self->stream_), self->token_)
+      std::make_shared<ws_session<Stream>>(std::move(self->stream_), self->token_, self->tls_)
           ->run(std::move(self->req_), handler);
     });
   }
 
 private:
+  static runtime::counter& tls_failures() {
+    static runtime::counter& c =
+        counter_of("troupe_tls_handshake_failures_total", "TLS handshakes that failed");
+    return c;
+  }
+
+  beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
+
   void do_read() {
     parser_.emplace();
     parser_->body_limit(token_->srv->opts.max_body_bytes);
     parser_->header_limit(64 * 1024);
-    stream_.expires_after(std::chrono::seconds(60));
+    lowest().expires_after(std::chrono::seconds(60));
     http::async_read(stream_, buffer_, *parser_,
                      beast::bind_front_handler(&http_session::on_read, shared_from_this()));
   }
@@ -362,7 +436,19 @@ private:
     keep_alive_ = req_.keep_alive();
     upgrade_ = websocket::is_upgrade(req_);
     answered_ = false;
-    stream_.expires_never();
+    lowest().expires_never();
+    if (refuse_plain_) {
+      counter_of("troupe_plain_http_refused_total",
+                 "Plain-text requests refused by a TLS-only gateway")
+          .inc();
+      keep_alive_ = false;
+      upgrade_ = false;
+      return do_reply({400,
+                       "application/json",
+                       R"({"error":{"code":"bad_request","message":"this gateway speaks only )"
+                       R"(TLS: use https:// or wss://"}})",
+                       {}});
+    }
 
     http_request r;
     r.method = std::string{req_.method_string()};
@@ -378,7 +464,7 @@ private:
     }
     if (!upgrade_) r.body = std::move(req_.body());
     beast::error_code ignored;
-    auto ep = stream_.socket().remote_endpoint(ignored);
+    auto ep = lowest().socket().remote_endpoint(ignored);
     if (!ignored) r.remote = ep.address().to_string();
     token_->srv->handler(std::move(r), shared_from_this());
   }
@@ -403,7 +489,7 @@ private:
           .inc();
       dead_ = true;
       beast::error_code ignored;
-      stream_.socket().close(ignored);
+      lowest().socket().close(ignored);
       return;
     }
     if (!writing_) do_write();
@@ -433,12 +519,22 @@ private:
   }
 
   void do_shutdown() {
-    dead_ = true;
-    beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    if (dead_.exchange(true)) return;
+    if constexpr (is_tls) {
+      // close_notify, bounded: a peer that never answers it is cut off.
+      lowest().expires_after(std::chrono::seconds(5));
+      stream_.async_shutdown([self = shared_from_this()](beast::error_code) {
+        beast::error_code ignored;
+        self->lowest().socket().close(ignored);
+      });
+    } else {
+      beast::error_code ignored;
+      lowest().socket().shutdown(tcp::socket::shutdown_send, ignored);
+    }
   }
 
-  beast::tcp_stream stream_;
+  std::shared_ptr<ssl::context> tls_; // outlives the stream that refers to it
+  Stream stream_;
   std::shared_ptr<connection_token> token_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
@@ -450,6 +546,7 @@ private:
   bool streaming_ = false;
   bool writing_ = false;
   bool end_after_write_ = false;
+  bool refuse_plain_ = false;
   std::atomic<bool> dead_{false};
 };
 
@@ -474,13 +571,61 @@ void http_server::impl::on_accept(beast::error_code ec, tcp::socket socket) {
   } else {
     socket.set_option(tcp::no_delay(true));
     auto token = std::make_shared<connection_token>(shared_from_this());
-    std::make_shared<http_session>(std::move(socket), std::move(token))->run();
+    beast::tcp_stream stream{std::move(socket)};
+    if (!tls_context()) {
+      start_session(std::move(stream), std::move(token), {}, false);
+    } else {
+      // One port for both: the first bytes tell a TLS handshake from plain
+      // HTTP, so a plain client gets a clear 400 instead of garbage.
+      auto detected = std::make_shared<std::pair<beast::tcp_stream, beast::flat_buffer>>(
+          std::move(stream), beast::flat_buffer{});
+      detected->first.expires_after(std::chrono::seconds(30));
+      beast::async_detect_ssl(detected->first, detected->second,
+                              [self = shared_from_this(), detected,
+                               token = std::move(token)](beast::error_code ec, bool is_tls) {
+                                if (ec) return fail(ec, "tls_detect");
+                                self->start_session(std::move(detected->first), token,
+                                                    std::move(detected->second), is_tls);
+                              });
+    }
   }
   do_accept();
 }
 
+void http_server::impl::start_session(beast::tcp_stream stream,
+                                      std::shared_ptr<connection_token> token,
+                                      beast::flat_buffer buffer, bool is_tls) {
+  auto ctx = tls_context();
+  if (is_tls && ctx) {
+    tls_stream s{std::move(stream), *ctx};
+    std::make_shared<http_session<tls_stream>>(std::move(s), std::move(token), std::move(buffer),
+                                               ctx, false)
+        ->run();
+  } else {
+    bool refuse = ctx && !opts.allow_plain;
+    std::make_shared<http_session<beast::tcp_stream>>(std::move(stream), std::move(token),
+                                                      std::move(buffer), nullptr, refuse)
+        ->run();
+  }
+}
+
 http_server::http_server(actors::io_threads& io, http_server_options opts, http_handler handler)
-    : impl_(std::make_shared<impl>(io, std::move(opts), std::move(handler))) {}
+    : impl_(std::make_shared<impl>(io, std::move(opts), std::move(handler))) {
+  if (!impl_->opts.tls_cert.empty())
+    impl_->tls = make_tls_context(impl_->opts.tls_cert, impl_->opts.tls_key);
+}
+
+std::string http_server::reload_tls() {
+  if (impl_->opts.tls_cert.empty()) return "no TLS configured";
+  try {
+    auto ctx = make_tls_context(impl_->opts.tls_cert, impl_->opts.tls_key);
+    std::lock_guard<std::mutex> guard{impl_->tls_mutex};
+    impl_->tls = std::move(ctx);
+    return {};
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+}
 
 http_server::~http_server() {
   stop_accepting();
@@ -517,7 +662,7 @@ void http_server::stop_accepting() {
 }
 
 void http_server::close_all(uint16_t code, const std::string& reason) {
-  std::vector<std::shared_ptr<ws_session>> live;
+  std::vector<std::shared_ptr<actors::frame_sink>> live;
   {
     std::lock_guard<std::mutex> guard{impl_->ws_mutex};
     for (auto& [ptr, weak] : impl_->ws_sessions)

@@ -77,9 +77,16 @@ struct http_server_options {
   uint64_t max_outbound_bytes = 8 << 20;
   uint64_t max_connections = 20000;
   std::string server_name = "troupe";
+  /// PEM files: when set, the port speaks TLS (https://, wss://).
+  std::string tls_cert;
+  std::string tls_key;
+  /// With TLS: also serve plain HTTP on the same port (told apart by the
+  /// first bytes). Off: a plain request gets 400 and the connection closes.
+  bool allow_plain = false;
 };
 
-/// A Boost.Beast HTTP/1.1 + WebSocket server on the given I/O threads. Each
+/// A Boost.Beast HTTP/1.1 + WebSocket server, optionally over TLS, on the
+/// given I/O threads. Each
 /// connection owns its socket on its own strand; writes go through a bounded
 /// queue; a client that does not read is disconnected, never buffered
 /// without limit.
@@ -102,6 +109,11 @@ public:
   void close_all(uint16_t code, const std::string& reason);
 
   uint64_t open_connections() const;
+
+  /// Reads the certificate and key again (SIGHUP: a renewed certificate);
+  /// new connections use them. On failure the ones in force stay and the
+  /// reason is returned; on success, an empty string.
+  std::string reload_tls();
 
   struct impl; // public so the connection objects in the .cpp can share it
 

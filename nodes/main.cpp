@@ -107,6 +107,11 @@ int run_node(const std::vector<std::string>& args, bool mcp_stdio = false) {
                        {{"listen", cfg.gateway.host},
                         {"reason", "auth: none while listening beyond loopback: anyone who can "
                                    "reach this port can drive every agent"}});
+  if (cfg.has_role("gateway") && !cfg.gateway.loopback() && !cfg.gateway.tls.enabled())
+    runtime::log::warn("gateway", "no_tls",
+                       {{"listen", cfg.gateway.host},
+                        {"reason", "plain HTTP beyond loopback: API keys and conversations cross "
+                                   "the network in clear; set gateway.tls"}});
   if (cfg.simulated_default) {
     const char* banner = "\n"
                          "  *****************************************************************\n"
@@ -157,8 +162,8 @@ int run_node(const std::vector<std::string>& args, bool mcp_stdio = false) {
   if (mcp_stdio)
     stdio = std::make_unique<gateway::mcp_stdio>(rt, [] { ::kill(::getpid(), SIGTERM); });
   else if (cfg.has_role("gateway")) {
-    gw = std::make_unique<gateway::gateway>(gateway_io, rt, cluster.get());
-    try {
+    try { // a keys file, certificate or address that cannot be used stops the node cleanly
+      gw = std::make_unique<gateway::gateway>(gateway_io, rt, cluster.get());
       gw->start();
     } catch (const std::exception& e) {
       runtime::log::error("node", "gateway_failed", {{"reason", e.what()}});
@@ -166,10 +171,10 @@ int run_node(const std::vector<std::string>& args, bool mcp_stdio = false) {
       rt.shutdown();
       return 2;
     }
-    runtime::log::info(
-        "gateway", "listening",
-        {{"addr", cfg.gateway.host + ":" + std::to_string(gw->port())},
-         {"ws", "ws://" + cfg.gateway.host + ":" + std::to_string(gw->port()) + "/ws"}});
+    runtime::log::info("gateway", "listening",
+                       {{"addr", cfg.gateway.host + ":" + std::to_string(gw->port())},
+                        {"ws", (cfg.gateway.tls.enabled() ? "wss://" : "ws://") + cfg.gateway.host +
+                                   ":" + std::to_string(gw->port()) + "/ws"}});
   }
   runtime::log::info("node", "ready", {{"node", cfg.id}});
 
@@ -177,7 +182,7 @@ int run_node(const std::vector<std::string>& args, bool mcp_stdio = false) {
   for (;;) {
     sigwait(&stop_signals, &sig);
     if (sig != SIGHUP) break;
-    if (gw) gw->reload_keys();
+    if (gw) gw->reload();
   }
   if (sig == SIGUSR1 && cluster) {
     // `troupe ctl drain`: take no new work, let every agent finish its turns

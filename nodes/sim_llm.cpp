@@ -159,11 +159,15 @@ int run_sim_llm(const sim_llm_options& opts) {
   actors::io_threads io{1};
   auto slots = std::make_shared<slot_pool>(opts.slots, opts.max_queue);
   auto* ctx = &io.context();
+  http_server_options server_opts;
+  server_opts.host = opts.host;
+  server_opts.port = opts.port;
+  server_opts.max_body_bytes = 64 << 20;
+  server_opts.max_outbound_bytes = 64 << 20;
+  server_opts.max_connections = 100000;
+  server_opts.server_name = "troupe-sim-llm";
   http_server server{
-      io,
-      http_server_options{opts.host, opts.port, 64 << 20, 1 << 20, 64 << 20, 100000,
-                          "troupe-sim-llm"},
-      [&opts, slots, ctx](http_request req, std::shared_ptr<http_exchange> ex) {
+      io, server_opts, [&opts, slots, ctx](http_request req, std::shared_ptr<http_exchange> ex) {
         auto path = req.path;
         if (path.rfind("/api/v1", 0) == 0) path = "/v1" + path.substr(7); // Lemonade's prefix
         if (req.method == "GET" && (path == "/health" || path == "/v1/health"))

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -239,6 +241,23 @@ node_config parse(const YAML::Node& root, const std::string& file) {
         a.read("keys_file", cfg.gateway.keys_file);
         a.finish();
       }
+    }
+    if (auto t = r.get("tls")) {
+      map_reader tr{*t, "gateway.tls", file};
+      auto cert = tr.require("cert");
+      auto key = tr.require("key");
+      cfg.gateway.tls.cert = tr.scalar(cert, "cert");
+      cfg.gateway.tls.key = tr.scalar(key, "key");
+      // Caught here, the mistake is named with its line; the node would
+      // otherwise stop later with no line to point at.
+      for (auto& [node, path] : {std::pair{cert, cfg.gateway.tls.cert}, {key, cfg.gateway.tls.key}})
+        if (std::ifstream in{path}; !in)
+          tr.fail(node, "cannot read '" + path + "': " + std::strerror(errno));
+      if (auto p = tr.get("allow_plain")) {
+        check_one_of(tr, *p, "allow_plain", tr.scalar(*p, "allow_plain"), {"true", "false"});
+        cfg.gateway.tls.allow_plain = p->Scalar() == "true";
+      }
+      tr.finish();
     }
     // Beyond loopback, running without keys must be a decision, not a default.
     if (!cfg.gateway.loopback() && cfg.gateway.keys_file.empty() && !cfg.gateway.auth_none)

@@ -45,9 +45,20 @@ struct agent_type_config {
   int64_t max_tokens = 0;
 };
 
+/// `gateway.tls`: PEM certificate (chain) and private key.
+struct tls_config {
+  std::string cert;
+  std::string key;
+  /// Also serve plain HTTP on the same port; off by default once TLS is on.
+  bool allow_plain = false;
+
+  bool enabled() const { return !cert.empty(); }
+};
+
 struct gateway_config {
   std::string host = "127.0.0.1";
   uint16_t port = 7800;
+  tls_config tls;
   std::string keys_file; // empty = auth none
   /// `auth: none` was written out: required to listen beyond loopback
   /// without keys (the node then warns at start).

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -36,13 +37,14 @@ def wait_until(pred, timeout=10.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def http(method, url, body=None, headers=None, timeout=30):
+def http(method, url, body=None, headers=None, timeout=30, context=None):
+    """`context`: an ssl.SSLContext for https:// URLs."""
     data = None
     if body is not None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
@@ -128,21 +130,49 @@ class RedisServer(Process):
             return False
 
 
+class TlsFiles:
+    """A fresh self-signed certificate for 127.0.0.1 and localhost, made by
+    the openssl command line tool."""
+
+    def __init__(self):
+        d = tempfile.mkdtemp(prefix="troupe-tls-")
+        self.allow_plain = False
+        self.cert, self.key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+        self.renew()
+
+    def renew(self):
+        """Writes a new key pair and certificate over the old files."""
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-keyout", self.key, "-out", self.cert, "-days", "2", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                       check=True, capture_output=True)
+
+    def client_context(self):
+        """Trusts this certificate only, and checks the host name."""
+        return ssl.create_default_context(cafile=self.cert)
+
+
 class Node(Process):
     """A `troupe node` with the given YAML (the gateway address is filled in)."""
 
-    def __init__(self, yaml_body="", port=None, wait=True, auth_keys_file=None, state_path=None, env=None):
-        """`state_path`: the SQLite file, to restart a node on the same state."""
+    def __init__(self, yaml_body="", port=None, wait=True, auth_keys_file=None, state_path=None, env=None,
+                 tls=None):
+        """`state_path`: the SQLite file, to restart a node on the same state.
+        `tls`: a TlsFiles; the node then serves https:// and wss://."""
         self.port = port or free_port()
         if state_path and "state:" not in yaml_body:
             yaml_body = f"state: {{path: {state_path}}}\n" + yaml_body
         self.config = tempfile.NamedTemporaryFile("w", prefix="troupe-", suffix=".yaml", delete=False)
         auth = f", auth: {{keys_file: {auth_keys_file}}}" if auth_keys_file else ""
+        if tls:
+            auth += f", tls: {{cert: {tls.cert}, key: {tls.key}, allow_plain: {str(tls.allow_plain).lower()}}}"
         self.config.write(f"node: {{id: test-node}}\ngateway: {{listen: 127.0.0.1:{self.port}{auth}}}\n" + yaml_body)
         self.config.close()
         super().__init__([TROUPE, "node", "--config", self.config.name], "node", env)
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
+        scheme = "s" if tls else ""
+        self.ssl = tls.client_context() if tls else None
+        self.base = f"http{scheme}://127.0.0.1:{self.port}"
+        self.ws_url = f"ws{scheme}://127.0.0.1:{self.port}/ws"
         if wait:
             wait_until(self._up, what=f"node on {self.port}")
 
@@ -150,15 +180,15 @@ class Node(Process):
         if not self.alive():
             raise AssertionError("node exited:\n" + self.output())
         try:
-            return http("GET", self.base + "/health", timeout=1)[0] in (200, 503)
+            return http("GET", self.base + "/health", timeout=1, context=self.ssl)[0] in (200, 503)
         except OSError:
             return False
 
     def get(self, path):
-        return http("GET", self.base + path)
+        return http("GET", self.base + path, context=self.ssl)
 
     def post(self, path, body):
-        return http("POST", self.base + path, body)
+        return http("POST", self.base + path, body, context=self.ssl)
 
 
 class ClusterNode(Process):

@@ -1,0 +1,163 @@
+"""Who gets in, and what a hostile client can do: API keys, TLS, per-key
+scoping and limits, hostile input over the real gateway."""
+import hashlib
+import json
+import re
+import signal
+import socket
+import ssl
+import tempfile
+import unittest
+
+from harness import Client, Node, TlsFiles, TroupeTestCase, http, node_exit, run, wait_until
+
+
+def memory_contains(pid, needle):
+    """Whether `needle` is in the process's resident writable memory. Reads in
+    chunks and skips reservations over 64 GiB (ASan's shadow and allocator
+    space), so under ASan it checks less than in a normal build."""
+    found = False
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb") as mem:
+        for line in maps:
+            addr, perms = line.split()[:2]
+            lo, hi = (int(x, 16) for x in addr.split("-"))
+            if "rw" not in perms or hi - lo > 64 << 30:
+                continue
+            for at in range(lo, hi, 8 << 20):
+                try:
+                    mem.seek(at)
+                    # Overlap the chunks so a needle across a boundary is seen.
+                    found |= needle in mem.read(min(hi - at, (8 << 20) + len(needle)))
+                except (OSError, ValueError, OverflowError, MemoryError):
+                    break
+    return found
+
+
+class Auth(TroupeTestCase):
+    def test_api_keys_are_required_when_configured(self):
+        keys = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)
+        keys.write("# one key per line\nsecret-1\n")
+        keys.close()
+        node = self.track(Node(auth_keys_file=keys.name))
+        status, body = node.get("/api/agents")
+        self.assertEqual(status, 401)
+        self.assertEqual(json.loads(body)["error"]["code"], "unauthorized")
+        status, _ = http("GET", node.base + "/api/agents", headers={"Authorization": "Bearer wrong"})
+        self.assertEqual(status, 401)
+        status, _ = http("GET", node.base + "/api/agents", headers={"Authorization": "Bearer secret-1"})
+        self.assertEqual(status, 200)
+        self.assertEqual(node.get("/health")[0], 200)  # health stays open for probes
+
+    def test_keys_are_held_hashed_reload_on_sighup_and_denials_are_counted(self):
+        digest = hashlib.sha256(b"hashed-key").hexdigest()
+        keys = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)
+        keys.write(f"old-key\nsha256:{digest}\n")
+        keys.close()
+        node = self.track(Node(auth_keys_file=keys.name))
+        bearer = lambda k: http("GET", node.base + "/api/agents", headers={"Authorization": f"Bearer {k}"})[0]
+        # Loaded, the plaintext key is nowhere in the node's memory (before any
+        # request carries it: request buffers are not the key store).
+        found = memory_contains(node.proc.pid, b"old-key")
+        self.assertFalse(found, "the plaintext key is in the node's memory")
+        self.assertEqual(bearer("old-key"), 200)
+        self.assertEqual(bearer("hashed-key"), 200)  # given only by its digest
+        self.assertEqual(http("GET", node.base + "/api/agents?token=old-key")[0], 200)
+        # Rotate: the new file takes effect on SIGHUP; a broken file is refused.
+        with open(keys.name, "w") as f:
+            f.write("new-key\n")
+        node.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: bearer("new-key") == 200, what="the new key after SIGHUP")
+        self.assertEqual(bearer("old-key"), 401)
+        with open(keys.name, "w") as f:
+            f.write("sha256:not-hex\n")
+        node.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "keys_reload_failed" in node.output(), what="the refused reload")
+        self.assertIn(":1: 'sha256:' needs 64 hex digits", node.output())
+        self.assertEqual(bearer("new-key"), 200)  # the keys in force stay
+        # Refused: old-key after the rotation, and new-key while polling for it.
+        metrics = http("GET", node.base + "/metrics", headers={"Authorization": "Bearer new-key"})[1]
+        denied = re.search(r"^troupe_auth_denied_total (\d+)$", metrics, re.M)
+        self.assertTrue(denied and int(denied.group(1)) >= 1, metrics)
+
+    def test_listening_beyond_loopback_needs_keys_or_an_explicit_auth_none(self):
+        p = node_exit("gateway: {listen: 0.0.0.0:0}\n", "--check")
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("beyond loopback: set 'gateway.auth.keys_file', or 'auth: none'", p.stderr)
+        p = node_exit("gateway: {listen: 0.0.0.0:0, auth: none}\n", "--check")
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+
+class Tls(TroupeTestCase):
+    def test_https_and_wss_work_with_a_real_client_and_plain_http_is_refused(self):
+        tls = TlsFiles()
+        node = self.track(Node(tls=tls))
+        self.assertTrue(node.base.startswith("https://"))
+        status, body = node.post("/api/agents", {"type": "chat", "key": "t1"})
+        self.assertEqual(status, 201, body)
+
+        async def turn():
+            cl = await Client.connect(node.ws_url, ssl=tls.client_context())
+            return await cl.turn("chat/t1", "hello over TLS", "r1")
+        evs = run(turn())
+        self.assertEqual(evs[-1]["ev"], "done", evs)
+        # The same port refuses plain HTTP with a message that says why.
+        status, body = http("GET", f"http://127.0.0.1:{node.port}/api/agents")
+        self.assertEqual(status, 400)
+        self.assertIn("speaks only TLS", json.loads(body)["error"]["message"])
+        # It is real TLS: a client that does not trust the certificate stops.
+        with self.assertRaises(OSError) as err:
+            http("GET", node.base + "/health", context=ssl.create_default_context())
+        self.assertIn("CERTIFICATE_VERIFY_FAILED", str(err.exception))
+        metrics = node.get("/metrics")[1]
+        self.assertRegex(metrics, r"(?m)^troupe_plain_http_refused_total [1-9]")
+        self.assertRegex(metrics, r"(?m)^troupe_tls_handshake_failures_total [1-9]")
+
+    def test_allow_plain_serves_both_on_one_port(self):
+        tls = TlsFiles()
+        tls.allow_plain = True
+        node = self.track(Node(tls=tls))
+        self.assertEqual(node.get("/api/agents")[0], 200)
+        self.assertEqual(http("GET", f"http://127.0.0.1:{node.port}/api/agents")[0], 200)
+
+    def test_a_renewed_certificate_is_served_after_sighup(self):
+        tls = TlsFiles()
+        node = self.track(Node(tls=tls))
+        first = peer_certificate(node.port)
+        tls.renew()
+        node.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "tls_reloaded" in node.output(), what="the TLS reload")
+        self.assertNotEqual(peer_certificate(node.port), first)
+        self.assertEqual(http("GET", node.base + "/health", context=tls.client_context())[0], 200)
+        # A broken file is refused and the certificate in force stays.
+        with open(tls.key, "w") as f:
+            f.write("not a key\n")
+        node.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "tls_reload_failed" in node.output(), what="the refused reload")
+        self.assertEqual(http("GET", node.base + "/health", context=tls.client_context())[0], 200)
+
+    def test_tls_mistakes_are_named_with_file_and_line(self):
+        tls = TlsFiles()
+        p = node_exit(f"gateway:\n  listen: 127.0.0.1:0\n  tls: {{cert: /nonexistent/c.pem, key: {tls.key}}}\n",
+                      "--check")
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertRegex(p.stderr, r"\.yaml:3:\d+: cannot read '/nonexistent/c.pem'")
+        p = node_exit("gateway: {listen: 127.0.0.1:0, tls: {cert: x.pem}}\n", "--check")
+        self.assertIn("missing required key 'gateway.tls.key'", p.stderr)
+        other = TlsFiles()
+        p = node_exit(f"gateway: {{listen: 127.0.0.1:0, tls: {{cert: {tls.cert}, key: {other.key}}}}}\n"
+                      "state: {path: \":memory:\"}\n")
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn(f"troupe: gateway.tls.key '{other.key}': key values mismatch", p.stderr)
+
+
+def peer_certificate(port):
+    """The DER certificate the gateway presents, unverified."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port)) as raw, ctx.wrap_socket(raw) as s:
+        return s.getpeercert(binary_form=True)
+
+
+if __name__ == "__main__":
+    unittest.main()
