@@ -30,11 +30,17 @@ uint64_t new_incarnation() {
                                    .count());
 }
 
+curve_keys curve_of(const runtime::node_config& cfg) {
+  if (cfg.cluster.curve_secret_key_file.empty()) return {};
+  return load_curve_keys(cfg.cluster.curve_secret_key_file, cfg.cluster.curve_allowed_keys_file);
+}
+
 } // namespace
 
 struct cluster_node::impl {
   runtime::node_config cfg;
   uint64_t incarnation = new_incarnation();
+  curve_keys curve;
   membership members;
   std::shared_ptr<transport> net;
   caf::actor hub; // stable address, set in start() before any peer is known
@@ -55,7 +61,8 @@ struct cluster_node::impl {
   bool stopped = false;
   std::atomic<bool> started{false}; // a restarted hub asks for the view itself
 
-  explicit impl(const runtime::node_config& c) : cfg(c), members(c, incarnation) {
+  explicit impl(const runtime::node_config& c)
+      : cfg(c), curve(curve_of(c)), members(c, incarnation, curve) {
     transport::options o;
     o.node = cfg.id;
     o.incarnation = incarnation;
@@ -63,6 +70,7 @@ struct cluster_node::impl {
     o.ping_interval = std::min(cfg.cluster.heartbeat, cfg.cluster.suspect_after / 5);
     o.suspect_after = cfg.cluster.suspect_after;
     o.can_deliver = [b = backlog] { return b->load(std::memory_order_relaxed) < max_backlog; };
+    o.curve = curve;
     net = std::make_shared<transport>(
         o,
         [this](envelope env, std::string payload) {
@@ -91,6 +99,7 @@ cluster_node::cluster_node(const runtime::node_config& cfg) : impl_(std::make_un
                       {"incarnation", std::to_string(impl_->incarnation)},
                       {"bind", cfg.cluster.bind},
                       {"advertise", cfg.cluster.advertise},
+                      {"curve", impl_->curve.enabled() ? impl_->curve.public_key : "off"},
                       {"members", std::to_string(impl_->members.view()->members.size())}});
 }
 
@@ -130,7 +139,7 @@ cluster_node::start(caf::actor_system& sys, caf::actor router, actors::restart_p
     std::map<std::string, peer_address> peers;
     for (auto& m : v->members)
       if (m.id != im->cfg.id && im->is_live(m.id, m.incarnation))
-        peers[m.id] = {m.endpoint, m.incarnation};
+        peers[m.id] = {m.endpoint, m.incarnation, m.curve_key};
     // The hub hears of a new peer before the transport lets its frames in.
     caf::anon_send(im->hub, view_atom::value, view_ptr{v});
     im->net->set_peers(std::move(peers));

@@ -40,7 +40,7 @@ json to_json(const member& m) {
   return {{"id", m.id},           {"endpoint", m.endpoint},    {"incarnation", m.incarnation},
           {"roles", m.roles},     {"weight", m.weight},        {"draining", m.draining},
           {"gateway", m.gateway}, {"agents", m.active_agents}, {"workers", std::move(workers)},
-          {"mcp", m.mcp}};
+          {"mcp", m.mcp},         {"curve_key", m.curve_key}};
 }
 
 member member_from(const json& j) {
@@ -52,6 +52,7 @@ member member_from(const json& j) {
   m.weight = j.value("weight", 1.0);
   m.draining = j.value("draining", false);
   m.gateway = j.value("gateway", "");
+  m.curve_key = j.value("curve_key", "");
   m.active_agents = j.value("agents", int64_t{0});
   if (auto mcp = j.find("mcp"); mcp != j.end() && mcp->is_object())
     for (auto& [server, version] : mcp->items())
@@ -77,8 +78,10 @@ member member_from(const json& j) {
   return m;
 }
 
-membership::membership(const runtime::node_config& cfg, uint64_t incarnation) : cfg_(cfg) {
+membership::membership(const runtime::node_config& cfg, uint64_t incarnation, curve_keys curve)
+    : cfg_(cfg), curve_(std::move(curve)) {
   self_.id = cfg.id;
+  self_.curve_key = curve_.public_key;
   self_.endpoint = cfg.cluster.advertise;
   self_.incarnation = incarnation;
   self_.roles = cfg.roles;
@@ -210,7 +213,20 @@ void membership::read_view() {
       }
       auto j = json::parse(text, nullptr, false);
       if (j.is_discarded() || !j.is_object()) continue;
-      auto m = member_from(j);
+      member m;
+      try {
+        m = member_from(j);
+      } catch (const json::exception&) { // a record of the wrong shape is no member
+        continue;
+      }
+      if (curve_.enabled() && !curve_.allowed.contains(m.curve_key)) {
+        if (refused_.insert(m.id + ":" + std::to_string(m.incarnation)).second)
+          runtime::log::warn("cluster", "member_key_not_allowed",
+                             {{"node", m.id},
+                              {"key", m.curve_key.empty() ? "(none: Curve off)" : m.curve_key},
+                              {"action", "left out of the cluster view"}});
+        continue;
+      }
       auto& slot = latest[m.id];
       if (slot.id.empty() || slot.incarnation < m.incarnation) slot = std::move(m);
     }

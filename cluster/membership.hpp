@@ -1,6 +1,7 @@
 #pragma once
 
 #include "actors/worker_status.hpp"
+#include "cluster/curve_keys.hpp"
 #include "runtime/config.hpp"
 
 #include <nlohmann/json.hpp>
@@ -13,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -38,6 +40,8 @@ struct member {
   /// Its ready MCP servers with the version of their tool lists: peers ask
   /// for a list (`mcp_list`) when its version changes.
   std::map<std::string, uint64_t> mcp;
+  /// Its CurveZMQ public key (Z85), when the cluster runs Curve.
+  std::string curve_key;
 
   bool has_role(const std::string& r) const;
 };
@@ -73,7 +77,10 @@ public:
   };
 
   /// Connects and registers this node. Redis unreachable -> `redis_error`.
-  membership(const runtime::node_config& cfg, uint64_t incarnation);
+  /// With Curve on (`curve.enabled()`), this node publishes its public key
+  /// and the view leaves out every member whose key is not allowed: anyone
+  /// can write to the table, only holders of an allowed key are members.
+  membership(const runtime::node_config& cfg, uint64_t incarnation, curve_keys curve = {});
   ~membership();
   membership(const membership&) = delete;
   membership& operator=(const membership&) = delete;
@@ -102,6 +109,8 @@ private:
   std::string self_key() const;
 
   runtime::node_config cfg_;
+  curve_keys curve_;
+  std::set<std::string> refused_; // members left out for their key, logged once
   std::unique_ptr<runtime::redis_client> redis_;
   callbacks cb_;
   mutable std::mutex mutex_;

@@ -8,6 +8,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <array>
 #include <deque>
 #include <mutex>
 #include <optional>
@@ -67,6 +68,7 @@ struct transport::impl {
   down_handler on_down;
   zmq::context_t ctx{1};
   zmq::socket_t router{ctx, zmq::socket_type::router};
+  zmq::socket_t zap{ctx, zmq::socket_type::rep}; // Curve's gatekeeper; bound only with Curve
   int wake_fd = -1;
 
   // -- shared with other threads, under `mutex` ------------------------------
@@ -97,6 +99,13 @@ struct transport::impl {
     router.set(zmq::sockopt::linger, 0);
     router.set(zmq::sockopt::maxmsgsize, max_frame_bytes);
     router.set(zmq::sockopt::rcvhwm, 100000);
+    if (opts.curve.enabled()) {
+      // The ZAP handler must be bound before the first handshake can start.
+      zap.bind("inproc://zeromq.zap.01");
+      router.set(zmq::sockopt::zap_domain, "troupe");
+      router.set(zmq::sockopt::curve_server, true);
+      router.set(zmq::sockopt::curve_secretkey, opts.curve.secret_key);
+    }
     try {
       router.bind(opts.bind);
     } catch (const zmq::error_t& e) {
@@ -179,6 +188,13 @@ struct transport::impl {
       // in our bounded queue instead of in an unbounded ZeroMQ pipe.
       p.dealer->set(zmq::sockopt::immediate, 1);
       p.dealer->set(zmq::sockopt::sndhwm, 10000);
+      if (opts.curve.enabled()) {
+        // The membership view holds only allowed keys; this is the last check.
+        if (!opts.curve.allowed.contains(addr.curve_key)) continue;
+        p.dealer->set(zmq::sockopt::curve_serverkey, addr.curve_key);
+        p.dealer->set(zmq::sockopt::curve_publickey, opts.curve.public_key);
+        p.dealer->set(zmq::sockopt::curve_secretkey, opts.curve.secret_key);
+      }
       p.dealer->connect(addr.endpoint);
       p.last_seen = clock::now();
       peers.emplace(node, std::move(p));
@@ -207,6 +223,37 @@ struct transport::impl {
   }
 
   // -- I/O ---------------------------------------------------------------------
+
+  /// Answers the ZAP requests ZeroMQ made for Curve handshakes on the
+  /// ROUTER (RFC 27): 200 for an allowed client key, 400 for any other.
+  void authenticate_all() {
+    for (;;) {
+      std::vector<zmq::message_t> req;
+      if (!zmq::recv_multipart(zap, std::back_inserter(req), zmq::recv_flags::dontwait)) return;
+      bool ok = req.size() == 7 && req[0].to_string_view() == "1.0" &&
+                req[5].to_string_view() == "CURVE" && req[6].size() == 32 &&
+                opts.curve.allowed.contains(z85_key(req[6].data()));
+      if (!ok) {
+        static runtime::counter& denied = runtime::metrics_registry::global().get_counter(
+            "troupe_cluster_auth_denied_total",
+            "Cluster connections refused: their CurveZMQ key is not allowed");
+        denied.inc();
+        auto key = req.size() == 7 && req[6].size() == 32 ? z85_key(req[6].data()) : "?";
+        if (logged.insert("zap:" + key).second) // once per key: a refused peer retries
+          runtime::log::warn(
+              "cluster", "peer_key_refused",
+              {{"key", key}, {"address", req.size() > 3 ? req[3].to_string() : "?"}});
+      }
+      std::array<zmq::const_buffer, 6> reply{
+          zmq::str_buffer("1.0"),
+          req.size() > 1 ? zmq::buffer(req[1].data(), req[1].size()) : zmq::str_buffer(""),
+          zmq::buffer(std::string_view{ok ? "200" : "400"}),
+          zmq::buffer(std::string_view{ok ? "OK" : "key not allowed"}),
+          zmq::str_buffer(""),
+          zmq::str_buffer("")};
+      (void)zmq::send_multipart(zap, reply, zmq::send_flags::dontwait);
+    }
+  }
 
   /// Hands one frame to ZeroMQ without blocking; false if it would block.
   /// The parts of a multipart message go or fail together.
@@ -343,6 +390,7 @@ struct transport::impl {
       std::vector<zmq::pollitem_t> items;
       items.push_back({router.handle(), 0, static_cast<short>(reading ? ZMQ_POLLIN : 0), 0});
       items.push_back({nullptr, wake_fd, ZMQ_POLLIN, 0});
+      if (opts.curve.enabled()) items.push_back({zap.handle(), 0, ZMQ_POLLIN, 0});
       for (auto& [node, p] : peers)
         if (p.ready && !p.pending.empty()) items.push_back({p.dealer->handle(), 0, ZMQ_POLLOUT, 0});
       auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_ping - clock::now());
@@ -353,6 +401,7 @@ struct transport::impl {
         [[maybe_unused]] auto n = ::read(wake_fd, &v, sizeof v);
       }
       if (items[0].revents & ZMQ_POLLIN) receive_all();
+      if (opts.curve.enabled() && (items[2].revents & ZMQ_POLLIN)) authenticate_all();
     }
     // Leaving on purpose: tell the peers, so they do not wait to suspect us.
     auto bye = make_env(msg_type::bye);

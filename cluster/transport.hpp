@@ -1,5 +1,6 @@
 #pragma once
 
+#include "cluster/curve_keys.hpp"
 #include "cluster/wire.hpp"
 
 #include <chrono>
@@ -15,6 +16,7 @@ namespace troupe::cluster {
 struct peer_address {
   std::string endpoint; // tcp://host:port
   uint64_t incarnation = 0;
+  std::string curve_key; // its CurveZMQ public key (Z85), when Curve is on
 };
 
 /// The node's ZeroMQ endpoint: one ROUTER bound at `bind` receives from
@@ -27,6 +29,12 @@ struct peer_address {
 /// peer silent for `suspect_after` is declared dead, reported once through
 /// `on_peer_down`, and fenced: frames from that incarnation are dropped from
 /// then on, even if the membership table still lists it.
+///
+/// With Curve (`options::curve`), the ROUTER is a CurveZMQ server that
+/// admits only clients whose public key is allowed (a ZAP handler on this
+/// thread decides), and each DEALER authenticates the peer by the public
+/// key the peer published: frames are encrypted, and a node without an
+/// allowed key can neither connect nor inject frames.
 class transport {
 public:
   struct options {
@@ -42,6 +50,8 @@ public:
     /// piling up in a slow consumer's mailbox. Pings are still answered, so
     /// a busy node is not mistaken for a dead one. Null = always.
     std::function<bool()> can_deliver;
+    /// Keys and the allowed list; empty = plain ZeroMQ.
+    curve_keys curve;
   };
   /// Runs on the I/O thread for every accepted frame; must not block.
   using frame_handler = std::function<void(envelope, std::string payload)>;

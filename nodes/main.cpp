@@ -3,6 +3,7 @@
 #include "actors/io_threads.hpp"
 #include "actors/node_runtime.hpp"
 #include "cluster/cluster_node.hpp"
+#include "cluster/curve_keys.hpp"
 #include "examples/weather_agent.hpp"
 #include "nodes/ctl.hpp"
 #include "nodes/gateway.hpp"
@@ -34,6 +35,7 @@ const char* usage_text =
     "  troupe mcp --config FILE   (MCP over stdio: the node's agent types as tools)\n"
     "  troupe ctl [--gateway URL] [--key KEY] [--json] nodes|workers|agents|drain NODE\n"
     "  troupe load [--gateway URL | --direct URL] [--connections N] [--rate R] [--duration D]\n"
+    "  troupe keygen [--out PREFIX]   (a CurveZMQ key pair for cluster.curve)\n"
     "  troupe version\n";
 
 int usage_error(const std::string& msg) {
@@ -262,6 +264,7 @@ int main(int argc, char** argv) {
   if (cmd == "sim-llm") return run_sim(args);
   if (cmd == "ctl") return gateway::run_ctl(args);
   if (cmd == "load") return gateway::run_load(args);
+  if (cmd == "keygen") return cluster::keygen_command(argc - 2, argv + 2);
   if (cmd == "version") {
     std::printf("troupe 0.1.0\n");
     return 0;

@@ -318,6 +318,18 @@ node_config parse(const YAML::Node& root, const std::string& file) {
     if (c.suspect_after < 2 * c.heartbeat)
       r.fail(*n, "'cluster.suspect_after' must be at least twice 'cluster.heartbeat'");
     r.read("weight", c.weight, 0.01, 1000);
+    if (auto cv = r.get("curve")) {
+      map_reader cr{*cv, "cluster.curve", file};
+      auto secret = cr.require("secret_key_file");
+      auto allowed = cr.require("allowed_keys_file");
+      c.curve_secret_key_file = cr.scalar(secret, "secret_key_file");
+      c.curve_allowed_keys_file = cr.scalar(allowed, "allowed_keys_file");
+      for (auto& [node, path] :
+           {std::pair{secret, c.curve_secret_key_file}, {allowed, c.curve_allowed_keys_file}})
+        if (std::ifstream in{path}; !in)
+          cr.fail(node, "cannot read '" + path + "': " + std::strerror(errno));
+      cr.finish();
+    }
     r.finish();
   }
 
@@ -513,6 +525,10 @@ std::optional<std::chrono::milliseconds> parse_duration(const std::string& text)
     ms = v * 3600000;
   else
     return std::nullopt;
+  // Timers add durations to clock readings in nanoseconds: refuse what
+  // could overflow there (and the cast below) rather than wrap.
+  constexpr double ten_years_ms = 10.0 * 365 * 24 * 3600 * 1000;
+  if (ms > ten_years_ms) return std::nullopt;
   return std::chrono::milliseconds{static_cast<int64_t>(ms)};
 }
 

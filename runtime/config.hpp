@@ -97,6 +97,10 @@ struct cluster_config {
   std::chrono::milliseconds suspect_after{1000};
   /// Placement weight of this node's agents role (weighted rendezvous hashing).
   double weight = 1.0;
+  /// `cluster.curve`: CurveZMQ on every node-to-node socket. Both set, or
+  /// neither (plain: for a private network only).
+  std::string curve_secret_key_file;
+  std::string curve_allowed_keys_file;
 };
 
 /// One entry of `mcp.servers`: an MCP server whose tools agents may call.

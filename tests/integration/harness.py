@@ -197,8 +197,9 @@ class ClusterNode(Process):
     address are filled in. Ready when it logs that it is."""
 
     def __init__(self, node_id, roles, redis, extra="", env=None, wait=True,
-                 heartbeat="100ms", suspect_after="1s", state_redis=None):
-        """`state_redis`: the store's Redis when it is not the membership's."""
+                 heartbeat="100ms", suspect_after="1s", state_redis=None, curve=None):
+        """`state_redis`: the store's Redis when it is not the membership's.
+        `curve`: (secret_key_file, allowed_keys_file) for cluster.curve."""
         self.id = node_id
         self.port = free_port()
         self.zmq_port = free_port()
@@ -206,7 +207,10 @@ class ClusterNode(Process):
         if "gateway" in roles:
             text += f"gateway: {{listen: 127.0.0.1:{self.port}}}\n"
         text += (f"cluster: {{bind: \"tcp://127.0.0.1:{self.zmq_port}\", redis: \"{redis.url}\", "
-                 f"heartbeat: {heartbeat}, suspect_after: {suspect_after}}}\n")
+                 f"heartbeat: {heartbeat}, suspect_after: {suspect_after}")
+        if curve:
+            text += f", curve: {{secret_key_file: {curve[0]}, allowed_keys_file: {curve[1]}}}"
+        text += "}\n"
         text += f"state: {{redis: \"{(state_redis or redis).url}\"}}\n" + extra
         self.config_text = text
         super().__init__([TROUPE, "node", "--config", write_config(text)], "node-" + node_id, env)

@@ -2,15 +2,17 @@
 redis-server: placement across nodes, scale-out, node death and bad frames."""
 import asyncio
 import json
+import os
 import signal
 import subprocess
+import tempfile
 import time
 import unittest
 
 import zmq
 
-from harness import (TROUPE, Client, ClusterNode, RedisServer, SimLlm, TroupeTestCase, node_exit,
-                     run, sim_backend_yaml, wait_job, wait_until)
+from harness import (TROUPE, Client, ClusterNode, RedisServer, SimLlm, TroupeTestCase, free_port,
+                     node_exit, run, sim_backend_yaml, wait_job, wait_until)
 
 
 def ctl(gateway, *args):
@@ -357,6 +359,123 @@ class Cluster(TroupeTestCase):
         status, body = a.post("/api/chat/execute", {"message": "what is 6*7?"})
         self.assertEqual(status, 200, body)
         self.assertIn("42", json.loads(body)["answer"])
+
+
+def keygen(directory, name):
+    """`troupe keygen` into `directory`: (secret key file, public key)."""
+    prefix = os.path.join(directory, name)
+    p = subprocess.run([TROUPE, "keygen", "--out", prefix], capture_output=True, text=True, timeout=10)
+    assert p.returncode == 0, p.stderr
+    with open(prefix + ".pub") as f:
+        return prefix + ".key", f.read().strip()
+
+
+def metric(node, name):
+    for line in node.get("/metrics")[1].splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return int(float(line.split()[-1]))
+    return 0
+
+
+class ClusterCurve(TroupeTestCase):
+    """CurveZMQ between nodes: only holders of an allowed key are members."""
+
+    def setUp(self):
+        super().setUp()
+        self.redis = self.track(RedisServer())
+        self.dir = tempfile.mkdtemp(prefix="troupe-curve-")
+        self.keys = {n: keygen(self.dir, n) for n in ("gw", "gpu", "intruder")}
+        self.allowed = os.path.join(self.dir, "cluster.pub")
+        with open(self.allowed, "w") as f:  # the intruder's key is not in the list
+            f.write("# the cluster's nodes\n" + "".join(self.keys[n][1] + "\n" for n in ("gw", "gpu")))
+
+    def curve_node(self, node_id, roles, extra="", allowed=None, **kw):
+        return self.track(ClusterNode(node_id, roles, self.redis, extra,
+                                      curve=(self.keys[node_id][0], allowed or self.allowed), **kw))
+
+    def test_an_encrypted_cluster_serves_turns_and_a_node_without_an_allowed_key_stays_out(self):
+        sim = self.track(SimLlm())
+        gw = self.curve_node("gw", ["gateway", "agents"])
+        self.curve_node("gpu", ["inference"], sim_backend_yaml([sim]))
+        wait_members(gw, ["gw", "gpu"])
+        status, body = gw.post("/api/chat/execute", {"message": "count to 5"})
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body)["answer"], counted(5))
+        self.assertIn("curve=", gw.output())
+
+        # An outsider with a key pair of its own: it even trusts our keys, but
+        # ours do not trust its key. It writes itself into the membership table
+        # and dials our nodes; it must get no work and reach no actor.
+        everyone = os.path.join(self.dir, "everyone.pub")
+        with open(everyone, "w") as f:
+            f.write("".join(k + "\n" for _, k in self.keys.values()))
+        sim2 = self.track(SimLlm())
+        intruder = self.curve_node("intruder", ["inference", "agents"], sim_backend_yaml([sim2]),
+                                   allowed=everyone)
+        wait_until(lambda: "member_key_not_allowed node=intruder" in gw.output(), 10,
+                   "gw to leave the intruder out of its view")
+        wait_until(lambda: metric(gw, "troupe_cluster_auth_denied_total") >= 1, 10,
+                   "gw to refuse the intruder's handshake")
+        self.assertNotIn("intruder", live_nodes(gw))
+        self.assertIn("peer_key_refused", gw.output())
+        for n in range(4):  # new agents and calls all stay on allowed nodes
+            status, body = gw.post("/api/chat/execute", {"message": "count to 3", "key": f"k{n}"})
+            self.assertEqual(status, 200, body)
+        wait_until(lambda: served_by(gw, "gpu") >= 5, 5, "gpu to have served every call")
+        self.assertNotIn("node_up node=intruder", gw.output())
+        del intruder
+
+    def test_raw_sockets_without_an_allowed_key_cannot_inject_frames(self):
+        gw = self.curve_node("gw", ["gateway", "agents", "inference"])
+        ctx = zmq.Context()
+        plain = ctx.socket(zmq.DEALER)
+        stranger = ctx.socket(zmq.DEALER)
+        pub, sec = zmq.curve_keypair()
+        stranger.curve_serverkey = self.keys["gw"][1].encode()
+        stranger.curve_publickey, stranger.curve_secretkey = pub, sec
+        try:
+            for s in (plain, stranger):
+                s.setsockopt(zmq.LINGER, 0)
+                s.connect(f"tcp://127.0.0.1:{gw.zmq_port}")
+                s.send_multipart([b"\xff\x00garbage", b""], zmq.NOBLOCK)
+                s.send_multipart([b"\x96\x01\x14\xa8stranger\x01\xa7chat/k1\x00", b"\x80"], zmq.NOBLOCK)
+            wait_until(lambda: metric(gw, "troupe_cluster_auth_denied_total") >= 1, 10,
+                       "the stranger's key to be refused")
+            time.sleep(0.5)
+        except zmq.Again:
+            pass  # no handshake, nothing queued: just as good
+        finally:
+            plain.close()
+            stranger.close()
+            ctx.term()
+        # Nothing reached the decoder: neither garbage nor a forged envelope.
+        self.assertEqual(metric(gw, 'troupe_cluster_dropped_frames_total{reason="malformed"}'), 0)
+        self.assertEqual(metric(gw, 'troupe_cluster_dropped_frames_total{reason="not_member"}'), 0)
+        status, body = gw.post("/api/chat/execute", {"message": "what is 6*7?"})
+        self.assertEqual(status, 200, body)
+
+    def test_keygen_and_key_file_mistakes(self):
+        key, pub = self.keys["gw"]
+        self.assertEqual(os.stat(key).st_mode & 0o777, 0o600)
+        self.assertEqual(len(pub), 40)
+        again = subprocess.run([TROUPE, "keygen", "--out", key[:-4]], capture_output=True, text=True)
+        self.assertNotEqual(again.returncode, 0)
+        self.assertIn("File exists", again.stderr)
+        bad = os.path.join(self.dir, "bad.pub")
+        with open(bad, "w") as f:
+            f.write("# fine\nnot-a-key\n")
+        p = node_exit(f"node: {{roles: [inference]}}\ncluster: {{bind: \"tcp://127.0.0.1:{free_port()}\", "
+                      f"redis: \"{self.redis.url}\", curve: {{secret_key_file: {key}, allowed_keys_file: {bad}}}}}\n")
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn(f"{bad}:2: not a CurveZMQ key", p.stderr)
+        p = node_exit(f"node: {{roles: [inference]}}\ncluster: {{bind: \"tcp://127.0.0.1:{free_port()}\", "
+                      f"redis: \"{self.redis.url}\", curve: {{secret_key_file: {self.keys['intruder'][0]}, "
+                      f"allowed_keys_file: {self.allowed}}}}}\n")
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("does not list this node's own public key", p.stderr)
+        p = node_exit(f"cluster: {{bind: \"tcp://127.0.0.1:1\", redis: \"redis://x:1\", "
+                      f"curve: {{secret_key_file: /nonexistent}}}}\n", "--check")
+        self.assertIn("missing required key 'cluster.curve.allowed_keys_file'", p.stderr)
 
 
 class ClusterDurability(TroupeTestCase):

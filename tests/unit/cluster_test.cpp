@@ -222,8 +222,8 @@ struct node {
 };
 
 void meet(node& a, node& b) {
-  a.net->set_peers({{b.id, {b.endpoint, 2}}});
-  b.net->set_peers({{a.id, {a.endpoint, 1}}});
+  a.net->set_peers({{b.id, {b.endpoint, 2, {}}}});
+  b.net->set_peers({{a.id, {a.endpoint, 1, {}}}});
 }
 
 TEST(Transport, frames_between_members_arrive_in_order_with_their_source) {
@@ -268,9 +268,9 @@ TEST(Transport, without_credit_frames_wait_and_arrive_in_order_once_it_returns) 
 
 TEST(Transport, a_stranger_or_a_stale_incarnation_is_not_heard) {
   node a{"a", 1}, b{"b", 2}, stranger{"s", 9};
-  b.net->set_peers({{"a", {a.endpoint, 7}}}); // b expects another incarnation of a
-  a.net->set_peers({{"b", {b.endpoint, 2}}});
-  stranger.net->set_peers({{"b", {b.endpoint, 2}}});
+  b.net->set_peers({{"a", {a.endpoint, 7, {}}}}); // b expects another incarnation of a
+  a.net->set_peers({{"b", {b.endpoint, 2, {}}}});
+  stranger.net->set_peers({{"b", {b.endpoint, 2, {}}}});
   a.net->send("b", envelope{1, msg_type::token, "", 0, "w", 1}, encode_payload({}));
   stranger.net->send("b", envelope{1, msg_type::token, "", 0, "w", 1}, encode_payload({}));
   std::this_thread::sleep_for(std::chrono::milliseconds(200)); // nothing may arrive
@@ -282,9 +282,9 @@ TEST(Transport, a_silent_peer_is_declared_dead_once_and_one_that_leaves_says_so)
   node a{"a", 1};
   auto b = std::make_unique<node>("b", 2);
   auto c = std::make_unique<node>("c", 3);
-  a.net->set_peers({{"b", {b->endpoint, 2}}, {"c", {c->endpoint, 3}}});
-  b->net->set_peers({{"a", {a.endpoint, 1}}});
-  c->net->set_peers({{"a", {a.endpoint, 1}}});
+  a.net->set_peers({{"b", {b->endpoint, 2, {}}}, {"c", {c->endpoint, 3, {}}}});
+  b->net->set_peers({{"a", {a.endpoint, 1, {}}}});
+  c->net->set_peers({{"a", {a.endpoint, 1, {}}}});
   // Let them connect and ping: a bye goes only over an open connection.
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   c.reset(); // leaves: says bye
@@ -295,9 +295,9 @@ TEST(Transport, a_silent_peer_is_declared_dead_once_and_one_that_leaves_says_so)
   EXPECT_EQ(a.in.down[1], "b:dead");
   EXPECT_EQ(a.net->take_fenced(), std::vector<std::string>{"b:2"});
   // The membership table may list it a while longer: it stays fenced.
-  a.net->set_peers({{"b", {b->endpoint, 2}}});
+  a.net->set_peers({{"b", {b->endpoint, 2, {}}}});
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  b->net->set_peers({{"a", {a.endpoint, 1}}});
+  b->net->set_peers({{"a", {a.endpoint, 1, {}}}});
   b->net->send("a", envelope{1, msg_type::token, "", 0, "w", 1}, encode_payload({}));
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   std::lock_guard<std::mutex> guard{a.in.m};
@@ -308,7 +308,7 @@ TEST(Transport, a_silent_peer_is_declared_dead_once_and_one_that_leaves_says_so)
 TEST(Transport, a_peer_that_cannot_keep_up_makes_send_refuse_instead_of_growing) {
   node a{"a", 1, 4096};
   // A member that never answers: frames wait for it, up to the bound.
-  a.net->set_peers({{"b", {"tcp://127.0.0.1:" + std::to_string(free_port()), 2}}});
+  a.net->set_peers({{"b", {"tcp://127.0.0.1:" + std::to_string(free_port()), 2, {}}}});
   std::string payload(1000, 'x');
   int accepted = 0;
   while (accepted < 100 && a.net->send("b", envelope{1, msg_type::token, "", 0, "w", 1}, payload))

@@ -113,6 +113,18 @@ TEST(Config, DurationsParse) {
   EXPECT_FALSE(parse_duration("5 parsecs"));
 }
 
+// Found by fuzz_config: a duration beyond int64 milliseconds was cast
+// anyway (undefined behaviour); one beyond ten years is now refused.
+TEST(Config, ADurationTooLongForTimersIsRefused) {
+  EXPECT_EQ(parse_duration("87600h"), std::chrono::hours(87600));
+  EXPECT_FALSE(parse_duration("87601h"));
+  EXPECT_FALSE(parse_duration("99999999999999999999999"));
+  EXPECT_NE(bad("cluster: {bind: 'tcp://127.0.0.1:7400', redis: 'redis://r/0', heartbeat: "
+                "166666666666666666666666666666666666666666666666600ms}")
+                .find("'cluster.heartbeat' must be a duration"),
+            std::string::npos);
+}
+
 TEST(Config, ReadsMcpServersOverStdioAndHttp) {
   auto cfg = ok(R"(
 mcp:
