@@ -179,6 +179,102 @@ void attempt_ask(directory_actor* self, uint64_t n) {
           });
 }
 
+/// `unknown_agent`, worded as for an agent that does not exist, when a
+/// principal restricted to `scope` may not see `agent`; nothing otherwise.
+std::optional<caf::error> hidden_from(directory_actor* self, const std::string& agent,
+                                      const std::string& scope) {
+  if (scope.empty()) return std::nullopt;
+  auto id = runtime::agent_id::parse(agent);
+  if (!id) return make_error(errc::bad_request, "agent must be type/key, got '" + agent + "'");
+  try {
+    if (self->state.ctx.store->owner_of(*id) == scope) return std::nullopt;
+  } catch (const runtime::store_error& e) {
+    return store_unavailable(e);
+  }
+  return make_error(errc::unknown_agent, "no agent '" + agent + "'");
+}
+
+/// Creates agent type/key (a fresh key if empty) owned by `owner` unless it
+/// exists, and activates it. With a `scope`, an existing agent of another
+/// owner is refused; a new one needs the owner under `max_agents`.
+caf::result<std::string, std::string> spawn(directory_actor* self, const std::string& type,
+                                            std::string key, const std::string& owner,
+                                            const std::string& scope) {
+  auto& st = self->state;
+  if (!st.types->find(type))
+    return make_error(errc::unknown_type, "unknown agent type '" + type + "'");
+  if (key.empty()) key = fresh_key(self);
+  runtime::agent_id id{type, key};
+  try {
+    auto existing = st.ctx.store->owner_of(id);
+    if (existing && !scope.empty() && *existing != scope)
+      // Its name is taken; that much a client learns, nothing of its content.
+      return make_error(errc::unknown_agent,
+                        "agent '" + id.str() + "' belongs to another API key: pick another key");
+    if (!existing) {
+      if (!owner.empty() && !scope.empty() &&
+          st.ctx.store->list_owned(owner).size() >= st.ctx.limits.per_key.max_agents)
+        return make_error(errc::limit_exceeded,
+                          "API key '" + owner + "' has " +
+                              std::to_string(st.ctx.limits.per_key.max_agents) +
+                              " agents (limits.per_key.max_agents): kill some first");
+      if (st.ctx.store->create(id, owner))
+        runtime::log::info("agent", "spawned", {{"agent", id.str()}, {"owner", owner}});
+    }
+  } catch (const runtime::store_error& e) {
+    return store_unavailable(e);
+  }
+  if (!st.active.contains(id))
+    if (auto r = resolve(self, id.str()); !r) return r.error();
+  return {id.str(), node_of(self, id)};
+}
+
+/// Kills agent `agent`: its record and its activation, wherever it is.
+caf::result<bool> kill(directory_actor* self, const std::string& agent) {
+  auto& st = self->state;
+  auto id = runtime::agent_id::parse(agent);
+  if (!id) return make_error(errc::bad_request, "agent must be type/key, got '" + agent + "'");
+  bool existed = false;
+  try {
+    existed = st.ctx.store->erase(*id);
+  } catch (const runtime::store_error& e) {
+    return store_unavailable(e);
+  }
+  if (auto it = st.active.find(*id); it != st.active.end()) {
+    auto hdl = it->second;
+    if (st.remote.contains(*id))
+      self->send(hdl, kill_atom::value); // the proxy kills the remote activation
+    else
+      self->send_exit(hdl, caf::exit_reason::user_shutdown);
+    forget(self, *id, hdl.address());
+    existed = true;
+  }
+  if (!existed) return make_error(errc::unknown_agent, "no agent '" + agent + "'");
+  runtime::log::info("agent", "killed", {{"agent", agent}});
+  return true;
+}
+
+/// A job and, while it runs, its agent's activation (to subscribe to).
+caf::result<job_view> find_job(directory_actor* self, const std::string& job_id) {
+  auto& st = self->state;
+  std::optional<runtime::job_record> job;
+  try {
+    job = st.ctx.store->find_job(job_id);
+    if (job && job->state != runtime::job_state::done && job->state != runtime::job_state::failed)
+      st.ctx.store->create(job->agent); // a queued job's agent may not exist yet
+  } catch (const runtime::store_error& e) {
+    return store_unavailable(e);
+  }
+  if (!job) return make_error(errc::bad_request, "no job '" + job_id + "'");
+  job_view view{*job, nullptr};
+  if (job->state != runtime::job_state::done && job->state != runtime::job_state::failed) {
+    auto hdl = resolve(self, job->agent.str());
+    if (!hdl) return hdl.error();
+    view.agent = *hdl;
+  }
+  return view;
+}
+
 caf::behavior directory_impl(directory_actor* self,
                              std::shared_ptr<const runtime::agent_type_registry> types,
                              agent_context ctx) {
@@ -256,25 +352,19 @@ caf::behavior directory_impl(directory_actor* self,
     self->delayed_send(self, std::chrono::seconds(3), shutdown_atom::value);
   });
   return {
-      [=](spawn_atom, std::string& type,
-          std::string& key) -> caf::result<std::string, std::string> {
-        auto& st = self->state;
-        if (!st.types->find(type))
-          return make_error(errc::unknown_type, "unknown agent type '" + type + "'");
-        if (key.empty()) key = fresh_key(self);
-        runtime::agent_id id{type, key};
-        if (!st.active.contains(id)) {
-          try {
-            if (st.ctx.store->create(id))
-              runtime::log::info("agent", "spawned", {{"agent", id.str()}});
-          } catch (const runtime::store_error& e) {
-            return store_unavailable(e);
-          }
-          if (auto r = resolve(self, id.str()); !r) return r.error();
-        }
-        return {id.str(), node_of(self, id)};
-      },
+      [=](spawn_atom, std::string& type, std::string& key)
+          -> caf::result<std::string, std::string> { return spawn(self, type, key, {}, {}); },
+      // A principal's spawn: `owner` is recorded with a new agent; with a
+      // `scope`, an agent of another owner is not handed out.
+      [=](spawn_atom, std::string& type, std::string& key, std::string& owner, std::string& scope)
+          -> caf::result<std::string, std::string> { return spawn(self, type, key, owner, scope); },
       [=](lookup_atom, std::string& agent) -> caf::result<caf::actor> {
+        auto r = resolve(self, agent);
+        if (!r) return r.error();
+        return *r;
+      },
+      [=](lookup_atom, std::string& agent, std::string& scope) -> caf::result<caf::actor> {
+        if (auto hidden = hidden_from(self, agent, scope)) return *hidden;
         auto r = resolve(self, agent);
         if (!r) return r.error();
         return *r;
@@ -307,29 +397,35 @@ caf::behavior directory_impl(directory_actor* self,
         forget(self, runtime::agent_id{it->second}, addr);
         return true;
       },
-      [=](kill_atom, std::string& agent) -> caf::result<bool> {
-        auto& st = self->state;
-        auto id = runtime::agent_id::parse(agent);
-        if (!id)
-          return make_error(errc::bad_request, "agent must be type/key, got '" + agent + "'");
-        bool existed = false;
+      [=](kill_atom, std::string& agent, std::string& scope) -> caf::result<bool> {
+        if (auto hidden = hidden_from(self, agent, scope)) return *hidden;
+        return kill(self, agent);
+      },
+      [=](kill_atom, std::string& agent) -> caf::result<bool> { return kill(self, agent); },
+      [=](list_atom, std::string& scope) -> caf::result<std::vector<std::string>> {
+        std::vector<std::string> out;
         try {
-          existed = st.ctx.store->erase(*id);
+          auto ids = scope.empty() ? self->state.ctx.store->list()
+                                   : self->state.ctx.store->list_owned(scope);
+          for (auto& id : ids)
+            out.push_back(id.str());
         } catch (const runtime::store_error& e) {
           return store_unavailable(e);
         }
-        if (auto it = st.active.find(*id); it != st.active.end()) {
-          auto hdl = it->second;
-          if (st.remote.contains(*id))
-            self->send(hdl, kill_atom::value); // the proxy kills the remote activation
-          else
-            self->send_exit(hdl, caf::exit_reason::user_shutdown);
-          forget(self, *id, hdl.address());
-          existed = true;
+        std::sort(out.begin(), out.end());
+        return out;
+      },
+      [=](job_atom, std::string& job_id, std::string& scope) -> caf::result<job_view> {
+        auto& st = self->state;
+        try {
+          auto job = st.ctx.store->find_job(job_id);
+          // Another key's job reads exactly like one that does not exist.
+          if (!job || hidden_from(self, job->agent.str(), scope))
+            return make_error(errc::bad_request, "no job '" + job_id + "'");
+        } catch (const runtime::store_error& e) {
+          return store_unavailable(e);
         }
-        if (!existed) return make_error(errc::unknown_agent, "no agent '" + agent + "'");
-        runtime::log::info("agent", "killed", {{"agent", agent}});
-        return true;
+        return find_job(self, job_id);
       },
       [=](crash_atom) {
         if (fault_injection_enabled())
@@ -351,24 +447,7 @@ caf::behavior directory_impl(directory_actor* self,
           self->quit(); // agents that did not stop in time are left to the system's end
       },
       [=](job_atom, std::string& job_id) -> caf::result<job_view> {
-        auto& st = self->state;
-        std::optional<runtime::job_record> job;
-        try {
-          job = st.ctx.store->find_job(job_id);
-          if (job && job->state != runtime::job_state::done &&
-              job->state != runtime::job_state::failed)
-            st.ctx.store->create(job->agent); // a queued job's agent may not exist yet
-        } catch (const runtime::store_error& e) {
-          return store_unavailable(e);
-        }
-        if (!job) return make_error(errc::bad_request, "no job '" + job_id + "'");
-        job_view view{*job, nullptr};
-        if (job->state != runtime::job_state::done && job->state != runtime::job_state::failed) {
-          auto hdl = resolve(self, job->agent.str());
-          if (!hdl) return hdl.error();
-          view.agent = *hdl;
-        }
-        return view;
+        return find_job(self, job_id);
       },
       [=](list_atom) -> caf::result<std::vector<std::string>> {
         std::vector<std::string> out;

@@ -221,10 +221,11 @@ bool node_runtime::has_type(const std::string& type) const {
   return impl_->types->find(type) != nullptr;
 }
 
-std::unique_ptr<session_handle> node_runtime::open_session(std::shared_ptr<frame_sink> sink,
-                                                           std::string fixed_type) {
+std::unique_ptr<session_handle>
+node_runtime::open_session(std::shared_ptr<frame_sink> sink, std::string fixed_type,
+                           runtime::principal who, std::shared_ptr<runtime::key_quotas> quotas) {
   auto hdl = spawn_ws_session(impl_->system, std::move(sink), impl_->directory, impl_->cfg.id,
-                              std::move(fixed_type));
+                              std::move(fixed_type), std::move(who), std::move(quotas));
   {
     std::lock_guard<std::mutex> guard{impl_->sessions_mutex};
     impl_->sessions.insert(hdl);
@@ -248,13 +249,15 @@ template <class F> void in_actor(caf::actor_system& sys, F f) {
 } // namespace
 
 void node_runtime::execute(std::string type, std::string key, std::string message,
-                           std::function<void(execute_result)> cb) {
-  execute_streaming(std::move(type), std::move(key), std::move(message), nullptr, std::move(cb));
+                           std::function<void(execute_result)> cb, const runtime::principal& who) {
+  execute_streaming(std::move(type), std::move(key), std::move(message), nullptr, std::move(cb),
+                    who);
 }
 
 void node_runtime::execute_streaming(std::string type, std::string key, std::string message,
                                      std::function<void(std::string)> on_token,
-                                     std::function<void(execute_result)> cb) {
+                                     std::function<void(execute_result)> cb,
+                                     const runtime::principal& who) {
   auto dir = impl_->directory;
   auto timeout = impl_->cfg.limits.turn_timeout + std::chrono::seconds(5);
   std::string request_id;
@@ -283,7 +286,8 @@ void node_runtime::execute_streaming(std::string type, std::string key, std::str
                     finish({to_failure(err), agent, {}, {}, 0});
                   });
         };
-        self->request(dir, std::chrono::seconds(10), spawn_atom::value, type, key)
+        self->request(dir, std::chrono::seconds(10), spawn_atom::value, type, key, who.name,
+                      who.scope())
             .then(
                 [=](std::string& agent, std::string&) {
                   if (!on_token) return ask(agent, nullptr);
@@ -315,30 +319,33 @@ void node_runtime::execute_streaming(std::string type, std::string key, std::str
       std::move(request_id));
 }
 
-void node_runtime::spawn_agent(
-    std::string type, std::string key,
-    std::function<void(std::optional<runtime::failure>, std::string)> cb) {
+void node_runtime::spawn_agent(std::string type, std::string key,
+                               std::function<void(std::optional<runtime::failure>, std::string)> cb,
+                               const runtime::principal& who) {
   auto dir = impl_->directory;
   in_actor(impl_->system, [=](caf::event_based_actor* self) {
-    self->request(dir, std::chrono::seconds(10), spawn_atom::value, type, key)
+    self->request(dir, std::chrono::seconds(10), spawn_atom::value, type, key, who.name,
+                  who.scope())
         .then([=](std::string& agent, std::string&) { cb(std::nullopt, agent); },
               [=](caf::error& err) { cb(to_failure(err), {}); });
   });
 }
 
 void node_runtime::kill_agent(std::string agent,
-                              std::function<void(std::optional<runtime::failure>)> cb) {
+                              std::function<void(std::optional<runtime::failure>)> cb,
+                              const runtime::principal& who) {
   auto dir = impl_->directory;
   in_actor(impl_->system, [=](caf::event_based_actor* self) {
-    self->request(dir, std::chrono::seconds(10), kill_atom::value, agent)
+    self->request(dir, std::chrono::seconds(10), kill_atom::value, agent, who.scope())
         .then([=](bool) { cb(std::nullopt); }, [=](caf::error& err) { cb(to_failure(err)); });
   });
 }
 
-void node_runtime::list_agents(std::function<void(std::vector<std::string>)> cb) {
+void node_runtime::list_agents(std::function<void(std::vector<std::string>)> cb,
+                               const runtime::principal& who) {
   auto dir = impl_->directory;
   in_actor(impl_->system, [=](caf::event_based_actor* self) {
-    self->request(dir, std::chrono::seconds(10), list_atom::value)
+    self->request(dir, std::chrono::seconds(10), list_atom::value, who.scope())
         .then([=](std::vector<std::string>& agents) { cb(std::move(agents)); },
               [=](caf::error&) { cb({}); });
   });
@@ -354,7 +361,8 @@ void node_runtime::workers(std::function<void(std::vector<worker_status>)> cb) {
 }
 
 std::variant<runtime::job_record, runtime::failure>
-node_runtime::submit_job(const std::string& type, std::string key, std::string message) {
+node_runtime::submit_job(const std::string& type, std::string key, std::string message,
+                         const runtime::principal& who) {
   if (!has_type(type))
     return runtime::failure{errc::unknown_type, "unknown agent type '" + type + "'"};
   auto hex = [this] {
@@ -368,6 +376,16 @@ node_runtime::submit_job(const std::string& type, std::string key, std::string m
   job.agent = {type, key.empty() ? hex().substr(0, 12) : std::move(key)};
   job.message = std::move(message);
   try {
+    // The job's agent is the key's from the start: its owner is what later
+    // decides who may read the job.
+    auto owner = impl_->store_->owner_of(job.agent);
+    if (!owner) {
+      impl_->store_->create(job.agent, who.name);
+    } else if (!who.scope().empty() && *owner != who.scope()) {
+      return runtime::failure{errc::unknown_agent, "agent '" + job.agent.str() +
+                                                       "' belongs to another API key: pick "
+                                                       "another key"};
+    }
     impl_->store_->enqueue_job(job);
   } catch (const runtime::store_error& e) {
     return runtime::failure{errc::internal, e.what()};
@@ -397,9 +415,13 @@ bool node_runtime::crash(const std::string& part) {
   return true;
 }
 
-std::optional<runtime::job_record> node_runtime::find_job(const std::string& id) {
+std::optional<runtime::job_record> node_runtime::find_job(const std::string& id,
+                                                          const runtime::principal& who) {
   try {
-    return impl_->store_->find_job(id);
+    auto job = impl_->store_->find_job(id);
+    if (job && !who.scope().empty() && impl_->store_->owner_of(job->agent) != who.scope())
+      return std::nullopt; // another key's job reads like one that does not exist
+    return job;
   } catch (const runtime::store_error&) {
     return std::nullopt;
   }

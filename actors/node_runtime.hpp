@@ -7,6 +7,7 @@
 #include "runtime/errc.hpp"
 #include "runtime/llm.hpp"
 #include "runtime/mcp_tools.hpp"
+#include "runtime/principal.hpp"
 #include "runtime/state_store.hpp"
 #include "runtime/tool.hpp"
 
@@ -17,6 +18,10 @@
 #include <variant>
 #include <string>
 #include <vector>
+
+namespace troupe::runtime {
+class key_quotas;
+}
 
 namespace troupe::actors {
 
@@ -65,28 +70,40 @@ public:
   /// The configured MCP servers: state, session and tools (`GET /api/mcp`).
   std::vector<runtime::mcp_server_view> mcp_servers() const;
 
+  /// Every call below acts for `who`: agents it spawns are its own, and a
+  /// scoped principal reaches only those (`runtime::principal`). The
+  /// default principal sees everything (auth off). `quotas`: the per-key
+  /// limits a session enforces on its ops and turns (null = none).
   std::unique_ptr<session_handle> open_session(std::shared_ptr<frame_sink> sink,
-                                               std::string fixed_type);
+                                               std::string fixed_type, runtime::principal who = {},
+                                               std::shared_ptr<runtime::key_quotas> quotas = {});
 
   void execute(std::string type, std::string key, std::string message,
-               std::function<void(execute_result)> cb);
+               std::function<void(execute_result)> cb, const runtime::principal& who = {});
   /// `execute` that also reports the turn's tokens as they stream: each
   /// token's text to `on_token` (an actor thread; must not block; null =
   /// none, which is `execute`), then `cb`.
   void execute_streaming(std::string type, std::string key, std::string message,
                          std::function<void(std::string)> on_token,
-                         std::function<void(execute_result)> cb);
+                         std::function<void(execute_result)> cb,
+                         const runtime::principal& who = {});
   void spawn_agent(std::string type, std::string key,
-                   std::function<void(std::optional<runtime::failure>, std::string agent)> cb);
-  void kill_agent(std::string agent, std::function<void(std::optional<runtime::failure>)> cb);
-  void list_agents(std::function<void(std::vector<std::string>)> cb);
+                   std::function<void(std::optional<runtime::failure>, std::string agent)> cb,
+                   const runtime::principal& who = {});
+  void kill_agent(std::string agent, std::function<void(std::optional<runtime::failure>)> cb,
+                  const runtime::principal& who = {});
+  void list_agents(std::function<void(std::vector<std::string>)> cb,
+                   const runtime::principal& who = {});
   void workers(std::function<void(std::vector<worker_status>)> cb);
 
   /// Queues an async job: one turn of agent `type/key` (a fresh key if
   /// empty). Returns the stored job, or the failure (unknown type, store).
   std::variant<runtime::job_record, runtime::failure>
-  submit_job(const std::string& type, std::string key, std::string message);
-  std::optional<runtime::job_record> find_job(const std::string& id);
+  submit_job(const std::string& type, std::string key, std::string message,
+             const runtime::principal& who = {});
+  /// Nothing when there is no such job or it is another key's.
+  std::optional<runtime::job_record> find_job(const std::string& id,
+                                              const runtime::principal& who = {});
 
   /// The supervision tree's restarts and escalations, for `/health`.
   const supervision_status& supervision() const;

@@ -1,6 +1,7 @@
 #include "actors/ws_session.hpp"
 #include "actors/atoms.hpp"
 #include "actors/messages.hpp"
+#include "runtime/key_quotas.hpp"
 #include "runtime/log.hpp"
 #include "runtime/metrics.hpp"
 #include "runtime/turn_outcome.hpp"
@@ -31,7 +32,10 @@ struct session_state {
   caf::actor directory;
   std::string node;
   std::string fixed_type;
-  std::string fixed_agent;               // `/ws/{type}`: the connection's own agent
+  std::string fixed_agent; // `/ws/{type}`: the connection's own agent
+  runtime::principal who;
+  std::string scope; // who.scope(), for every directory ask
+  std::shared_ptr<runtime::key_quotas> quotas;
   std::vector<std::string> early_frames; // arrived before the own agent existed
   uint64_t auto_id = 0;
   /// A `send` not yet answered with done/error. If its agent goes down
@@ -41,6 +45,7 @@ struct session_state {
     std::string agent_name;
     std::string text;
     int attempts = 0;
+    runtime::key_quotas::lease turn; // the key's turn slot, given back with the entry
   };
   std::map<std::string, request> inflight;    // by client id
   std::map<caf::actor, std::string> attached; // agent -> its name
@@ -85,7 +90,8 @@ void maybe_close(session_actor* self) {
 /// Looks up an agent, then runs `f(agent)`; failures go to the client.
 template <class F>
 void with_agent(session_actor* self, const std::string& id, const std::string& agent, F f) {
-  self->request(self->state.directory, directory_timeout, lookup_atom::value, agent)
+  self->request(self->state.directory, directory_timeout, lookup_atom::value, agent,
+                self->state.scope)
       .then([=](caf::actor& hdl) mutable { f(hdl); },
             [=](caf::error& err) {
               auto fl = to_failure(err);
@@ -104,7 +110,8 @@ void dispatch(session_actor* self, const std::string& id) {
   if (it == st.inflight.end()) return;
   it->second.agent = nullptr;
   ++it->second.attempts;
-  self->request(st.directory, directory_timeout, lookup_atom::value, it->second.agent_name)
+  self->request(st.directory, directory_timeout, lookup_atom::value, it->second.agent_name,
+                st.scope)
       .then(
           [=](caf::actor& agent) {
             auto& st = self->state;
@@ -155,7 +162,7 @@ void on_agent_down(session_actor* self, const caf::actor_addr& who) {
     }
     auto name = it->second;
     it = st.attached.erase(it);
-    self->request(st.directory, directory_timeout, lookup_atom::value, name)
+    self->request(st.directory, directory_timeout, lookup_atom::value, name, st.scope)
         .then(
             [=](caf::actor& agent) {
               self->state.attached[agent] = name;
@@ -187,7 +194,7 @@ void write_job_end(session_actor* self, const runtime::job_record& job) {
 void attach_job(session_actor* self, const std::string& op_id, const std::string& job_id,
                 bool first) {
   auto& st = self->state;
-  self->request(st.directory, directory_timeout, job_atom::value, job_id)
+  self->request(st.directory, directory_timeout, job_atom::value, job_id, st.scope)
       .then(
           [=](job_view& view) {
             auto& st = self->state;
@@ -212,12 +219,18 @@ void attach_job(session_actor* self, const std::string& op_id, const std::string
 
 void handle_op(session_actor* self, client_op op) {
   auto& st = self->state;
+  if (st.quotas && op.kind != client_op_kind::ping && !st.quotas->take_request(st.who.name))
+    return write_error(self, op.id, errc::limit_exceeded,
+                       "API key '" + st.who.name + "' is over its rate of " +
+                           std::to_string(st.quotas->limits().requests_per_second) +
+                           " requests/s (limits.per_key): slow down");
   switch (op.kind) {
   case client_op_kind::ping:
     write_simple(self, event_kind::pong, op.id, {});
     break;
   case client_op_kind::spawn:
-    self->request(st.directory, directory_timeout, spawn_atom::value, op.type, op.key)
+    self->request(st.directory, directory_timeout, spawn_atom::value, op.type, op.key, st.who.name,
+                  st.scope)
         .then(
             [=](std::string& agent, std::string& node) {
               runtime::agent_event ev;
@@ -240,7 +253,13 @@ void handle_op(session_actor* self, client_op op) {
                          "a request with id '" + op.id + "' is still running");
     if (st.inflight.size() >= max_inflight)
       return write_error(self, op.id, errc::overloaded, "too many requests in flight");
-    st.inflight[op.id] = {nullptr, op.agent, op.text, 0};
+    runtime::key_quotas::lease turn;
+    if (st.quotas && !(turn = st.quotas->begin_turn(st.who.name)))
+      return write_error(self, op.id, errc::limit_exceeded,
+                         "API key '" + st.who.name + "' has " +
+                             std::to_string(st.quotas->limits().max_turns) +
+                             " turns running (limits.per_key.max_turns)");
+    st.inflight[op.id] = {nullptr, op.agent, op.text, 0, std::move(turn)};
     dispatch(self, op.id);
     break;
   }
@@ -274,7 +293,7 @@ void handle_op(session_actor* self, client_op op) {
     });
     break;
   case client_op_kind::kill:
-    self->request(st.directory, directory_timeout, kill_atom::value, op.agent)
+    self->request(st.directory, directory_timeout, kill_atom::value, op.agent, st.scope)
         .then([=](bool) { write_simple(self, event_kind::killed, op.id, op.agent); },
               [=](caf::error& err) {
                 auto f = to_failure(err);
@@ -282,7 +301,7 @@ void handle_op(session_actor* self, client_op op) {
               });
     break;
   case client_op_kind::list:
-    self->request(st.directory, directory_timeout, list_atom::value)
+    self->request(st.directory, directory_timeout, list_atom::value, st.scope)
         .then(
             [=](std::vector<std::string>& agents) {
               runtime::agent_event ev;
@@ -335,15 +354,20 @@ void handle_frame(session_actor* self, const std::string& text) {
 }
 
 caf::behavior session_impl(session_actor* self, std::shared_ptr<frame_sink> sink,
-                           caf::actor directory, std::string node, std::string fixed_type) {
+                           caf::actor directory, std::string node, std::string fixed_type,
+                           runtime::principal who, std::shared_ptr<runtime::key_quotas> quotas) {
   auto& st = self->state;
+  st.who = std::move(who);
+  st.scope = st.who.scope();
+  st.quotas = std::move(quotas);
   st.sink = std::move(sink);
   st.directory = std::move(directory);
   st.node = std::move(node);
   st.fixed_type = std::move(fixed_type);
   self->set_down_handler([self](caf::down_msg& dm) { on_agent_down(self, dm.source); });
   if (!st.fixed_type.empty()) {
-    self->request(st.directory, directory_timeout, spawn_atom::value, st.fixed_type, std::string{})
+    self->request(st.directory, directory_timeout, spawn_atom::value, st.fixed_type, std::string{},
+                  st.who.name, st.scope)
         .then(
             [=](std::string& agent, std::string& node) {
               auto& st = self->state;
@@ -402,9 +426,10 @@ caf::behavior session_impl(session_actor* self, std::shared_ptr<frame_sink> sink
 } // namespace
 
 caf::actor spawn_ws_session(caf::actor_system& sys, std::shared_ptr<frame_sink> sink,
-                            caf::actor directory, std::string node, std::string fixed_type) {
+                            caf::actor directory, std::string node, std::string fixed_type,
+                            runtime::principal who, std::shared_ptr<runtime::key_quotas> quotas) {
   return sys.spawn(session_impl, std::move(sink), std::move(directory), std::move(node),
-                   std::move(fixed_type));
+                   std::move(fixed_type), std::move(who), std::move(quotas));
 }
 
 } // namespace troupe::actors

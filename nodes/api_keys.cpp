@@ -3,6 +3,9 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
+#include <cctype>
+#include <sstream>
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -16,6 +19,23 @@ std::string digest(std::string_view text) {
   SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(),
          reinterpret_cast<unsigned char*>(out.data()));
   return out;
+}
+
+std::string hex_of(const std::string& raw) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : raw) {
+    out += digits[c >> 4];
+    out += digits[c & 15];
+  }
+  return out;
+}
+
+bool valid_name(const std::string& n) {
+  if (n.empty() || n.size() > 64) return false;
+  for (unsigned char c : n)
+    if (!std::isalnum(c) && c != '.' && c != '_' && c != '-') return false;
+  return true;
 }
 
 int hex_value(char c) {
@@ -68,22 +88,37 @@ std::string api_keys::load(const std::string& path) {
     ++number;
     while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t'))
       line.pop_back();
-    if (!line.empty() && line.front() != '#') {
-      if (line.rfind("sha256:", 0) == 0) {
-        std::string raw;
-        auto hex = std::string_view{line}.substr(7);
+    if (!line.empty() && line.front() != '#' && error.empty()) {
+      auto where = path + ":" + std::to_string(number) + ": ";
+      // KEY [name=NAME] [admin]: the key is the first word.
+      auto end = line.find_first_of(" \t");
+      auto key = std::string_view{line}.substr(0, end);
+      std::string raw;
+      if (key.rfind("sha256:", 0) == 0) {
+        auto hex = key.substr(7);
         for (size_t i = 0; hex.size() == 64 && i < 64; i += 2) {
           int hi = hex_value(hex[i]), lo = hex_value(hex[i + 1]);
           if (hi < 0 || lo < 0) break;
           raw += static_cast<char>(hi * 16 + lo);
         }
-        if (raw.size() != SHA256_DIGEST_LENGTH && error.empty())
-          error = path + ":" + std::to_string(number) + ": 'sha256:' needs 64 hex digits";
-        else
-          next->insert(std::move(raw));
+        if (raw.size() != SHA256_DIGEST_LENGTH) error = where + "'sha256:' needs 64 hex digits";
       } else {
-        next->insert(digest(line));
+        raw = digest(key);
       }
+      runtime::principal who;
+      who.all_agents = false;
+      std::istringstream attrs{end == std::string::npos ? std::string{} : line.substr(end)};
+      for (std::string a; error.empty() && attrs >> a;) {
+        if (a == "admin")
+          who.all_agents = true;
+        else if (a.rfind("name=", 0) == 0 && valid_name(a.substr(5)))
+          who.name = a.substr(5);
+        else
+          error = where + "'" + a +
+                  "' is not 'name=NAME' (letters, digits, . _ -; at most 64) or 'admin'";
+      }
+      if (who.name.empty()) who.name = "key-" + hex_of(raw).substr(0, 12);
+      if (error.empty()) (*next)[std::move(raw)] = std::move(who);
     }
   }
   // The keys' text goes no further than these buffers.
@@ -96,14 +131,16 @@ std::string api_keys::load(const std::string& path) {
   return {};
 }
 
-bool api_keys::check(std::string_view key) const {
-  if (key.empty()) return false;
+std::optional<runtime::principal> api_keys::check(std::string_view key) const {
+  if (key.empty()) return std::nullopt;
   std::shared_ptr<const digest_set> keys;
   {
     std::lock_guard<std::mutex> guard{mutex_};
     keys = keys_;
   }
-  return keys->contains(digest(key));
+  auto it = keys->find(digest(key));
+  if (it == keys->end()) return std::nullopt;
+  return it->second;
 }
 
 size_t api_keys::size() const {

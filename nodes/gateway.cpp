@@ -3,6 +3,7 @@
 #include "actors/node_runtime.hpp"
 #include "cluster/cluster_node.hpp"
 #include "nodes/mcp_endpoint.hpp"
+#include "runtime/key_quotas.hpp"
 #include "runtime/log.hpp"
 #include "runtime/metrics.hpp"
 #include "runtime/openai_codec.hpp"
@@ -60,11 +61,13 @@ std::string query_param(const std::string& query, const std::string& name) {
 /// Bridges one WebSocket to its session actor.
 class session_bridge final : public ws_handler {
 public:
-  session_bridge(actors::node_runtime& rt, std::string fixed_type)
-      : rt_(rt), fixed_type_(std::move(fixed_type)) {}
+  session_bridge(actors::node_runtime& rt, std::string fixed_type, runtime::principal who,
+                 std::shared_ptr<runtime::key_quotas> quotas, runtime::key_quotas::lease conn)
+      : rt_(rt), fixed_type_(std::move(fixed_type)), who_(std::move(who)),
+        quotas_(std::move(quotas)), connection_(std::move(conn)) {}
 
   void on_open(std::shared_ptr<actors::frame_sink> sink) override {
-    session_ = rt_.open_session(std::move(sink), fixed_type_);
+    session_ = rt_.open_session(std::move(sink), fixed_type_, who_, quotas_);
   }
   void on_text(std::string frame) override { session_->on_text(std::move(frame)); }
   void on_binary() override { session_->on_binary(); }
@@ -73,6 +76,9 @@ public:
 private:
   actors::node_runtime& rt_;
   std::string fixed_type_;
+  runtime::principal who_;
+  std::shared_ptr<runtime::key_quotas> quotas_;
+  runtime::key_quotas::lease connection_; // the key's connection slot, while the socket lives
   std::unique_ptr<actors::session_handle> session_;
 };
 
@@ -89,9 +95,11 @@ struct gateway::impl {
                [this](http_request req, std::shared_ptr<http_exchange> ex) {
                  handle(std::move(req), std::move(ex));
                }) {
-    if (!cfg.gateway.keys_file.empty())
+    if (!cfg.gateway.keys_file.empty()) {
       if (auto err = keys.load(cfg.gateway.keys_file); !err.empty())
         throw std::runtime_error("gateway.auth.keys_file: " + err);
+      quotas = std::make_shared<runtime::key_quotas>(cfg.limits.per_key);
+    }
   }
 
   actors::node_runtime& rt;
@@ -100,16 +108,36 @@ struct gateway::impl {
   mcp_endpoint mcp{rt};
   http_server server;
   api_keys keys;
+  std::shared_ptr<runtime::key_quotas> quotas; // with keys only: limits are per key
 
-  bool authorized(const http_request& req) const {
-    if (cfg.gateway.keys_file.empty()) return true; // `auth: none`
+  /// The caller's principal, or nothing for a missing or unknown key.
+  std::optional<runtime::principal> authenticate(const http_request& req) const {
+    if (cfg.gateway.keys_file.empty()) return runtime::principal{}; // `auth: none`
     auto auth = req.header("authorization");
-    if (auth.rfind("Bearer ", 0) == 0 && keys.check(std::string_view{auth}.substr(7))) return true;
+    if (auth.rfind("Bearer ", 0) == 0)
+      if (auto who = keys.check(std::string_view{auth}.substr(7))) return who;
     // Browsers cannot set headers on a WebSocket handshake: `?token=` (or
     // the older `?api_key=`) carries the key there.
     auto key = query_param(req.query, "token");
     if (key.empty()) key = query_param(req.query, "api_key");
     return keys.check(key);
+  }
+
+  /// A turn slot of `who`'s (always one without keys), or a 429 sent.
+  std::optional<runtime::key_quotas::lease> turn_slot(const runtime::principal& who,
+                                                      const std::shared_ptr<http_exchange>& ex) {
+    if (!quotas) return runtime::key_quotas::lease{};
+    if (auto l = quotas->begin_turn(who.name)) return l;
+    limited(ex, "API key '" + who.name + "' has " + std::to_string(quotas->limits().max_turns) +
+                    " turns running (limits.per_key.max_turns)");
+    return std::nullopt;
+  }
+
+  static void limited(const std::shared_ptr<http_exchange>& ex, std::string why) {
+    static runtime::counter& count = runtime::metrics_registry::global().get_counter(
+        "troupe_key_limited_total", "Requests refused by a per-key limit (limits.per_key)");
+    count.inc();
+    ex->reply(error_response(errc::limit_exceeded, std::move(why)));
   }
 
   /// Every refusal is counted; the log gets at most one line per second
@@ -139,10 +167,15 @@ struct gateway::impl {
         .inc();
     auto seg = segments(req.path);
     if (req.path == "/health" && req.method == "GET") return health(ex);
-    if (!authorized(req)) {
+    auto who = authenticate(req);
+    if (!who) {
       denied(req);
       return ex->reply(error_response(errc::unauthorized, "missing or unknown API key"));
     }
+    if (quotas && !quotas->take_request(who->name))
+      return limited(ex, "API key '" + who->name + "' is over its rate of " +
+                             std::to_string(quotas->limits().requests_per_second) +
+                             " requests/s (limits.per_key): slow down");
     if (!seg.empty() && seg[0] == "ws" && seg.size() <= 2) {
       if (!ex->is_upgrade())
         return ex->reply(
@@ -150,47 +183,58 @@ struct gateway::impl {
       std::string type = seg.size() == 2 ? seg[1] : "";
       if (!type.empty() && !rt.has_type(type))
         return ex->reply(error_response(errc::unknown_type, "unknown agent type '" + type + "'"));
-      return ex->upgrade(std::make_shared<session_bridge>(rt, type));
+      runtime::key_quotas::lease conn;
+      if (quotas && !(conn = quotas->open_connection(who->name)))
+        return limited(ex, "API key '" + who->name + "' has " +
+                               std::to_string(quotas->limits().max_connections) +
+                               " connections open (limits.per_key.max_connections)");
+      return ex->upgrade(std::make_shared<session_bridge>(rt, type, *who, quotas, std::move(conn)));
     }
+    // Operating the cluster is for admin keys (and everyone without keys).
+    bool admin = who->all_agents;
     if (seg.size() == 4 && seg[0] == "debug" && seg[1] == "crash" && seg[2] == "worker" &&
-        req.method == "POST" && std::getenv("TROUPE_FAULT_INJECTION") &&
+        req.method == "POST" && admin && std::getenv("TROUPE_FAULT_INJECTION") &&
         std::string{std::getenv("TROUPE_FAULT_INJECTION")} == "1") {
       rt.crash_worker(seg[3]);
       return ex->reply(json_response(202, {{"crashing", seg[3]}}));
     }
     if (seg.size() == 3 && seg[0] == "debug" && seg[1] == "crash" && req.method == "POST" &&
-        rt.crash(seg[2]))
+        admin && rt.crash(seg[2]))
       return ex->reply(json_response(202, {{"crashing", seg[2]}}));
-    if (req.path == "/mcp") return mcp.handle(req, std::move(ex));
+    if (req.path == "/mcp") return mcp.handle(req, std::move(ex), *who);
     if (req.path == "/metrics" && req.method == "GET") {
       runtime::metrics_registry::global().sample_process();
       return ex->reply(
           {200, "text/plain; version=0.0.4", runtime::metrics_registry::global().render(), {}});
     }
     if (seg.size() >= 2 && seg[0] == "api") {
-      if (seg[1] == "agents") return agents(req, seg, ex);
+      if (seg[1] == "agents") return agents(req, seg, ex, *who);
       if (seg[1] == "cluster" && seg.size() == 2 && req.method == "GET") return cluster(ex);
       if (seg[1] == "mcp" && seg.size() == 2 && req.method == "GET")
         return ex->reply(json_response(200, mcp_servers()));
       if (seg[1] == "cluster" && seg.size() == 5 && seg[2] == "nodes" && seg[4] == "drain" &&
-          req.method == "POST")
+          req.method == "POST") {
+        if (!admin)
+          return ex->reply(error_response(errc::unauthorized, "draining needs an admin key", 403));
         return drain(seg[3], ex);
-      if (seg[1] == "jobs" && seg.size() == 3 && req.method == "GET") return get_job(seg[2], ex);
+      }
+      if (seg[1] == "jobs" && seg.size() == 3 && req.method == "GET")
+        return get_job(seg[2], ex, *who);
       if (seg.size() == 3 && seg[2] == "jobs") {
         if (req.method != "POST")
           return ex->reply(error_response(errc::bad_request, "use POST", 405));
-        return submit_job(seg[1], req, ex);
+        return submit_job(seg[1], req, ex, *who);
       }
       if (seg.size() == 3 && seg[2] == "execute") {
         if (req.method != "POST")
           return ex->reply(error_response(errc::bad_request, "use POST", 405));
-        return execute(seg[1], req, ex);
+        return execute(seg[1], req, ex, *who);
       }
     }
     if (req.path == "/v1/chat/completions") {
       if (req.method != "POST")
         return ex->reply(error_response(errc::bad_request, "use POST", 405));
-      return completions(req, ex);
+      return completions(req, ex, *who);
     }
     if (req.path == "/v1/models" && req.method == "GET") return models(ex);
     ex->reply(error_response(errc::bad_request, "no route " + req.method + " " + req.path, 404));
@@ -283,11 +327,13 @@ struct gateway::impl {
   }
 
   void agents(const http_request& req, const std::vector<std::string>& seg,
-              std::shared_ptr<http_exchange> ex) {
+              std::shared_ptr<http_exchange> ex, const runtime::principal& who) {
     if (seg.size() == 2 && req.method == "GET")
-      return rt.list_agents([ex](std::vector<std::string> agents) {
-        ex->reply(json_response(200, {{"agents", agents}}));
-      });
+      return rt.list_agents(
+          [ex](std::vector<std::string> agents) {
+            ex->reply(json_response(200, {{"agents", agents}}));
+          },
+          who);
     if (seg.size() == 2 && req.method == "POST") {
       auto body = json::parse(req.body, nullptr, false);
       if (!body.is_object() || !body.contains("type") || !body["type"].is_string())
@@ -295,42 +341,52 @@ struct gateway::impl {
             error_response(errc::bad_request, "body must be {\"type\":..,\"key\":..}"));
       std::string key =
           body.contains("key") && body["key"].is_string() ? body["key"].get<std::string>() : "";
-      return rt.spawn_agent(body["type"].get<std::string>(), key,
-                            [ex](std::optional<runtime::failure> f, std::string agent) {
-                              if (f) return ex->reply(error_response(f->code, f->message));
-                              ex->reply(json_response(201, {{"agent", agent}}));
-                            });
+      return rt.spawn_agent(
+          body["type"].get<std::string>(), key,
+          [ex](std::optional<runtime::failure> f, std::string agent) {
+            if (f) return ex->reply(error_response(f->code, f->message));
+            ex->reply(json_response(201, {{"agent", agent}}));
+          },
+          who);
     }
     if (seg.size() == 4 && req.method == "DELETE") {
       auto agent = seg[2] + "/" + seg[3];
-      return rt.kill_agent(agent, [ex, agent](std::optional<runtime::failure> f) {
-        if (f) return ex->reply(error_response(f->code, f->message));
-        ex->reply(json_response(200, {{"killed", agent}}));
-      });
+      return rt.kill_agent(
+          agent,
+          [ex, agent](std::optional<runtime::failure> f) {
+            if (f) return ex->reply(error_response(f->code, f->message));
+            ex->reply(json_response(200, {{"killed", agent}}));
+          },
+          who);
     }
     ex->reply(error_response(errc::bad_request, "no route " + req.method + " " + req.path, 404));
   }
 
-  void execute(const std::string& type, const http_request& req,
-               std::shared_ptr<http_exchange> ex) {
+  void execute(const std::string& type, const http_request& req, std::shared_ptr<http_exchange> ex,
+               const runtime::principal& who) {
     auto mk = message_and_key(req, ex);
     if (!mk) return;
     auto [message, key] = *mk;
     if (!rt.has_type(type))
       return ex->reply(error_response(errc::unknown_type, "unknown agent type '" + type + "'"));
-    rt.execute(type, key, message, [ex](actors::execute_result r) {
-      if (r.error) {
-        runtime::log::info("gateway", "execute_failed",
-                           {{"agent", r.agent},
-                            {"code", std::string{runtime::to_string(r.error->code)}},
-                            {"reason", r.error->message}});
-        return ex->reply(error_response(r.error->code, r.error->message));
-      }
-      ex->reply(json_response(200, {{"agent", r.agent},
-                                    {"answer", r.answer},
-                                    {"steps", r.steps},
-                                    {"usage", runtime::usage_to_json(r.tokens)}}));
-    });
+    auto slot = turn_slot(who, ex);
+    if (!slot) return;
+    rt.execute(
+        type, key, message,
+        [ex, slot = std::move(*slot)](actors::execute_result r) {
+          if (r.error) {
+            runtime::log::info("gateway", "execute_failed",
+                               {{"agent", r.agent},
+                                {"code", std::string{runtime::to_string(r.error->code)}},
+                                {"reason", r.error->message}});
+            return ex->reply(error_response(r.error->code, r.error->message));
+          }
+          ex->reply(json_response(200, {{"agent", r.agent},
+                                        {"answer", r.answer},
+                                        {"steps", r.steps},
+                                        {"usage", runtime::usage_to_json(r.tokens)}}));
+        },
+        who);
   }
 
   /// `{"message":"..","key":".."}` from a request body, or an error reply.
@@ -358,10 +414,10 @@ struct gateway::impl {
   }
 
   void submit_job(const std::string& type, const http_request& req,
-                  std::shared_ptr<http_exchange> ex) {
+                  std::shared_ptr<http_exchange> ex, const runtime::principal& who) {
     auto mk = message_and_key(req, ex);
     if (!mk) return;
-    auto r = rt.submit_job(type, mk->second, mk->first);
+    auto r = rt.submit_job(type, mk->second, mk->first, who);
     if (auto f = std::get_if<runtime::failure>(&r))
       return ex->reply(error_response(f->code, f->message));
     auto& job = std::get<runtime::job_record>(r);
@@ -369,8 +425,9 @@ struct gateway::impl {
         json_response(202, {{"job", job.id}, {"agent", job.agent.str()}, {"state", "queued"}}));
   }
 
-  void get_job(const std::string& id, std::shared_ptr<http_exchange> ex) {
-    auto job = rt.find_job(id);
+  void get_job(const std::string& id, std::shared_ptr<http_exchange> ex,
+               const runtime::principal& who) {
+    auto job = rt.find_job(id, who);
     if (!job) return ex->reply(error_response(errc::bad_request, "no job '" + id + "'", 404));
     json out{{"job", job->id},
              {"agent", job->agent.str()},
@@ -400,17 +457,20 @@ struct gateway::impl {
     });
   }
 
-  void completions(const http_request& req, std::shared_ptr<http_exchange> ex) {
+  void completions(const http_request& req, std::shared_ptr<http_exchange> ex,
+                   const runtime::principal& who) {
     bool stream = false;
     std::string err;
     auto creq = runtime::decode_chat_request(req.body, stream, err);
     if (!creq) return ex->reply(error_response(errc::bad_request, err));
+    auto slot = turn_slot(who, ex);
+    if (!slot) return;
     auto model = creq->model;
     auto id = "chatcmpl-troupe";
     if (!stream) {
       return rt.complete(
           std::move(*creq), [](std::string) {},
-          [ex, model, id](std::optional<runtime::failure> f, runtime::chat_result r) {
+          [ex, model, id, slot = *slot](std::optional<runtime::failure> f, runtime::chat_result r) {
             if (f) return ex->reply(error_response(f->code, f->message));
             ex->reply({200, "application/json", runtime::encode_chat_completion(id, model, r), {}});
           });
@@ -433,7 +493,8 @@ struct gateway::impl {
           c.content = std::move(text);
           ex->write_chunk(chunk_of(c));
         },
-        [ex, begin, started, chunk_of](std::optional<runtime::failure> f, runtime::chat_result r) {
+        [ex, begin, started, chunk_of, slot = *slot](std::optional<runtime::failure> f,
+                                                     runtime::chat_result r) {
           if (f && !started->load()) return ex->reply(error_response(f->code, f->message));
           begin();
           if (f) {

@@ -84,7 +84,8 @@ mcp_endpoint::mcp_endpoint(actors::node_runtime& rt) : impl_(std::make_unique<im
 
 mcp_endpoint::~mcp_endpoint() = default;
 
-void mcp_endpoint::handle(const http_request& req, std::shared_ptr<http_exchange> ex) {
+void mcp_endpoint::handle(const http_request& req, std::shared_ptr<http_exchange> ex,
+                          const runtime::principal& who) {
   auto& im = *impl_;
   json null_id = nullptr;
   auto fail = [&](int status, int code, const std::string& message, const json& id = nullptr) {
@@ -113,7 +114,7 @@ void mcp_endpoint::handle(const http_request& req, std::shared_ptr<http_exchange
   if (msg.is_discarded()) return fail(400, parse_error, "body is not JSON");
   if (msg.is_array())
     return fail(400, invalid_request, "JSON-RPC batches are not part of MCP 2025-06-18");
-  if (!msg.is_object() || msg.value("jsonrpc", "") != "2.0")
+  if (!msg.is_object() || msg.value("jsonrpc", json{}) != "2.0")
     return fail(400, invalid_request, "not a JSON-RPC 2.0 message");
   json id = msg.contains("id") ? msg["id"] : null_id;
   if (!msg.contains("method") || !msg["method"].is_string()) {
@@ -128,14 +129,16 @@ void mcp_endpoint::handle(const http_request& req, std::shared_ptr<http_exchange
     return im.server.dispatch(msg, [&im, ex, msg](json reply) {
       auto version = reply["result"].value("protocolVersion", "");
       auto session = im.new_session(version);
-      auto& params = msg["params"];
-      runtime::log::info("mcp", "session_started",
-                         {{"session", session.substr(0, 8)},
-                          {"version", version},
-                          {"client", params.is_object() && params.contains("clientInfo") &&
-                                             params["clientInfo"].is_object()
-                                         ? params["clientInfo"].value("name", "?")
-                                         : std::string{"?"}}});
+      // `msg` is const here: read it without operator[], which asserts on
+      // a missing key, and without value(), which throws on another type.
+      auto params = msg.value("params", json::object());
+      auto client = params.is_object() ? params.value("clientInfo", json{}) : json{};
+      auto name = client.is_object() ? client.value("name", json{}) : json{};
+      runtime::log::info(
+          "mcp", "session_started",
+          {{"session", session.substr(0, 8)},
+           {"version", version},
+           {"client", name.is_string() ? name.get<std::string>() : std::string{"?"}}});
       ex->reply(rpc(200, reply, {{"Mcp-Session-Id", session}}));
     });
   }
@@ -147,7 +150,8 @@ void mcp_endpoint::handle(const http_request& req, std::shared_ptr<http_exchange
                         params["_meta"].is_object() && params["_meta"].contains("progressToken") &&
                         req.header("accept").find("text/event-stream") != std::string::npos;
   if (!wants_progress)
-    return im.server.dispatch(msg, [ex](json reply) { ex->reply(rpc(200, reply)); });
+    return im.server.dispatch(
+        msg, [ex](json reply) { ex->reply(rpc(200, reply)); }, nullptr, who);
   // Progress while the agent works: the reply becomes an SSE stream of
   // progress notifications ending with the response.
   ex->start_stream(200, "text/event-stream");
@@ -163,7 +167,8 @@ void mcp_endpoint::handle(const http_request& req, std::shared_ptr<http_exchange
       },
       [ex, event](json note) {
         if (!ex->client_gone()) ex->write_chunk(event(note));
-      });
+      },
+      who);
 }
 
 } // namespace troupe::gateway

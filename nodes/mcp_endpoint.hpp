@@ -1,6 +1,7 @@
 #pragma once
 
 #include "nodes/http_server.hpp"
+#include "runtime/principal.hpp"
 
 #include <memory>
 
@@ -29,7 +30,9 @@ public:
   explicit mcp_endpoint(actors::node_runtime& rt);
   ~mcp_endpoint();
 
-  void handle(const http_request& req, std::shared_ptr<http_exchange> ex);
+  /// Serves one request for `who`: agent tools run as its turns.
+  void handle(const http_request& req, std::shared_ptr<http_exchange> ex,
+              const runtime::principal& who = {});
 
 private:
   struct impl;

@@ -18,6 +18,13 @@ using nlohmann::json;
 constexpr int method_not_found = -32601;
 constexpr int invalid_params = -32602;
 
+/// A string member, or "" when it is missing or of another type (`value()`
+/// would throw on another type, and the message is a client's).
+std::string string_field(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string{};
+}
+
 json result_body(const json& id, json result) {
   return {{"jsonrpc", "2.0"}, {"id", id}, {"result", std::move(result)}};
 }
@@ -43,13 +50,13 @@ json mcp_server::error(const json& id, int code, const std::string& message) {
 }
 
 void mcp_server::dispatch(const json& msg, std::function<void(json)> done,
-                          std::function<void(json)> progress) const {
+                          std::function<void(json)> progress, const runtime::principal& who) const {
   auto id = msg["id"];
   auto method = msg["method"].get<std::string>();
   auto params =
       msg.contains("params") && msg["params"].is_object() ? msg["params"] : json::object();
   if (method == "initialize") {
-    auto asked = params.value("protocolVersion", "");
+    auto asked = string_field(params, "protocolVersion");
     return done(
         result_body(id, {{"protocolVersion", supports(asked) ? asked : std::string{versions[0]}},
                          {"capabilities", {{"tools", {{"listChanged", false}}}}},
@@ -78,7 +85,7 @@ void mcp_server::dispatch(const json& msg, std::function<void(json)> done,
   }
   if (method != "tools/call")
     return done(error(id, method_not_found, "method '" + method + "' not found"));
-  auto name = params.value("name", "");
+  auto name = string_field(params, "name");
   std::string type;
   for (auto& [t, system] : rt_.agent_types())
     if (tool_name(t) == name) type = t;
@@ -108,7 +115,7 @@ void mcp_server::dispatch(const json& msg, std::function<void(json)> done,
   json token = nullptr;
   if (params.contains("_meta") && params["_meta"].is_object())
     token = params["_meta"].value("progressToken", json(nullptr));
-  if (!progress || token.is_null()) return rt_.execute(type, key, text, std::move(finished));
+  if (!progress || token.is_null()) return rt_.execute(type, key, text, std::move(finished), who);
   // Each streamed token is progress; its text is the message, so a host can
   // show the answer as it forms.
   auto count = std::make_shared<std::atomic<int64_t>>(0);
@@ -120,7 +127,7 @@ void mcp_server::dispatch(const json& msg, std::function<void(json)> done,
              {"method", "notifications/progress"},
              {"params", {{"progressToken", token}, {"progress", ++*count}, {"message", piece}}}});
       },
-      std::move(finished));
+      std::move(finished), who);
 }
 
 } // namespace troupe::gateway

@@ -1,5 +1,7 @@
 #pragma once
 
+#include "runtime/principal.hpp"
+
 #include <nlohmann/json_fwd.hpp>
 
 #include <functional>
@@ -28,8 +30,10 @@ public:
   /// the JSON-RPC response, possibly later and from another thread. When
   /// `progress` is set and a `tools/call` carries `_meta.progressToken`, it
   /// receives a `notifications/progress` for each token the agent streams.
+  /// A `tools/call` acts for `who` (its agents, its scope).
   void dispatch(const nlohmann::json& msg, std::function<void(nlohmann::json)> done,
-                std::function<void(nlohmann::json)> progress = nullptr) const;
+                std::function<void(nlohmann::json)> progress = nullptr,
+                const runtime::principal& who = {}) const;
 
   static nlohmann::json error(const nlohmann::json& id, int code, const std::string& message);
 

@@ -276,6 +276,16 @@ node_config parse(const YAML::Node& root, const std::string& file) {
     r.read("max_history_messages", cfg.limits.max_history_messages, 2, 1000000);
     r.read("turn_timeout", cfg.limits.turn_timeout);
     r.read("job_visibility", cfg.limits.job_visibility);
+    if (auto k = r.get("per_key")) {
+      map_reader pk{*k, "limits.per_key", file};
+      auto& l = cfg.limits.per_key;
+      pk.read("max_connections", l.max_connections, 1, 10000000);
+      pk.read("max_agents", l.max_agents, 1, 1000000000);
+      pk.read("max_turns", l.max_turns, 1, 1000000);
+      pk.read("requests_per_second", l.requests_per_second, 0.01, 1e6);
+      pk.read("burst", l.burst, 1, 1e6);
+      pk.finish();
+    }
     r.finish();
   }
 

@@ -68,7 +68,18 @@ struct gateway_config {
   bool loopback() const;
 };
 
+/// `limits.per_key`: what one API key may hold and do on one node (agents:
+/// in the whole store). Apply only with `gateway.auth.keys_file`.
+struct per_key_limits {
+  uint64_t max_connections = 256;  // open WebSockets and HTTP connections mid-request
+  uint64_t max_agents = 10000;     // agents it created that still exist
+  uint64_t max_turns = 64;         // turns running or queued at once
+  double requests_per_second = 50; // token bucket over API requests and WebSocket ops
+  double burst = 100;
+};
+
 struct limits_config {
+  per_key_limits per_key;
   uint64_t max_frame_bytes = 1 << 20;
   uint64_t max_connections = 20000;
   /// Bytes queued to one WebSocket client before it is disconnected as slow.

@@ -22,6 +22,8 @@ std::string_view to_string(errc code) {
     return "cancelled";
   case errc::timeout:
     return "timeout";
+  case errc::limit_exceeded:
+    return "limit_exceeded";
   case errc::internal:
     return "internal";
   }
@@ -46,6 +48,7 @@ int http_status(errc code) {
   case errc::unknown_agent:
     return 404;
   case errc::overloaded:
+  case errc::limit_exceeded:
     return 429;
   case errc::backend_unavailable:
     return 503;

@@ -17,7 +17,8 @@ enum class errc {
   backend_unavailable,
   cancelled,
   timeout,
-  internal,
+  limit_exceeded, // a per-key limit (agents, turns, connections, rate)
+  internal,       // last: errc_from_string iterates up to it
 };
 
 /// The wire name of a code, e.g. "backend_unavailable".

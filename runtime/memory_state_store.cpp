@@ -11,9 +11,26 @@ namespace {
 
 class memory_state_store final : public state_store {
 public:
-  bool create(const agent_id& id) override {
+  bool create(const agent_id& id, const std::string& owner) override {
     std::lock_guard<std::mutex> guard{mutex_};
-    return records_.emplace(id, agent_record{id, {}}).second;
+    if (!records_.emplace(id, agent_record{id, {}}).second) return false;
+    if (!owner.empty()) owners_[id] = owner;
+    return true;
+  }
+
+  std::optional<std::string> owner_of(const agent_id& id) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    if (!records_.contains(id)) return std::nullopt;
+    auto it = owners_.find(id);
+    return it == owners_.end() ? std::string{} : it->second;
+  }
+
+  std::vector<agent_id> list_owned(const std::string& owner) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    std::vector<agent_id> out;
+    for (auto& [id, o] : owners_)
+      if (o == owner) out.push_back(id);
+    return out;
   }
 
   std::optional<agent_record> load(const agent_id& id) override {
@@ -31,6 +48,7 @@ public:
   bool erase(const agent_id& id) override {
     std::lock_guard<std::mutex> guard{mutex_};
     requests_.erase(id);
+    owners_.erase(id);
     return records_.erase(id) > 0;
   }
 
@@ -151,6 +169,7 @@ private:
 
   std::mutex mutex_;
   std::map<agent_id, agent_record> records_;
+  std::map<agent_id, std::string> owners_; // only agents with an owner
   std::map<agent_id, std::map<std::string, logged>> requests_;
   struct queued_job {
     job_record job;

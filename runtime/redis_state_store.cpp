@@ -18,12 +18,19 @@ using nlohmann::json;
 // Key layout (one Redis database per cluster):
 //   troupe:meta              hash   schema_version
 //   troupe:agents            zset   "type/key" -> created ms
+//   troupe:owners            hash   "type/key" -> owner (owned agents only)
+//   troupe:owned:{owner}     set    "type/key" of the agents that owner created
 //   troupe:h:{agent}         list   history, one JSON message per element
 //   troupe:req:{agent}       hash   request id -> {"text","state","outcome"}
 //   troupe:open              zset   "{agent}\n{request id}" -> started ms
 //   troupe:job:{id}          hash   type key message state outcome claimed_by attempts entry
 //   troupe:jobs              stream job ids, consumer group "runners"
 constexpr const char* agents_key = "troupe:agents";
+constexpr const char* owners_key = "troupe:owners";
+
+std::string owned_key(const std::string& owner) {
+  return "troupe:owned:" + owner;
+}
 constexpr const char* open_key = "troupe:open";
 constexpr const char* jobs_stream = "troupe:jobs";
 constexpr const char* jobs_group = "runners";
@@ -67,9 +74,34 @@ public:
     }
   }
 
-  bool create(const agent_id& id) override {
+  bool create(const agent_id& id, const std::string& owner) override {
     std::lock_guard<std::mutex> guard{mutex_};
-    return run({"ZADD", agents_key, "NX", std::to_string(now_ms()), id.str()})->integer > 0;
+    if (owner.empty())
+      return run({"ZADD", agents_key, "NX", std::to_string(now_ms()), id.str()})->integer > 0;
+    // The owner is written only with a new agent, atomically: one that
+    // exists keeps its owner.
+    static const char* script =
+        "if redis.call('ZADD', KEYS[1], 'NX', ARGV[1], ARGV[2]) == 0 then return 0 end "
+        "redis.call('HSET', KEYS[2], ARGV[2], ARGV[3]) redis.call('SADD', KEYS[3], ARGV[2]) "
+        "return 1";
+    return run({"EVAL", script, "3", agents_key, owners_key, owned_key(owner),
+                std::to_string(now_ms()), id.str(), owner})
+               ->integer > 0;
+  }
+
+  std::optional<std::string> owner_of(const agent_id& id) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    if (run({"ZSCORE", agents_key, id.str()})->type == REDIS_REPLY_NIL) return std::nullopt;
+    return str(run({"HGET", owners_key, id.str()}).get());
+  }
+
+  std::vector<agent_id> list_owned(const std::string& owner) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    std::vector<agent_id> out;
+    auto r = run({"SMEMBERS", owned_key(owner)});
+    for (size_t i = 0; i < r->elements; ++i)
+      if (auto id = agent_id::parse(str(r->element[i]))) out.push_back(*id);
+    return out;
   }
 
   bool exists(const agent_id& id) override {
@@ -98,6 +130,10 @@ public:
     auto a = id.str();
     std::vector<command> cmds{
         {"ZREM", agents_key, a}, {"DEL", "troupe:h:" + a}, {"DEL", "troupe:req:" + a}};
+    if (auto owner = str(run({"HGET", owners_key, a}).get()); !owner.empty()) {
+      cmds.push_back({"HDEL", owners_key, a});
+      cmds.push_back({"SREM", owned_key(owner), a});
+    }
     auto keys = run({"HKEYS", "troupe:req:" + a});
     for (size_t i = 0; i < keys->elements; ++i)
       cmds.push_back({"ZREM", open_key, a + "\n" + str(keys->element[i])});

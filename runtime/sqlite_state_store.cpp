@@ -103,7 +103,13 @@ public:
     exec("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)");
     check_version();
     exec("CREATE TABLE IF NOT EXISTS agents(type TEXT NOT NULL, key TEXT NOT NULL, "
-         "created_ms INTEGER NOT NULL, PRIMARY KEY(type, key)) WITHOUT ROWID");
+         "created_ms INTEGER NOT NULL, owner TEXT NOT NULL DEFAULT '', PRIMARY KEY(type, key)) "
+         "WITHOUT ROWID");
+    // Files written before agents had owners get the column (every agent
+    // in them is unowned, as they were made without per-key scoping).
+    if (!statement{db_, "SELECT 1 FROM pragma_table_info('agents') WHERE name='owner'"}.step())
+      exec("ALTER TABLE agents ADD COLUMN owner TEXT NOT NULL DEFAULT ''");
+    exec("CREATE INDEX IF NOT EXISTS agents_owner ON agents(owner) WHERE owner != ''");
     exec("CREATE TABLE IF NOT EXISTS messages(type TEXT NOT NULL, key TEXT NOT NULL, "
          "seq INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY(type, key, seq)) WITHOUT ROWID");
     exec("CREATE TABLE IF NOT EXISTS requests(type TEXT NOT NULL, key TEXT NOT NULL, "
@@ -119,8 +125,11 @@ public:
     exec("CREATE INDEX IF NOT EXISTS jobs_pending ON jobs(created_ms) WHERE state <= 1");
     insert_agent_ = std::make_unique<statement>(
         db_, "INSERT OR IGNORE INTO agents(type, key, created_ms) VALUES(?1, ?2, ?3)");
+    insert_owned_agent_ = std::make_unique<statement>(
+        db_, "INSERT OR IGNORE INTO agents(type, key, created_ms, owner) VALUES(?1, ?2, ?3, ?4)");
     select_agent_ =
-        std::make_unique<statement>(db_, "SELECT 1 FROM agents WHERE type=?1 AND key=?2");
+        std::make_unique<statement>(db_, "SELECT owner FROM agents WHERE type=?1 AND key=?2");
+    list_owned_ = std::make_unique<statement>(db_, "SELECT type, key FROM agents WHERE owner=?1");
     select_messages_ = std::make_unique<statement>(
         db_, "SELECT body FROM messages WHERE type=?1 AND key=?2 ORDER BY seq");
     insert_message_ = std::make_unique<statement>(
@@ -166,10 +175,27 @@ public:
     checkpointer_ = std::thread([this] { checkpoint_loop(); });
   }
 
-  bool create(const agent_id& id) override {
+  bool create(const agent_id& id, const std::string& owner) override {
     std::lock_guard<std::mutex> guard{mutex_};
-    insert_agent_->bind(1, id.type).bind(2, id.key).bind(3, now_ms()).run();
+    insert_owned_agent_->bind(1, id.type).bind(2, id.key).bind(3, now_ms()).bind(4, owner).run();
     return sqlite3_changes(db_) > 0;
+  }
+
+  std::optional<std::string> owner_of(const agent_id& id) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    reset_on_exit r{*select_agent_};
+    if (!select_agent_->bind(1, id.type).bind(2, id.key).step()) return std::nullopt;
+    return select_agent_->text(0);
+  }
+
+  std::vector<agent_id> list_owned(const std::string& owner) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    std::vector<agent_id> out;
+    reset_on_exit r{*list_owned_};
+    list_owned_->bind(1, owner);
+    while (list_owned_->step())
+      out.push_back({list_owned_->text(0), list_owned_->text(1)});
+    return out;
   }
 
   std::optional<agent_record> load(const agent_id& id) override {
@@ -417,7 +443,7 @@ private:
   std::unique_ptr<statement> insert_agent_, select_agent_, select_messages_, insert_message_,
       delete_agent_, delete_messages_, delete_requests_, list_agents_, upsert_request_,
       finish_request_, find_request_, open_requests_, insert_job_, pick_job_, claim_job_,
-      finish_job_, find_job_, requeue_jobs_;
+      finish_job_, find_job_, requeue_jobs_, insert_owned_agent_, list_owned_;
 };
 
 } // namespace

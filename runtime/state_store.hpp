@@ -63,8 +63,15 @@ public:
 
   // -- agents -----------------------------------------------------------------
 
-  /// Creates an empty record; false if it exists already.
-  virtual bool create(const agent_id& id) = 0;
+  /// Creates an empty record owned by `owner`, the API key (principal) that
+  /// spawned it ("" = none: auth is off, or an agent made by the runtime);
+  /// false if it exists already (its owner stays).
+  virtual bool create(const agent_id& id, const std::string& owner) = 0;
+  bool create(const agent_id& id) { return create(id, {}); }
+  /// The agent's owner ("" = none), or nullopt when there is no such agent.
+  virtual std::optional<std::string> owner_of(const agent_id& id) = 0;
+  /// The agents `owner` (not "") created, in no particular order.
+  virtual std::vector<agent_id> list_owned(const std::string& owner) = 0;
   /// True when the agent is stored; cheaper than `load` where it matters.
   virtual bool exists(const agent_id& id) { return load(id).has_value(); }
   virtual std::optional<agent_record> load(const agent_id& id) = 0;

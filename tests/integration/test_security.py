@@ -7,9 +7,13 @@ import signal
 import socket
 import ssl
 import tempfile
+import time
 import unittest
 
-from harness import Client, Node, TlsFiles, TroupeTestCase, http, node_exit, run, wait_until
+import websockets
+
+from harness import (Client, Node, SimLlm, TlsFiles, TroupeTestCase, http, node_exit, run,
+                     sim_backend_yaml, wait_until)
 
 
 def memory_contains(pid, needle):
@@ -85,6 +89,150 @@ class Auth(TroupeTestCase):
         self.assertIn("beyond loopback: set 'gateway.auth.keys_file', or 'auth: none'", p.stderr)
         p = node_exit("gateway: {listen: 0.0.0.0:0, auth: none}\n", "--check")
         self.assertEqual(p.returncode, 0, p.stderr)
+
+
+def keys_file(text):
+    f = tempfile.NamedTemporaryFile("w", suffix=".keys", delete=False)
+    f.write(text)
+    f.close()
+    return f.name
+
+
+def as_key(node, key, method, path, body=None):
+    """(status, decoded body) of a request made with `key`."""
+    status, text = http(method, node.base + path, body, headers={"Authorization": f"Bearer {key}"})
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text
+
+
+class Scoping(TroupeTestCase):
+    """A key sees and drives only the agents it spawned; admin keys see all."""
+
+    def setUp(self):
+        super().setUp()
+        self.sim = self.track(SimLlm(ttft_ms=5, tokens_per_s=2000))
+        keys = keys_file("alice-secret name=alice\nbob-secret name=bob\nops-secret name=ops admin\n")
+        self.node = self.track(Node(sim_backend_yaml([self.sim]), auth_keys_file=keys))
+
+    def test_another_keys_agent_is_unknown_over_rest_and_websocket(self):
+        n = self.node
+        self.assertEqual(as_key(n, "alice-secret", "POST", "/api/agents", {"type": "chat", "key": "a1"})[0], 201)
+        self.assertEqual(as_key(n, "alice-secret", "GET", "/api/agents")[1]["agents"], ["chat/a1"])
+        self.assertEqual(as_key(n, "bob-secret", "GET", "/api/agents")[1]["agents"], [])
+        # Bob cannot tell alice's agent from one that does not exist.
+        mine = as_key(n, "bob-secret", "DELETE", "/api/agents/chat/a1")
+        none = as_key(n, "bob-secret", "DELETE", "/api/agents/chat/nobody")
+        self.assertEqual(mine[0], 404)
+        self.assertEqual(mine[1]["error"]["code"], "unknown_agent")
+        self.assertEqual(mine[1]["error"]["message"].replace("a1", "X"),
+                         none[1]["error"]["message"].replace("nobody", "X"))
+        status, body = as_key(n, "bob-secret", "POST", "/api/chat/execute", {"message": "hi", "key": "a1"})
+        self.assertEqual(status, 404, body)
+        status, body = as_key(n, "alice-secret", "POST", "/api/chat/execute", {"message": "count to 3", "key": "a1"})
+        self.assertEqual((status, body.get("answer")), (200, "1 2 3"), body)
+
+        async def bob():
+            cl = await Client.connect(n.ws_url, extra_headers={"Authorization": "Bearer bob-secret"})
+            out = {}
+            for op in ({"op": "attach", "agent": "chat/a1", "id": "at"},
+                       {"op": "send", "agent": "chat/a1", "text": "hi", "id": "se"},
+                       {"op": "kill", "agent": "chat/a1", "id": "ki"},
+                       {"op": "list", "id": "li"}):
+                await cl.send(**op)
+                out[op["id"]] = await cl.recv()
+            return out
+        out = run(bob())
+        for op in ("at", "se", "ki"):
+            self.assertEqual((out[op]["ev"], out[op]["code"]), ("error", "unknown_agent"), out[op])
+        self.assertEqual(out["li"]["agents"], [])
+        # A job is its agent's owner's: another key reads it as no job at all.
+        status, job = as_key(n, "alice-secret", "POST", "/api/chat/jobs", {"message": "count to 2", "key": "a1"})
+        self.assertEqual(status, 202, job)
+        self.assertEqual(as_key(n, "bob-secret", "GET", f"/api/jobs/{job['job']}")[0], 404)
+        self.assertEqual(as_key(n, "alice-secret", "GET", f"/api/jobs/{job['job']}")[0], 200)
+        # The admin key sees every agent and may kill any; only it may drain.
+        self.assertIn("chat/a1", as_key(n, "ops-secret", "GET", "/api/agents")[1]["agents"])
+        self.assertEqual(as_key(n, "bob-secret", "POST", "/api/cluster/nodes/x/drain")[0], 403)
+        self.assertEqual(as_key(n, "ops-secret", "DELETE", "/api/agents/chat/a1")[0], 200)
+
+    def test_a_taken_agent_key_cannot_be_spawned_by_another_key(self):
+        n = self.node
+        self.assertEqual(as_key(n, "alice-secret", "POST", "/api/agents", {"type": "chat", "key": "same"})[0], 201)
+        status, body = as_key(n, "bob-secret", "POST", "/api/agents", {"type": "chat", "key": "same"})
+        self.assertEqual(status, 404, body)
+        self.assertIn("belongs to another API key", body["error"]["message"])
+        self.assertEqual(as_key(n, "alice-secret", "POST", "/api/agents", {"type": "chat", "key": "same"})[0], 201)
+
+
+class PerKeyLimits(TroupeTestCase):
+    def test_connections_agents_and_turns_per_key_are_bounded(self):
+        sim = self.track(SimLlm(ttft_ms=5, tokens_per_s=40))
+        keys = keys_file("alice-secret name=alice\nbob-secret name=bob\n")
+        n = self.track(Node(sim_backend_yaml([sim]) +
+                            "limits: {per_key: {max_connections: 2, max_agents: 2, max_turns: 1}}\n",
+                            auth_keys_file=keys))
+        for k in ("a1", "a2"):
+            self.assertEqual(as_key(n, "alice-secret", "POST", "/api/agents", {"type": "chat", "key": k})[0], 201)
+        status, body = as_key(n, "alice-secret", "POST", "/api/agents", {"type": "chat", "key": "a3"})
+        self.assertEqual((status, body["error"]["code"]), (429, "limit_exceeded"), body)
+        self.assertIn("limits.per_key.max_agents", body["error"]["message"])
+        self.assertEqual(as_key(n, "bob-secret", "POST", "/api/agents", {"type": "chat", "key": "b1"})[0], 201)
+
+        async def scenario():
+            auth = {"Authorization": "Bearer alice-secret"}
+            c1 = await Client.connect(n.ws_url, extra_headers=auth)
+            await Client.connect(n.ws_url, extra_headers=auth)
+            refused = None
+            try:
+                await Client.connect(n.ws_url, extra_headers=auth)
+            except websockets.exceptions.InvalidStatusCode as e:
+                refused = e.status_code
+            # One turn at a time for alice: the second is refused, not queued.
+            await c1.send(op="send", agent="chat/a1", text="count to 10", id="q1")
+            await c1.send(op="send", agent="chat/a2", text="count to 3", id="q2")
+            evs = await c1.until(lambda e: e.get("id") == "q1" and e["ev"] in ("done", "error"), 30)
+            second = [e for e in evs if e.get("id") == "q2"]
+            again = await c1.turn("chat/a2", "count to 3", "q3", timeout=30)
+            return refused, second, evs[-1], again[-1]
+        refused, second, first, again = run(scenario())
+        self.assertEqual(refused, 429)
+        self.assertEqual([(e["ev"], e["code"]) for e in second], [("error", "limit_exceeded")], second)
+        self.assertEqual(first["ev"], "done", first)
+        self.assertEqual(again["ev"], "done", again)  # the slot came back
+        metrics = http("GET", n.base + "/metrics", headers={"Authorization": "Bearer bob-secret"})[1]
+        self.assertRegex(metrics, r"(?m)^troupe_key_limited_total [1-9]")
+
+    def test_a_key_over_its_rate_gets_limit_exceeded_and_others_do_not(self):
+        keys = keys_file("alice-secret name=alice\nbob-secret name=bob\n")
+        n = self.track(Node("limits: {per_key: {requests_per_second: 2, burst: 3}}\n", auth_keys_file=keys))
+        codes = [as_key(n, "alice-secret", "GET", "/api/agents")[0] for _ in range(6)]
+        self.assertEqual(codes[:3], [200, 200, 200])
+        self.assertIn(429, codes[3:])
+        self.assertEqual(as_key(n, "bob-secret", "GET", "/api/agents")[0], 200)
+        wait_until(lambda: as_key(n, "alice-secret", "GET", "/api/agents")[0] == 200, 5,
+                   "alice's bucket to refill")
+
+        async def ops():
+            cl = await Client.connect(n.ws_url, extra_headers={"Authorization": "Bearer bob-secret"})
+            out = []
+            for i in range(6):
+                await cl.send(op="list", id=f"l{i}")
+                out.append(await cl.recv())
+            return out
+        time.sleep(1.6)  # bob's bucket full again
+        evs = run(ops())
+        limited = [e for e in evs if e["ev"] == "error"]
+        self.assertTrue(limited, evs)
+        self.assertEqual({e["code"] for e in limited}, {"limit_exceeded"})
+        self.assertTrue(all(e["id"].startswith("l") for e in limited))
+
+    def test_a_bad_key_attribute_is_named_with_its_line(self):
+        keys = keys_file("good-key name=ok\nother-key nmae=typo\n")
+        p = node_exit(f"gateway: {{listen: 127.0.0.1:0, auth: {{keys_file: {keys}}}}}\nstate: {{path: \":memory:\"}}\n")
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn(f"{keys}:2: 'nmae=typo' is not 'name=NAME'", p.stderr)
 
 
 class Tls(TroupeTestCase):
