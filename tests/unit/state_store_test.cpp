@@ -1,5 +1,6 @@
 #include "runtime/state_store.hpp"
 
+#include <algorithm>
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
@@ -105,6 +106,30 @@ TEST(StateStore, KeepsHistoryInOrderWithToolCalls) {
     EXPECT_EQ(rec->history[1].tool_calls.at(0).arguments, R"({"expression":"2+2"})");
     EXPECT_EQ(rec->history[2].tool_call_id, "c1");
     EXPECT_FALSE(s->load({"chat", "nobody"}));
+  });
+}
+
+TEST(StateStore, AnAgentKeepsTheOwnerThatCreatedItUntilItIsErased) {
+  for_each_store("owners", [](std::shared_ptr<state_store> s) {
+    EXPECT_FALSE(s->owner_of(a));
+    EXPECT_TRUE(s->create(a, "alice"));
+    EXPECT_FALSE(s->create(a, "bob")); // exists: the owner stays
+    EXPECT_EQ(s->owner_of(a), "alice");
+    EXPECT_TRUE(s->create({"chat", "k2"}, "alice"));
+    EXPECT_TRUE(s->create({"chat", "k3"})); // nobody's
+    EXPECT_EQ(s->owner_of({"chat", "k3"}), "");
+    s->append(a, {"user", "hi", {}, {}, {}});
+    EXPECT_EQ(s->owner_of(a), "alice"); // writing history does not touch it
+    auto owned = s->list_owned("alice");
+    std::sort(owned.begin(), owned.end());
+    ASSERT_EQ(owned.size(), 2u);
+    EXPECT_EQ(owned[0].key, "k1");
+    EXPECT_TRUE(s->list_owned("bob").empty());
+    EXPECT_TRUE(s->erase(a));
+    EXPECT_FALSE(s->owner_of(a));
+    EXPECT_EQ(s->list_owned("alice").size(), 1u);
+    EXPECT_TRUE(s->create(a, "bob")); // a new agent of that name is bob's
+    EXPECT_EQ(s->owner_of(a), "bob");
   });
 }
 
