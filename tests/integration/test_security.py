@@ -2,6 +2,7 @@
 scoping and limits, hostile input over the real gateway."""
 import hashlib
 import json
+import random
 import re
 import signal
 import socket
@@ -12,7 +13,7 @@ import unittest
 
 import websockets
 
-from harness import (Client, Node, SimLlm, TlsFiles, TroupeTestCase, http, node_exit, run,
+from harness import (TROUPE, Client, Node, SimLlm, TlsFiles, TroupeTestCase, http, node_exit, run,
                      sim_backend_yaml, wait_until)
 
 
@@ -233,6 +234,155 @@ class PerKeyLimits(TroupeTestCase):
         p = node_exit(f"gateway: {{listen: 127.0.0.1:0, auth: {{keys_file: {keys}}}}}\nstate: {{path: \":memory:\"}}\n")
         self.assertEqual(p.returncode, 2, p.stderr)
         self.assertIn(f"{keys}:2: 'nmae=typo' is not 'name=NAME'", p.stderr)
+
+
+def raw_ws(port, path="/ws"):
+    """A WebSocket handshake over a plain socket, to send frames no library would."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head[:200]
+    return sock
+
+
+def ws_frame(payload, opcode=1, fin=True, mask=True):
+    """One client frame: `opcode` 1 text, 2 binary, 8 close, 9 ping."""
+    b0 = (0x80 if fin else 0) | opcode
+    n = len(payload)
+    if n < 126:
+        head = bytes([b0, (0x80 if mask else 0) | n])
+    elif n < 65536:
+        head = bytes([b0, (0x80 if mask else 0) | 126]) + n.to_bytes(2, "big")
+    else:
+        head = bytes([b0, (0x80 if mask else 0) | 127]) + n.to_bytes(8, "big")
+    if not mask:
+        return head + payload
+    key = bytes([1, 2, 3, 4])
+    return head + key + bytes(c ^ key[i % 4] for i, c in enumerate(payload))
+
+
+def hostile_inputs(seed=7):
+    """1,000 malformed or hostile inputs, each ("ws"|"http"|"tcp", bytes)."""
+    rnd = random.Random(seed)
+    ws = [
+        b"\xff\xfe\xfd not utf-8", b"{\"op\":\"send\",\"text\":\"\xc3\x28\"}", b"[" * 200000,
+        b"{\"a\":" * 50000 + b"1" + b"}" * 50000, b"{\"op\":\"send\",\"id\":1e999999}",
+        b"{\"op\":\"ping\",\"id\":123456789012345678901234567890}", b"{\"op\":5}", b"{\"op\":null}",
+        b"{\"op\":\"send\",\"agent\":[],\"text\":{}}", b"{\"op\":\"spawn\",\"type\":{\"$gt\":1}}",
+        b"{\"op\":\"send\",\"agent\":\"chat/k\",\"text\":\"" + b"x" * 500000 + b"\"}",
+        b"{\"op\":\"attach\",\"agent\":\"../../etc/passwd\"}", b"{\"op\":\"kill\",\"agent\":\"\\u0000/\\u0000\"}",
+        b"", b"null", b"[]", b"\"op\"", b"{}", b"{\"op\":\"cancel\",\"id\":\"nope\"}",
+        b"{\"op\":\"spawn\",\"type\":\"chat\",\"key\":\"" + b"k" * 100000 + b"\"}",
+        b"{\"op\":\"send\",\"agent\":\"chat/k\",\"text\":\"\\ud800\"}",
+    ]
+    http = [
+        b"GARBAGE\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n", b"GET /api/agents HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        b"POST /api/agents HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n{}",
+        b"POST /api/agents HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nxx\r\n0\r\n\r\n",
+        b"POST /api/agents HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n{\"type\":[",
+        b"GET /api/agents HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100000 + b"\r\n\r\n",
+        b"POST /api/chat/execute HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n{\"message\":1e99999}",
+        b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 44\r\n\r\n"
+        b"{\"jsonrpc\":\"2.0\",\"id\":[],\"method\":7,\"x\":1}",
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 30\r\n\r\n{\"messages\":\"no\",\"model\":[]}",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(64),  # a TLS hello to a plain port
+    ]
+    out = []
+    for i in range(1000):
+        kind = i % 3
+        if kind == 0:
+            base = rnd.choice(ws)
+            if rnd.random() < 0.5 and base:  # mutate: flip, cut or splice bytes
+                b = bytearray(base[:4096])
+                for _ in range(rnd.randint(1, 8)):
+                    b[rnd.randrange(len(b))] = rnd.randrange(256)
+                base = bytes(b)
+            out.append(("ws", base))
+        elif kind == 1:
+            base = rnd.choice(http)
+            if rnd.random() < 0.3:
+                base = base[: rnd.randrange(1, len(base) + 1)]  # cut short: a half-sent request
+            out.append(("http", base))
+        else:
+            out.append(("tcp", bytes(rnd.randrange(256) for _ in range(rnd.randrange(0, 200)))))
+    return out
+
+
+class HostileInput(TroupeTestCase):
+    def test_a_thousand_hostile_inputs_leave_the_node_serving_with_bounded_memory(self):
+        node = self.track(Node())
+
+        def rss():
+            m = re.search(r"(?m)^process_resident_memory_bytes (\d+)", node.get("/metrics")[1])
+            return int(m.group(1))
+
+        def conversation():
+            async def go():
+                cl = await Client.connect(node.ws_url)
+                return await cl.turn("chat/probe", "what is 6*7?", f"p{time.monotonic_ns()}", timeout=20)
+            return run(go())[-1]
+
+        self.assertEqual(node.post("/api/agents", {"type": "chat", "key": "probe"})[0], 201)
+        self.assertEqual(conversation()["ev"], "done")
+        before = rss()
+        # Slowloris: connections that send a header a byte at a time, and
+        # half-open ones that never finish; they stay open during the barrage.
+        idle = []
+        for i in range(50):
+            c = socket.create_connection(("127.0.0.1", node.port), timeout=5)
+            c.sendall(b"GET /api/agents HTTP/1.1\r\nHost: x\r\nX-Slow: " if i % 2 else b"GE")
+            idle.append(c)
+        ws_sock = None
+        sent = 0
+        for kind, data in hostile_inputs():
+            try:
+                if kind == "ws":
+                    if ws_sock is None:
+                        ws_sock = raw_ws(node.port)
+                    ws_sock.sendall(ws_frame(data))
+                    ws_sock.settimeout(0.2)
+                    try:
+                        if not ws_sock.recv(65536):  # closed on us (bad UTF-8, oversize): reconnect
+                            ws_sock.close()
+                            ws_sock = None
+                    except socket.timeout:
+                        pass
+                else:
+                    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as c:
+                        c.sendall(data)
+                        if kind == "tcp" or data.endswith(b"\r\n\r\n") is False:
+                            c.shutdown(socket.SHUT_WR)  # half-close mid-request
+                        c.settimeout(2)
+                        try:
+                            c.recv(65536)
+                        except (socket.timeout, ConnectionResetError):
+                            pass
+                sent += 1
+            except (ConnectionResetError, BrokenPipeError):
+                if ws_sock is not None:
+                    ws_sock.close()
+                ws_sock = None
+                sent += 1
+            self.assertTrue(node.alive(), f"the node died on input {sent}: {kind} {data[:80]!r}\n" + node.output()[-3000:])
+        self.assertEqual(sent, 1000)
+        for c in idle:
+            c.sendall(b"x")  # still slow, still open: the node serves around them
+        self.assertEqual(conversation()["ev"], "done")
+        after = rss()
+        for c in idle:
+            c.close()
+        if ws_sock:
+            ws_sock.close()
+        # ASan keeps freed memory in quarantine (256 MiB by default): its bound is looser.
+        bound = (512 if "asan" in TROUPE else 64) << 20
+        self.assertLess(after - before, bound, f"RSS grew from {before} to {after} bytes")
+        print(f"\nhostile input: 1000 inputs, RSS {before >> 20} -> {after >> 20} MiB, node serving")
 
 
 class Tls(TroupeTestCase):
