@@ -284,12 +284,27 @@ void run_step(agent_actor* self) {
 
 void run_tools(agent_actor* self);
 
+/// A tool result as the model gets it: at most `limits.max_tool_output_bytes`
+/// (cut on a UTF-8 boundary, with a note saying so). Every kind of tool
+/// (built-in, MCP, another agent) passes here.
+std::string bounded_tool_output(std::string text, size_t limit) {
+  if (text.size() <= limit) return text;
+  auto cut = limit;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80)
+    --cut; // not inside a multi-byte character
+  text.resize(cut);
+  text += "\n[truncated: the tool returned more than " + std::to_string(limit) +
+          " bytes (limits.max_tool_output_bytes)]";
+  return text;
+}
+
 void after_tools(agent_actor* self) {
   auto& st = self->state;
   for (size_t i = 0; i < st.calls.size(); ++i) {
     auto& out = *st.outcomes[i];
     append(self, {"tool",
-                  out.is_error ? "error: " + out.result : out.result,
+                  bounded_tool_output(out.is_error ? "error: " + out.result : out.result,
+                                      st.ctx->limits.max_tool_output_bytes),
                   {},
                   st.calls[i].id,
                   st.calls[i].name});

@@ -91,7 +91,8 @@ struct gateway::impl {
                http_server_options{cfg.gateway.host, cfg.gateway.port, cfg.limits.max_frame_bytes,
                                    cfg.limits.max_frame_bytes, cfg.limits.max_outbound_bytes,
                                    cfg.limits.max_connections, "troupe", cfg.gateway.tls.cert,
-                                   cfg.gateway.tls.key, cfg.gateway.tls.allow_plain},
+                                   cfg.gateway.tls.key, cfg.gateway.tls.allow_plain,
+                                   cfg.limits.connection_idle_timeout},
                [this](http_request req, std::shared_ptr<http_exchange> ex) {
                  handle(std::move(req), std::move(ex));
                }) {

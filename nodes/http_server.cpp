@@ -134,7 +134,11 @@ public:
   void run(http::request<http::string_body> req, std::shared_ptr<ws_handler> handler) {
     handler_ = std::move(handler);
     auto& opts = token_->srv->opts;
-    ws_.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
+    auto timeouts = websocket::stream_base::timeout::suggested(beast::role_type::server);
+    // A peer that vanished without a FIN (half-open) is found by the pings.
+    timeouts.idle_timeout = opts.idle_timeout;
+    timeouts.keep_alive_pings = true;
+    ws_.set_option(timeouts);
     ws_.set_option(
         websocket::stream_base::decorator([name = opts.server_name](websocket::response_type& res) {
           res.set(http::field::server, name);
@@ -408,7 +412,7 @@ private:
     parser_.emplace();
     parser_->body_limit(token_->srv->opts.max_body_bytes);
     parser_->header_limit(64 * 1024);
-    lowest().expires_after(std::chrono::seconds(60));
+    lowest().expires_after(token_->srv->opts.idle_timeout);
     http::async_read(stream_, buffer_, *parser_,
                      beast::bind_front_handler(&http_session::on_read, shared_from_this()));
   }

@@ -2,6 +2,7 @@
 
 #include "actors/frame_sink.hpp"
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -83,6 +84,9 @@ struct http_server_options {
   /// With TLS: also serve plain HTTP on the same port (told apart by the
   /// first bytes). Off: a plain request gets 400 and the connection closes.
   bool allow_plain = false;
+  /// Wait for a request's head and body, and for a silent WebSocket peer
+  /// (pinged at half of it) before the connection is dropped.
+  std::chrono::milliseconds idle_timeout{60000};
 };
 
 /// A Boost.Beast HTTP/1.1 + WebSocket server, optionally over TLS, on the

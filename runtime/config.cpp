@@ -274,6 +274,10 @@ node_config parse(const YAML::Node& root, const std::string& file) {
     r.read("max_outbound_bytes", cfg.limits.max_outbound_bytes, 1024, 1ull << 32);
     r.read("max_pending_turns", cfg.limits.max_pending_turns, 1, 100000);
     r.read("max_history_messages", cfg.limits.max_history_messages, 2, 1000000);
+    r.read("max_tool_output_bytes", cfg.limits.max_tool_output_bytes, 256, 64 << 20);
+    r.read("connection_idle_timeout", cfg.limits.connection_idle_timeout);
+    if (cfg.limits.connection_idle_timeout < std::chrono::milliseconds{100})
+      r.fail(*n, "'limits.connection_idle_timeout' must be at least 100ms");
     r.read("turn_timeout", cfg.limits.turn_timeout);
     r.read("job_visibility", cfg.limits.job_visibility);
     if (auto k = r.get("per_key")) {

@@ -89,6 +89,11 @@ struct limits_config {
   /// Messages of an agent's history kept in memory and sent to the model;
   /// older whole turns are dropped first (the running turn never is).
   uint64_t max_history_messages = 200;
+  /// A tool result longer than this reaches the model cut, with a note.
+  uint64_t max_tool_output_bytes = 256 << 10;
+  /// How long the gateway waits for an HTTP request (head and body) and
+  /// for any sign of life from a WebSocket peer (pinged at half of it).
+  std::chrono::milliseconds connection_idle_timeout{60000};
   /// Upper bound for a REST `execute` or a turn, end to end.
   std::chrono::milliseconds turn_timeout{300000};
   /// An async job claimed by a node that then goes silent this long is

@@ -83,7 +83,8 @@ class Stdio(McpClientCase):
             stdio_server("everything", EVERYTHING, "stdio", self.marker,
                          extra="      call_timeout: 20s\n"),
             '    tooly: {tools: [calculator, "mcp:everything/*"]}\n'
-            '    picky: {tools: ["mcp:everything/echo"]}\n')
+            '    picky: {tools: ["mcp:everything/echo"]}\n'
+            'limits: {max_tool_output_bytes: 512}\n')
 
     def tearDown(self):
         super().tearDown()
@@ -107,6 +108,17 @@ class Stdio(McpClientCase):
         self.assertEqual(answer, "The everything__echo tool said: Echo: hello mcp")
         answer = self.execute(self.n, "tooly", 'use everything__get-sum {"a": 2, "b": 40}')
         self.assertEqual(answer, "The everything__get-sum tool said: The sum of 2 and 40 is 42.")
+
+    def test_a_long_tool_result_reaches_the_model_cut_at_the_limit(self):
+        self.wait_ready(self.n, "everything")
+        # Two-byte characters: the cut must not split one.
+        answer = self.execute(self.n, "tooly", 'use everything__echo {"message": "%s"}' % ("é" * 2000))
+        said = answer.removeprefix("The everything__echo tool said: ")
+        kept, note = said.split("\n[truncated: ")
+        self.assertTrue(kept.startswith("Echo: éé"), kept[:40])
+        self.assertLessEqual(len(kept.encode()), 512)
+        self.assertGreater(len(kept.encode()), 500)
+        self.assertEqual(note, "the tool returned more than 512 bytes (limits.max_tool_output_bytes)]")
 
     def test_the_websocket_shows_the_mcp_tool_call_and_its_result(self):
         self.wait_ready(self.n, "everything")

@@ -1,5 +1,6 @@
 """Who gets in, and what a hostile client can do: API keys, TLS, per-key
 scoping and limits, hostile input over the real gateway."""
+import asyncio
 import hashlib
 import json
 import random
@@ -383,6 +384,33 @@ class HostileInput(TroupeTestCase):
         bound = (512 if "asan" in TROUPE else 64) << 20
         self.assertLess(after - before, bound, f"RSS grew from {before} to {after} bytes")
         print(f"\nhostile input: 1000 inputs, RSS {before >> 20} -> {after >> 20} MiB, node serving")
+
+
+class IdleConnections(TroupeTestCase):
+    def test_silent_peers_are_dropped_after_the_idle_timeout_and_live_ones_stay(self):
+        node = self.track(Node("limits: {connection_idle_timeout: 1s}\n"))
+        self.assertEqual(node.post("/api/agents", {"type": "chat", "key": "live"})[0], 201)
+        dead_ws = raw_ws(node.port)  # never answers the server's pings: a peer gone without a FIN
+        slow = socket.create_connection(("127.0.0.1", node.port), timeout=5)
+        slow.sendall(b"GET /api/agents HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+
+        def closed_within(sock, seconds):
+            sock.settimeout(seconds)
+            start = time.monotonic()
+            try:
+                while sock.recv(65536):
+                    pass  # pings and close frames, then EOF
+            except (socket.timeout, ConnectionResetError):
+                return time.monotonic() - start < seconds
+            return True
+
+        async def live():
+            cl = await Client.connect(node.ws_url)  # answers pings by itself
+            await asyncio.sleep(2.5)
+            return await cl.turn("chat/live", "count to 3", "r1")
+        self.assertEqual(run(live())[-1]["ev"], "done")  # idle 2.5 s, still served
+        self.assertTrue(closed_within(slow, 5), "the half-sent request was not dropped")
+        self.assertTrue(closed_within(dead_ws, 5), "the silent WebSocket peer was not dropped")
 
 
 class Tls(TroupeTestCase):
