@@ -3,8 +3,10 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 CONFIG ?= examples/single-node.yaml
+# Seconds each fuzzer runs under `make fuzz` (`make fuzz-smoke`: 15).
+FUZZ_SECONDS ?= 300
 
-.PHONY: all setup configure build run test asan bench clean format
+.PHONY: all setup configure build run test asan bench clean format fuzz-build fuzz fuzz-smoke
 
 all: build
 
@@ -24,6 +26,7 @@ run: build
 
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+	$(MAKE) fuzz-smoke
 
 # Every benchmark under tests/bench/, each against its baseline in the same
 # run; the table also goes to docs/benchmarks.md.
@@ -38,8 +41,24 @@ asan:
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ctest --output-on-failure -j $(JOBS)
 
+# libFuzzer targets (tests/fuzz), built by clang in their own tree with
+# ASan and UBSan. `make fuzz` runs each for FUZZ_SECONDS from a scratch copy
+# of its corpus; a crash fails it, naming the target and the input.
+build-fuzz/CMakeCache.txt:
+	CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTROUPE_FUZZ=ON
+
+fuzz-build: setup build-fuzz/CMakeCache.txt
+	cmake --build build-fuzz -j $(JOBS)
+
+fuzz: fuzz-build
+	scripts/fuzz build-fuzz $(FUZZ_SECONDS)
+
+# What CI runs (after ctest, in `make test`): every target briefly.
+fuzz-smoke:
+	$(MAKE) fuzz FUZZ_SECONDS=15
+
 format:
 	find runtime actors cluster nodes examples tests -name '*.hpp' -o -name '*.cpp' | xargs clang-format -i
 
 clean:
-	rm -rf $(BUILD_DIR) build-asan
+	rm -rf $(BUILD_DIR) build-asan build-fuzz

@@ -241,7 +241,13 @@ json usage_to(const runtime::usage& u) {
 
 runtime::usage usage_from(const json& j) {
   if (!j.is_object()) return {};
-  return {integer(j, "p"), integer(j, "c")};
+  // As from a model server: an impossible count reads as 0, so the turn's
+  // sums of them cannot overflow.
+  auto count = [&](const char* key) {
+    auto n = integer(j, key);
+    return n >= 0 && n <= runtime::max_reported_tokens ? n : 0;
+  };
+  return {count("p"), count("c")};
 }
 
 std::vector<std::string> strings_from(const json& j) {

@@ -36,7 +36,7 @@ void handle(const std::shared_ptr<mcp_stdio::impl>& im, const std::string& line)
   if (line.find_first_not_of(" \t\r") == std::string::npos) return;
   auto msg = json::parse(line, nullptr, false);
   if (msg.is_discarded()) return im->write(mcp_server::error(nullptr, -32700, "line is not JSON"));
-  if (!msg.is_object() || msg.value("jsonrpc", "") != "2.0")
+  if (!msg.is_object() || msg.value("jsonrpc", json{}) != "2.0")
     return im->write(mcp_server::error(nullptr, -32600, "not a JSON-RPC 2.0 message"));
   if (!msg.contains("method") || !msg["method"].is_string() || !msg.contains("id"))
     return; // notifications and responses need no answer

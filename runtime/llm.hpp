@@ -33,6 +33,10 @@ struct tool_spec {
   std::string parameters_json;
 };
 
+/// Most tokens one model call is believed to report; the decoders read a
+/// larger or negative count as 0, so totals of many calls cannot overflow.
+inline constexpr int64_t max_reported_tokens = int64_t{1} << 40;
+
 struct usage {
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;

@@ -2,6 +2,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <climits>
+
 namespace troupe::runtime {
 
 using nlohmann::json;
@@ -34,13 +37,17 @@ std::string string_or_empty(const json& j, const char* key) {
   return it->get<std::string>();
 }
 
+/// A token count as the server reported it, or 0 when it is not one a
+/// model could produce: totals and per-turn sums of them must not overflow.
+int64_t token_count(const json& u, const char* key) {
+  auto it = u.find(key);
+  if (it == u.end() || !it->is_number_integer()) return 0;
+  auto n = it->get<int64_t>();
+  return n >= 0 && n <= max_reported_tokens ? n : 0;
+}
+
 usage parse_usage(const json& u) {
-  usage out;
-  if (auto it = u.find("prompt_tokens"); it != u.end() && it->is_number_integer())
-    out.prompt_tokens = it->get<int64_t>();
-  if (auto it = u.find("completion_tokens"); it != u.end() && it->is_number_integer())
-    out.completion_tokens = it->get<int64_t>();
-  return out;
+  return {token_count(u, "prompt_tokens"), token_count(u, "completion_tokens")};
 }
 
 } // namespace
@@ -163,7 +170,9 @@ std::optional<chat_chunk> decode_chat_chunk(std::string_view data, std::string& 
     for (auto& c : *tc) {
       if (!c.is_object()) continue;
       tool_call_fragment frag;
-      frag.index = c.value("index", 0);
+      // Not value(): it throws on a non-number and overflows on a float.
+      if (auto i = c.find("index"); i != c.end() && i->is_number_integer())
+        frag.index = static_cast<int>(std::clamp<int64_t>(i->get<int64_t>(), 0, INT_MAX));
       frag.id = string_or_empty(c, "id");
       if (auto f = c.find("function"); f != c.end() && f->is_object()) {
         frag.name = string_or_empty(*f, "name");

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <climits>
+
 using namespace troupe::runtime;
 using nlohmann::json;
 
@@ -95,4 +97,38 @@ TEST(OpenAiCodec, ServerChunksRoundTrip) {
   ASSERT_TRUE(back);
   EXPECT_TRUE(back->has_usage);
   EXPECT_EQ(back->tokens.completion_tokens, 2);
+}
+
+// Found by fuzz_sse_parser: `value("index", 0)` threw on a string index
+// (uncaught on the backend's I/O thread) and overflowed on a huge float.
+TEST(OpenAiCodec, AToolCallIndexThatIsNoIntegerReadsAsZero) {
+  std::string err;
+  for (auto index : {R"("function")", "1e300", "-5", "null"}) {
+    auto c = decode_chat_chunk(std::string{R"({"choices":[{"delta":{"tool_calls":[{"index":)"} +
+                                   index + R"(,"function":{"name":"clock"}}]}}]})",
+                               err);
+    ASSERT_TRUE(c) << err;
+    ASSERT_EQ(c->tool_calls.size(), 1u);
+    EXPECT_EQ(c->tool_calls[0].index, 0) << index;
+    EXPECT_EQ(c->tool_calls[0].name, "clock");
+  }
+  auto c =
+      decode_chat_chunk(R"({"choices":[{"delta":{"tool_calls":[{"index":99999999999}]}}]})", err);
+  ASSERT_TRUE(c) << err;
+  EXPECT_EQ(c->tool_calls[0].index, INT_MAX);
+}
+
+// Flagged by fuzz_sse_parser (UBSan): a reported count near INT64_MAX overflowed the
+// total a turn reports.
+TEST(OpenAiCodec, ImpossibleTokenCountsReadAsZero) {
+  std::string err;
+  auto c = decode_chat_chunk(
+      R"({"choices":[],"usage":{"prompt_tokens":9223372036854775807,"completion_tokens":1}})", err);
+  ASSERT_TRUE(c) << err;
+  EXPECT_EQ(c->tokens.prompt_tokens, 0);
+  EXPECT_EQ(c->tokens.total_tokens(), 1);
+  c = decode_chat_chunk(R"({"choices":[],"usage":{"prompt_tokens":-3,"completion_tokens":7}})",
+                        err);
+  ASSERT_TRUE(c) << err;
+  EXPECT_EQ(c->tokens.total_tokens(), 7);
 }
