@@ -274,7 +274,23 @@ void answered(client_actor* self, int64_t id, const json& msg) {
   }
 }
 
+void handle_message(client_actor* self, const std::string& text);
+
+/// A message whose fields have the wrong types (nlohmann throws on reading
+/// them) is the server's bug: count it and go on, rather than end this
+/// actor and restart a server that mostly works.
 void on_message(client_actor* self, const std::string& text) {
+  try {
+    handle_message(self, text);
+  } catch (const json::exception& e) {
+    metrics().bad_messages.inc();
+    runtime::log::warn(
+        "mcp", "bad_message",
+        {{"server", self->state.cfg.name}, {"reason", e.what()}, {"message", text.substr(0, 200)}});
+  }
+}
+
+void handle_message(client_actor* self, const std::string& text) {
   auto& st = self->state;
   auto msg = json::parse(text, nullptr, false);
   if (!msg.is_object()) {

@@ -134,7 +134,7 @@ caf::behavior relay_impl(relay_actor* self, std::shared_ptr<transport> net, caf:
           if (self->state.early.size() < 1024) self->state.early.push_back(std::move(f));
           return;
         }
-        handle(self, f);
+        guarded(f, [&] { handle(self, f); });
       },
       [=](event_atom, runtime::event_ptr& ev) { reply(self, msg_type::agent_event, to_json(*ev)); },
       [=](watch_atom, caf::actor& hub) {

@@ -27,6 +27,21 @@ struct peer_frame {
 
 using view_ptr = std::shared_ptr<const cluster_view>;
 
+/// Counts (and logs, once per source) a frame whose payload decoded but
+/// held fields of the wrong types.
+void drop_malformed_frame(const peer_frame& f, const char* why);
+
+/// Runs `handle` for frame `f`. A payload with mistyped fields makes
+/// nlohmann throw where it is read; that frame is dropped and counted
+/// instead of ending the actor (and the requests it holds) that reads it.
+template <class F> void guarded(const peer_frame& f, F&& handle) {
+  try {
+    handle();
+  } catch (const nlohmann::json::exception& e) {
+    drop_malformed_frame(f, e.what());
+  }
+}
+
 } // namespace troupe::cluster
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::cluster::peer_frame)

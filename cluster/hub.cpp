@@ -308,7 +308,7 @@ caf::behavior hub_impl(hub_actor* self, std::string self_node, std::shared_ptr<t
   return {
       [=](peer_frame_atom, peer_frame& f) {
         self->state.backlog->fetch_sub(1, std::memory_order_relaxed);
-        on_frame(self, f);
+        guarded(f, [&] { on_frame(self, f); });
       },
       [=](view_atom, view_ptr& v) { on_view(self, *v); },
       [=](peer_down_atom, std::string& node) { node_down(self, node); },

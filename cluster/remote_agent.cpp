@@ -157,7 +157,7 @@ caf::behavior remote_agent_impl(proxy_actor* self, std::shared_ptr<transport> ne
         // This node stops; the activation on the peer lives on.
         self->quit(caf::exit_reason::user_shutdown);
       },
-      [=](peer_frame_atom, peer_frame& f) { on_frame(self, f); },
+      [=](peer_frame_atom, peer_frame& f) { guarded(f, [&] { on_frame(self, f); }); },
       [=](peer_down_atom) {
         self->quit(make_error(errc::backend_unavailable, "node " + self->state.node + " hosting " +
                                                              self->state.agent + " is gone"));

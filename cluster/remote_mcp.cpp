@@ -84,10 +84,12 @@ caf::behavior remote_mcp_impl(proxy_actor* self, std::shared_ptr<transport> net,
         auto& st = self->state;
         auto it = st.calls.find(f.env.corr);
         if (f.env.type != msg_type::mcp_result || it == st.calls.end()) return;
-        auto body = decode_payload(f.payload).value_or(nlohmann::json::object());
-        it->second.rp.deliver(
-            tool_outcome{body.value("result", std::string{}), body.value("is_error", true)});
-        st.calls.erase(it);
+        guarded(f, [&] {
+          auto body = decode_payload(f.payload).value_or(nlohmann::json::object());
+          it->second.rp.deliver(
+              tool_outcome{body.value("result", std::string{}), body.value("is_error", true)});
+          st.calls.erase(it);
+        });
       },
       [=](peer_down_atom) { end(self, "node " + self->state.node + " is gone"); },
       [=](watch_atom, caf::actor& hub) {

@@ -159,7 +159,7 @@ caf::behavior remote_worker_impl(proxy_actor* self, std::shared_ptr<transport> n
             return; // the node answers with `fail` cancelled
           }
       },
-      [=](peer_frame_atom, peer_frame& f) { on_frame(self, f); },
+      [=](peer_frame_atom, peer_frame& f) { guarded(f, [&] { on_frame(self, f); }); },
       [=](register_atom) { // the router restarted
         self->send(self->state.router, register_atom::value, self->state.status.info);
         report(self);

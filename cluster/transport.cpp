@@ -1,4 +1,5 @@
 #include "cluster/transport.hpp"
+#include "cluster/atoms.hpp"
 #include "runtime/log.hpp"
 #include "runtime/metrics.hpp"
 
@@ -467,6 +468,12 @@ std::vector<std::string> transport::take_fenced() {
 
 const transport::options& transport::opts() const {
   return impl_->opts;
+}
+
+void drop_malformed_frame(const peer_frame& f, const char* why) {
+  dropped("malformed").inc();
+  runtime::log::warn("cluster", "frame_dropped",
+                     {{"from", f.env.source}, {"reason", "malformed"}, {"detail", why}});
 }
 
 } // namespace troupe::cluster

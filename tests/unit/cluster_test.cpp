@@ -1,6 +1,8 @@
+#include "cluster/atoms.hpp"
 #include "cluster/placement.hpp"
 #include "cluster/transport.hpp"
 #include "cluster/wire.hpp"
+#include "runtime/metrics.hpp"
 #include "tests/support/free_port.hpp"
 
 #include <gtest/gtest.h>
@@ -91,6 +93,26 @@ TEST(Wire, a_payload_must_be_a_map) {
   auto p = decode_payload(encode_payload({{"text", "hi"}}));
   ASSERT_TRUE(p);
   EXPECT_EQ((*p)["text"], "hi");
+}
+
+TEST(Wire, a_payload_with_mistyped_fields_is_dropped_as_malformed_not_thrown) {
+  auto dropped = [] {
+    auto text = troupe::runtime::metrics_registry::global().render();
+    auto at = text.find("troupe_cluster_dropped_frames_total{reason=\"malformed\"} ");
+    return at == std::string::npos ? 0 : std::stoll(text.substr(text.find('}', at) + 2));
+  };
+  auto before = dropped();
+  peer_frame f;
+  f.env.source = "peer";
+  f.payload = encode_payload({{"text", 42}});
+  bool after_throw = false;
+  EXPECT_NO_THROW(guarded(f, [&] {
+    auto body = decode_payload(f.payload).value();
+    (void)body.value("text", std::string{}); // throws: 42 is no string
+    after_throw = true;
+  }));
+  EXPECT_FALSE(after_throw);
+  EXPECT_EQ(dropped(), before + 1);
 }
 
 TEST(Wire, a_chat_request_crosses_with_its_tools_and_routing_hints) {
