@@ -6,7 +6,8 @@ CONFIG ?= examples/single-node.yaml
 # Seconds each fuzzer runs under `make fuzz` (`make fuzz-smoke`: 15).
 FUZZ_SECONDS ?= 300
 
-.PHONY: all setup configure build run test asan bench clean format fuzz-build fuzz fuzz-smoke
+.PHONY: all setup configure build run test asan test-asan test-tsan bench clean format fuzz-build \
+        fuzz fuzz-smoke
 
 all: build
 
@@ -34,12 +35,22 @@ bench: build
 	cmake --build $(BUILD_DIR) -j $(JOBS) --target troupe_cluster_bench troupe_agent_density_bench troupe_local_path_bench
 	scripts/bench $(BUILD_DIR)
 
-# AddressSanitizer + UBSan build in its own tree.
+# AddressSanitizer + UBSan build in its own tree (test-asan is the same).
+test-asan: asan
 asan:
 	@scripts/setup
 	cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTROUPE_SANITIZE=ON
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ctest --output-on-failure -j $(JOBS)
+
+# ThreadSanitizer build in its own tree. Debian's CAF is not instrumented:
+# tests/tsan.supp silences reports inside it (see docs/operations.md).
+test-tsan:
+	@scripts/setup
+	cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTROUPE_TSAN=ON
+	cmake --build build-tsan -j $(JOBS)
+	cd build-tsan && TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp second_deadlock_stack=1" \
+	  ctest --output-on-failure -j $(JOBS)
 
 # libFuzzer targets (tests/fuzz), built by clang in their own tree with
 # ASan and UBSan. `make fuzz` runs each for FUZZ_SECONDS from a scratch copy
@@ -61,4 +72,4 @@ format:
 	find runtime actors cluster nodes examples tests -name '*.hpp' -o -name '*.cpp' | xargs clang-format -i
 
 clean:
-	rm -rf $(BUILD_DIR) build-asan build-fuzz
+	rm -rf $(BUILD_DIR) build-asan build-tsan build-fuzz
