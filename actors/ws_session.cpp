@@ -220,10 +220,7 @@ void attach_job(session_actor* self, const std::string& op_id, const std::string
 void handle_op(session_actor* self, client_op op) {
   auto& st = self->state;
   if (st.quotas && op.kind != client_op_kind::ping && !st.quotas->take_request(st.who.name))
-    return write_error(self, op.id, errc::limit_exceeded,
-                       "API key '" + st.who.name + "' is over its rate of " +
-                           std::to_string(st.quotas->limits().requests_per_second) +
-                           " requests/s (limits.per_key): slow down");
+    return write_error(self, op.id, errc::limit_exceeded, st.quotas->over_rate(st.who.name));
   switch (op.kind) {
   case client_op_kind::ping:
     write_simple(self, event_kind::pong, op.id, {});
@@ -255,10 +252,7 @@ void handle_op(session_actor* self, client_op op) {
       return write_error(self, op.id, errc::overloaded, "too many requests in flight");
     runtime::key_quotas::lease turn;
     if (st.quotas && !(turn = st.quotas->begin_turn(st.who.name)))
-      return write_error(self, op.id, errc::limit_exceeded,
-                         "API key '" + st.who.name + "' has " +
-                             std::to_string(st.quotas->limits().max_turns) +
-                             " turns running (limits.per_key.max_turns)");
+      return write_error(self, op.id, errc::limit_exceeded, st.quotas->over_turns(st.who.name));
     st.inflight[op.id] = {nullptr, op.agent, op.text, 0, std::move(turn)};
     dispatch(self, op.id);
     break;

@@ -129,8 +129,7 @@ struct gateway::impl {
                                                       const std::shared_ptr<http_exchange>& ex) {
     if (!quotas) return runtime::key_quotas::lease{};
     if (auto l = quotas->begin_turn(who.name)) return l;
-    limited(ex, "API key '" + who.name + "' has " + std::to_string(quotas->limits().max_turns) +
-                    " turns running (limits.per_key.max_turns)");
+    limited(ex, quotas->over_turns(who.name));
     return std::nullopt;
   }
 
@@ -174,9 +173,7 @@ struct gateway::impl {
       return ex->reply(error_response(errc::unauthorized, "missing or unknown API key"));
     }
     if (quotas && !quotas->take_request(who->name))
-      return limited(ex, "API key '" + who->name + "' is over its rate of " +
-                             std::to_string(quotas->limits().requests_per_second) +
-                             " requests/s (limits.per_key): slow down");
+      return limited(ex, quotas->over_rate(who->name));
     if (!seg.empty() && seg[0] == "ws" && seg.size() <= 2) {
       if (!ex->is_upgrade())
         return ex->reply(
@@ -186,9 +183,7 @@ struct gateway::impl {
         return ex->reply(error_response(errc::unknown_type, "unknown agent type '" + type + "'"));
       runtime::key_quotas::lease conn;
       if (quotas && !(conn = quotas->open_connection(who->name)))
-        return limited(ex, "API key '" + who->name + "' has " +
-                               std::to_string(quotas->limits().max_connections) +
-                               " connections open (limits.per_key.max_connections)");
+        return limited(ex, quotas->over_connections(who->name));
       return ex->upgrade(std::make_shared<session_bridge>(rt, type, *who, quotas, std::move(conn)));
     }
     // Operating the cluster is for admin keys (and everyone without keys).

@@ -1,6 +1,7 @@
 #include "runtime/key_quotas.hpp"
 
 #include <algorithm>
+#include <cstdio>
 
 namespace troupe::runtime {
 
@@ -43,6 +44,23 @@ key_quotas::lease key_quotas::acquire(const std::string& key, uint64_t usage::*c
                  auto it = t->find(key);
                  if (it != t->end() && it->second.*counter > 0) --(it->second.*counter);
                }};
+}
+
+std::string key_quotas::over_rate(const std::string& key) const {
+  char rate[32];
+  std::snprintf(rate, sizeof rate, "%g", limits_.requests_per_second);
+  return "API key '" + key + "' is over its rate of " + rate +
+         " requests/s (limits.per_key.requests_per_second): slow down";
+}
+
+std::string key_quotas::over_turns(const std::string& key) const {
+  return "API key '" + key + "' has " + std::to_string(limits_.max_turns) +
+         " turns running (limits.per_key.max_turns)";
+}
+
+std::string key_quotas::over_connections(const std::string& key) const {
+  return "API key '" + key + "' has " + std::to_string(limits_.max_connections) +
+         " connections open (limits.per_key.max_connections)";
 }
 
 key_quotas::lease key_quotas::begin_turn(const std::string& key) {

@@ -30,6 +30,11 @@ public:
 
   const per_key_limits& limits() const { return limits_; }
 
+  /// What a client is told when `key` is refused, naming the limit.
+  std::string over_rate(const std::string& key) const;
+  std::string over_turns(const std::string& key) const;
+  std::string over_connections(const std::string& key) const;
+
 private:
   struct usage {
     double tokens = 0;

@@ -228,6 +228,8 @@ class PerKeyLimits(TroupeTestCase):
         limited = [e for e in evs if e["ev"] == "error"]
         self.assertTrue(limited, evs)
         self.assertEqual({e["code"] for e in limited}, {"limit_exceeded"})
+        self.assertIn("over its rate of 2 requests/s (limits.per_key.requests_per_second)",
+                      limited[0]["message"])
         self.assertTrue(all(e["id"].startswith("l") for e in limited))
 
     def test_a_bad_key_attribute_is_named_with_its_line(self):
