@@ -7,7 +7,16 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 
 const [troupe, config] = process.argv.slice(2);
-const transport = new StdioClientTransport({ command: troupe, args: ["mcp", "--config", config], stderr: "pipe" });
+// The node's whole environment (the SDK passes only a few variables by
+// default), so sanitizer options reach it; its stderr (the node's log) is
+// drained: a pipe nobody reads stops the node once 64 KiB are waiting.
+const transport = new StdioClientTransport({
+  command: troupe,
+  args: ["mcp", "--config", config],
+  env: process.env,
+  stderr: "pipe",
+});
+transport.stderr.on("data", () => {});
 const client = new Client({ name: "troupe-stdio-test", version: "1.0.0" });
 await client.connect(transport);
 const out = {};
