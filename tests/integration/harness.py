@@ -346,7 +346,10 @@ class TroupeTestCase(unittest.TestCase):
         self.procs = []
 
     def tearDown(self):
-        failed = not getattr(self._outcome, "success", True)
+        # Errors and failures reach the result as they happen (the outcome's
+        # success flag is reset for tearDown itself).
+        result = self._outcome.result
+        failed = any(t is self for t, _ in result.errors + result.failures)
         for p in reversed(self.procs):
             p.kill()
             if failed:
