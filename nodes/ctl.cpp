@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <stdlib.h>
 
 namespace troupe::gateway {
 
@@ -14,12 +15,14 @@ namespace {
 using nlohmann::json;
 
 const char* ctl_usage =
-    "usage: troupe ctl [--gateway URL] [--key KEY] [--json] COMMAND\n"
+    "usage: troupe ctl [--gateway URL] [--key KEY] [--cacert FILE] [--json] COMMAND\n"
     "  nodes         members with roles, load and liveness\n"
     "  workers       every inference worker in the cluster with its load\n"
     "  agents        stored agents\n"
     "  drain NODE    NODE finishes its streams, hands its agents on, leaves, exits\n"
-    "URL defaults to $TROUPE_GATEWAY or http://127.0.0.1:7800; KEY to $TROUPE_API_KEY.\n";
+    "URL defaults to $TROUPE_GATEWAY or http://127.0.0.1:7800; KEY to $TROUPE_API_KEY.\n"
+    "An https:// URL's certificate is checked against the system's CAs and FILE\n"
+    "(default $TROUPE_CA_FILE): a private CA or the gateway's self-signed certificate.\n";
 
 struct reply {
   int status = 0;
@@ -89,6 +92,8 @@ int run_ctl(const std::vector<std::string>& args) {
       url = args[++i];
     else if (args[i] == "--key" && i + 1 < args.size())
       key = args[++i];
+    else if (args[i] == "--cacert" && i + 1 < args.size())
+      ::setenv("TROUPE_CA_FILE", args[++i].c_str(), 1); // what http_call reads
     else if (args[i] == "--json")
       raw = true;
     else if (args[i].rfind("--", 0) == 0) {

@@ -3,23 +3,26 @@
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+
+#include <cstdlib>
 
 namespace troupe::gateway {
 
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace ssl = boost::asio::ssl;
 using tcp = boost::asio::ip::tcp;
 
-http_reply http_call(const std::string& url, const std::string& key, const std::string& method,
-                     const std::string& target, const std::string& user_agent) {
-  auto u = runtime::http_url::parse(url);
-  boost::asio::io_context io;
-  tcp::resolver resolver{io};
-  beast::tcp_stream stream{io};
-  stream.expires_after(std::chrono::seconds(10));
-  stream.connect(resolver.resolve(u.host, u.port));
+namespace {
+
+template <class Stream>
+http_reply exchange(Stream& stream, const runtime::http_url& u, const std::string& key,
+                    const std::string& method, const std::string& target,
+                    const std::string& user_agent) {
   http::request<http::string_body> req{http::string_to_verb(method), u.path + target, 11};
   req.set(http::field::host, u.authority());
   req.set(http::field::user_agent, user_agent);
@@ -29,9 +32,41 @@ http_reply http_call(const std::string& url, const std::string& key, const std::
   beast::flat_buffer buf;
   http::response<http::string_body> res;
   http::read(stream, buf, res);
-  beast::error_code ec;
-  stream.socket().shutdown(tcp::socket::shutdown_both, ec);
   return {static_cast<int>(res.result_int()), std::move(res.body())};
+}
+
+} // namespace
+
+http_reply http_call(const std::string& url, const std::string& key, const std::string& method,
+                     const std::string& target, const std::string& user_agent) {
+  auto u = runtime::http_url::parse(url);
+  boost::asio::io_context io;
+  tcp::resolver resolver{io};
+  if (!u.tls) {
+    beast::tcp_stream stream{io};
+    stream.expires_after(std::chrono::seconds(10));
+    stream.connect(resolver.resolve(u.host, u.port));
+    auto r = exchange(stream, u, key, method, target, user_agent);
+    beast::error_code ec;
+    stream.socket().shutdown(tcp::socket::shutdown_both, ec);
+    return r;
+  }
+  // https: the system's CAs, plus $TROUPE_CA_FILE (a private CA or a
+  // self-signed gateway certificate); the host name must match.
+  ssl::context ctx{ssl::context::tls_client};
+  ctx.set_default_verify_paths();
+  if (const char* ca = std::getenv("TROUPE_CA_FILE"); ca && *ca) ctx.load_verify_file(ca);
+  ctx.set_verify_mode(ssl::verify_peer);
+  beast::ssl_stream<beast::tcp_stream> stream{io, ctx};
+  SSL_set_tlsext_host_name(stream.native_handle(), u.host.c_str());
+  stream.set_verify_callback(ssl::host_name_verification(u.host));
+  beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(10));
+  beast::get_lowest_layer(stream).connect(resolver.resolve(u.host, u.port));
+  stream.handshake(ssl::stream_base::client);
+  auto r = exchange(stream, u, key, method, target, user_agent);
+  beast::error_code ec;
+  stream.shutdown(ec); // close_notify; a peer that just closes is fine
+  return r;
 }
 
 } // namespace troupe::gateway

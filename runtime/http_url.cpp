@@ -8,6 +8,10 @@ http_url http_url::parse(const std::string& url) {
   auto slash = rest.find('/');
   auto hostport = rest.substr(0, slash);
   http_url u;
+  if (url.rfind("https://", 0) == 0) {
+    u.tls = true;
+    u.port = "443";
+  }
   u.path = slash == std::string::npos ? "" : rest.substr(slash);
   while (!u.path.empty() && u.path.back() == '/')
     u.path.pop_back();

@@ -3,10 +3,12 @@ scoping and limits, hostile input over the real gateway."""
 import asyncio
 import hashlib
 import json
+import os
 import random
 import re
 import signal
 import socket
+import subprocess
 import ssl
 import tempfile
 import time
@@ -464,6 +466,17 @@ class Tls(TroupeTestCase):
         node.proc.send_signal(signal.SIGHUP)
         wait_until(lambda: "tls_reload_failed" in node.output(), what="the refused reload")
         self.assertEqual(http("GET", node.base + "/health", context=tls.client_context())[0], 200)
+
+    def test_troupe_ctl_checks_the_certificate_of_an_https_gateway(self):
+        tls = TlsFiles()
+        node = self.track(Node(tls=tls))
+        ctl = [TROUPE, "ctl", "--gateway", node.base]
+        p = subprocess.run(ctl + ["--cacert", tls.cert, "agents"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = subprocess.run(ctl + ["agents"], capture_output=True, text=True, timeout=30,
+                           env={k: v for k, v in os.environ.items() if k != "TROUPE_CA_FILE"})
+        self.assertEqual(p.returncode, 2, p.stdout)
+        self.assertIn("certificate verify failed", p.stderr)
 
     def test_tls_mistakes_are_named_with_file_and_line(self):
         tls = TlsFiles()
