@@ -94,6 +94,12 @@ std::variant<client_op, protocol_error> decode_client_frame(std::string_view tex
     ok =
         read_string(j, "job", op.job, err, false) &&
         read_string(j, "agent", op.agent, err, op.kind != client_op_kind::attach || op.job.empty());
+    // Found by fuzz_ws_protocol: "" passed as a present field. An op on no
+    // agent (and, for attach, no job) is refused here, with its reason.
+    if (ok && op.agent.empty() && (op.kind != client_op_kind::attach || op.job.empty())) {
+      err.message = "field 'agent' must not be empty";
+      ok = false;
+    }
   } else if (name == "list") {
     op.kind = client_op_kind::list;
   } else if (name == "ping") {

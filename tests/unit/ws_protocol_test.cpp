@@ -62,6 +62,10 @@ TEST(WsProtocol, BadFramesAreBadRequestsWithTheirId) {
   EXPECT_EQ(error_of(R"({"op":"kill","job":"job-1"})").message, "missing field 'agent'");
   EXPECT_EQ(error_of(R"({"op":"attach"})").message, "missing field 'agent'");
   EXPECT_EQ(error_of(R"({"id":"1"})").message, "missing field 'op'");
+  // Found by fuzz_ws_protocol: an empty agent was taken as one.
+  EXPECT_EQ(error_of(R"({"op":"attach","agent":""})").message, "field 'agent' must not be empty");
+  EXPECT_EQ(error_of(R"({"op":"kill","agent":"","job":"j"})").message,
+            "field 'agent' must not be empty");
 }
 
 TEST(WsProtocol, EventsEncodeAsDocumented) {
