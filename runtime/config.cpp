@@ -112,6 +112,15 @@ public:
     }
   }
 
+  /// A file path, the value `n` of `key`: one that cannot be opened is
+  /// named here, with its line, instead of stopping the node later with
+  /// none to point at.
+  std::string readable_file(const YAML::Node& n, const std::string& key) {
+    auto path = scalar(n, key);
+    if (std::ifstream in{path}; !in) fail(n, "cannot read '" + path + "': " + std::strerror(errno));
+    return path;
+  }
+
   void read(const std::string& key, std::vector<std::string>& out) {
     if (auto n = get(key)) {
       if (!n->IsSequence()) fail(*n, "'" + key_path(key) + "' must be a list of strings");
@@ -244,15 +253,10 @@ node_config parse(const YAML::Node& root, const std::string& file) {
     }
     if (auto t = r.get("tls")) {
       map_reader tr{*t, "gateway.tls", file};
-      auto cert = tr.require("cert");
+      auto cert = tr.require("cert"); // both named as missing before either is read
       auto key = tr.require("key");
-      cfg.gateway.tls.cert = tr.scalar(cert, "cert");
-      cfg.gateway.tls.key = tr.scalar(key, "key");
-      // Caught here, the mistake is named with its line; the node would
-      // otherwise stop later with no line to point at.
-      for (auto& [node, path] : {std::pair{cert, cfg.gateway.tls.cert}, {key, cfg.gateway.tls.key}})
-        if (std::ifstream in{path}; !in)
-          tr.fail(node, "cannot read '" + path + "': " + std::strerror(errno));
+      cfg.gateway.tls.cert = tr.readable_file(cert, "cert");
+      cfg.gateway.tls.key = tr.readable_file(key, "key");
       if (auto p = tr.get("allow_plain")) {
         check_one_of(tr, *p, "allow_plain", tr.scalar(*p, "allow_plain"), {"true", "false"});
         cfg.gateway.tls.allow_plain = p->Scalar() == "true";
@@ -336,12 +340,8 @@ node_config parse(const YAML::Node& root, const std::string& file) {
       map_reader cr{*cv, "cluster.curve", file};
       auto secret = cr.require("secret_key_file");
       auto allowed = cr.require("allowed_keys_file");
-      c.curve_secret_key_file = cr.scalar(secret, "secret_key_file");
-      c.curve_allowed_keys_file = cr.scalar(allowed, "allowed_keys_file");
-      for (auto& [node, path] :
-           {std::pair{secret, c.curve_secret_key_file}, {allowed, c.curve_allowed_keys_file}})
-        if (std::ifstream in{path}; !in)
-          cr.fail(node, "cannot read '" + path + "': " + std::strerror(errno));
+      c.curve_secret_key_file = cr.readable_file(secret, "secret_key_file");
+      c.curve_allowed_keys_file = cr.readable_file(allowed, "allowed_keys_file");
       cr.finish();
     }
     r.finish();
