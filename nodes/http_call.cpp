@@ -1,4 +1,5 @@
 #include "nodes/http_call.hpp"
+#include "nodes/client_tls.hpp"
 #include "runtime/http_url.hpp"
 
 #include <boost/asio/connect.hpp>
@@ -7,8 +8,6 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
-
-#include <cstdlib>
 
 namespace troupe::gateway {
 
@@ -51,15 +50,9 @@ http_reply http_call(const std::string& url, const std::string& key, const std::
     stream.socket().shutdown(tcp::socket::shutdown_both, ec);
     return r;
   }
-  // https: the system's CAs, plus $TROUPE_CA_FILE (a private CA or a
-  // self-signed gateway certificate); the host name must match.
-  ssl::context ctx{ssl::context::tls_client};
-  ctx.set_default_verify_paths();
-  if (const char* ca = std::getenv("TROUPE_CA_FILE"); ca && *ca) ctx.load_verify_file(ca);
-  ctx.set_verify_mode(ssl::verify_peer);
+  auto ctx = client_tls_context();
   beast::ssl_stream<beast::tcp_stream> stream{io, ctx};
-  SSL_set_tlsext_host_name(stream.native_handle(), u.host.c_str());
-  stream.set_verify_callback(ssl::host_name_verification(u.host));
+  verify_host(stream, u.host);
   beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(10));
   beast::get_lowest_layer(stream).connect(resolver.resolve(u.host, u.port));
   stream.handshake(ssl::stream_base::client);

@@ -1,4 +1,5 @@
 #include "nodes/load.hpp"
+#include "nodes/client_tls.hpp"
 #include "nodes/http_call.hpp"
 #include "runtime/http_url.hpp"
 #include "runtime/config.hpp"
@@ -11,7 +12,9 @@
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -49,6 +52,7 @@ const char* load_usage =
     "  --message TEXT     what each conversation sends (default \"count to 20\")\n"
     "  --model M          model for --direct (default: none)\n"
     "  --key KEY          API key (default $TROUPE_API_KEY)\n"
+    "  --cacert FILE      also trust FILE for an https:// gateway (default $TROUPE_CA_FILE)\n"
     "  --threads N        client I/O threads (default 1)\n"
     "  --json             print the report as JSON\n"
     "  --quiet            no progress line\n";
@@ -248,13 +252,18 @@ protected:
   std::optional<steady::time_point> last_token_;
 };
 
+using tls_stream = beast::ssl_stream<beast::tcp_stream>;
+
 /// A WebSocket client of the gateway: spawns its own agent, then sends one
 /// message per conversation and reads events up to `done` or `error`.
-class ws_client final : public client_base {
+/// `Stream` is `beast::tcp_stream` (ws://) or `tls_stream` (wss://).
+template <class Stream> class ws_client final : public client_base {
 public:
+  /// `tls` is used for wss:// only (and must outlive the client).
   ws_client(stats& s, schedule& sch, net::io_context& ioc, const options& o,
-            const tcp::resolver::results_type& addrs, const runtime::http_url& ep, int index)
-      : client_base(s, sch, ioc), ws_(strand_), opt_(o), addrs_(addrs), ep_(ep),
+            const tcp::resolver::results_type& addrs, const runtime::http_url& ep, int index,
+            net::ssl::context& tls)
+      : client_base(s, sch, ioc), ws_(make_stream(strand_, tls)), opt_(o), addrs_(addrs), ep_(ep),
         agent_(o.type + "/load-" + run_nonce() + "-" + std::to_string(index)) {}
 
   void start(std::function<void()> on_open) override {
@@ -263,30 +272,51 @@ public:
     beast::get_lowest_layer(ws_).async_connect(
         addrs_, net::bind_executor(strand_, [this](beast::error_code ec, auto) {
           if (ec) return fail("connect: " + ec.message());
-          beast::get_lowest_layer(ws_).expires_never();
-          ws_.set_option(websocket::stream_base::timeout::suggested(beast::role_type::client));
-          auto key = opt_.key;
-          ws_.set_option(websocket::stream_base::decorator([key](websocket::request_type& req) {
-            req.set(http::field::user_agent, "troupe-load");
-            if (!key.empty()) req.set(http::field::authorization, "Bearer " + key);
-          }));
-          ws_.async_handshake(
-              ep_.authority(), ep_.path + "/ws",
-              net::bind_executor(strand_, [this](beast::error_code ec) {
-                if (ec) return fail("handshake: " + ec.message());
-                stats_.connected();
-                open_ = true;
-                auto key = agent_.substr(agent_.find('/') + 1);
-                write(json{{"op", "spawn"}, {"type", opt_.type}, {"key", key}, {"id", "spawn"}}
-                          .dump());
-                do_read();
-              }));
+          if constexpr (std::is_same_v<Stream, tls_stream>) {
+            verify_host(ws_.next_layer(), ep_.host);
+            ws_.next_layer().async_handshake(
+                net::ssl::stream_base::client,
+                net::bind_executor(strand_, [this](beast::error_code ec) {
+                  if (ec) return fail("tls: " + ec.message());
+                  upgrade();
+                }));
+          } else {
+            upgrade();
+          }
         }));
   }
 
   bool running() const override { return !finished_; }
 
 private:
+  static Stream make_stream(net::strand<net::io_context::executor_type>& strand,
+                            net::ssl::context& tls) {
+    if constexpr (std::is_same_v<Stream, tls_stream>)
+      return Stream{strand, tls};
+    else
+      return Stream{strand};
+  }
+
+  void upgrade() {
+    beast::get_lowest_layer(ws_).expires_never();
+    ws_.set_option(websocket::stream_base::timeout::suggested(beast::role_type::client));
+    auto key = opt_.key;
+    ws_.set_option(websocket::stream_base::decorator([key](websocket::request_type& req) {
+      req.set(http::field::user_agent, "troupe-load");
+      if (!key.empty()) req.set(http::field::authorization, "Bearer " + key);
+    }));
+    ws_.async_handshake(
+        ep_.authority(), ep_.path + "/ws",
+        net::bind_executor(strand_, [this](beast::error_code ec) {
+          if (ec) return fail("handshake: " + ec.message());
+          stats_.connected();
+          open_ = true;
+          auto key = agent_.substr(agent_.find('/') + 1);
+          write(json{{"op", "spawn"}, {"type", opt_.type}, {"key", key}, {"id", "spawn"}}.dump());
+          do_read();
+        }));
+  }
+
   bool ready() const override { return started_ && !finished_; }
 
   void begin() override {
@@ -364,7 +394,7 @@ private:
     }
   }
 
-  websocket::stream<beast::tcp_stream> ws_;
+  websocket::stream<Stream> ws_;
   const options& opt_;
   const tcp::resolver::results_type& addrs_;
   const runtime::http_url& ep_;
@@ -552,6 +582,8 @@ std::optional<options> parse_args(const std::vector<std::string>& args) {
       o.model = *s;
     } else if (a == "--key" && (s = value())) {
       o.key = *s;
+    } else if (a == "--cacert" && (s = value())) {
+      ::setenv("TROUPE_CA_FILE", s->c_str(), 1); // what client_tls_context reads
     } else if (a == "--threads" && (n = number(1, 64))) {
       o.threads = static_cast<int>(*n);
     } else {
@@ -575,6 +607,18 @@ int run_load(const std::vector<std::string>& args) {
   auto& o = *parsed;
   bool direct = !o.direct.empty();
   auto ep = runtime::http_url::parse(direct ? o.direct : o.gateway);
+  if (direct && ep.tls) {
+    std::fprintf(stderr, "troupe load: --direct speaks plain http only\n");
+    return 2;
+  }
+  std::optional<net::ssl::context> tls_context;
+  try {
+    tls_context.emplace(client_tls_context());
+  } catch (const std::exception& e) { // an unreadable --cacert
+    std::fprintf(stderr, "troupe load: TLS: %s\n", e.what());
+    return 2;
+  }
+  auto& tls = *tls_context;
 
   net::io_context ioc;
   tcp::resolver::results_type addrs;
@@ -611,7 +655,11 @@ int run_load(const std::vector<std::string>& args) {
       c->start(opened);
       clients.push_back(std::move(c));
     } else {
-      auto c = std::make_unique<ws_client>(st, sch, ioc, o, addrs, ep, i);
+      std::unique_ptr<client_base> c;
+      if (ep.tls)
+        c = std::make_unique<ws_client<tls_stream>>(st, sch, ioc, o, addrs, ep, i, tls);
+      else
+        c = std::make_unique<ws_client<beast::tcp_stream>>(st, sch, ioc, o, addrs, ep, i, tls);
       c->start(opened);
       clients.push_back(std::move(c));
     }

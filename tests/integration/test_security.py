@@ -478,6 +478,26 @@ class Tls(TroupeTestCase):
         self.assertEqual(p.returncode, 2, p.stdout)
         self.assertIn("certificate verify failed", p.stderr)
 
+    def test_troupe_load_drives_a_tls_only_gateway(self):
+        tls = TlsFiles()
+        sim = self.track(SimLlm())
+        node = self.track(Node(sim_backend_yaml([sim]), tls=tls))
+        load = [TROUPE, "load", "--gateway", node.base, "--connections", "3", "--duration", "1s", "--quiet",
+                "--json", "--message", "say hi"]
+        p = subprocess.run(load + ["--cacert", tls.cert], capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        report = json.loads(p.stdout)
+        self.assertGreater(report["conversations"], 0)
+        self.assertGreater(report["tokens"], 0)
+        self.assertEqual(report["errors"], 0, report["error_codes"])
+        self.assertGreater(report["gateway_rss_bytes"]["before"], 0)  # /metrics over https too
+        # Without the certificate trusted, no conversation: the handshake fails, named.
+        p = subprocess.run(load, capture_output=True, text=True, timeout=60,
+                           env={k: v for k, v in os.environ.items() if k != "TROUPE_CA_FILE"})
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertIn("tls: certificate verify failed", p.stderr)
+        self.assertEqual(json.loads(p.stdout)["conversations"], 0)
+
     def test_tls_mistakes_are_named_with_file_and_line(self):
         tls = TlsFiles()
         p = node_exit(f"gateway:\n  listen: 127.0.0.1:0\n  tls: {{cert: /nonexistent/c.pem, key: {tls.key}}}\n",
