@@ -20,6 +20,9 @@ import urllib.request
 import websockets
 
 TROUPE = os.environ.get("TROUPE_BIN", os.path.join(os.path.dirname(__file__), "../../build/nodes/troupe"))
+# Which sanitizer the binary under test was built with (its build tree is
+# build-asan or build-tsan): tests that measure load or memory loosen for it.
+SANITIZER = "tsan" if "tsan" in TROUPE else "asan" if "asan" in TROUPE else ""
 
 
 def free_port():

@@ -11,7 +11,7 @@ import unittest
 
 import zmq
 
-from harness import (TROUPE, Client, ClusterNode, RedisServer, SimLlm, TroupeTestCase, free_port,
+from harness import (SANITIZER, TROUPE, Client, ClusterNode, RedisServer, SimLlm, TroupeTestCase, free_port,
                      node_exit, run, sim_backend_yaml, wait_job, wait_until)
 
 
@@ -479,7 +479,7 @@ class ClusterCurve(TroupeTestCase):
 
 
 class ClusterDurability(TroupeTestCase):
-    def test_kill_9_of_an_agent_node_loses_none_of_100_concurrent_conversations(self):
+    def test_kill_9_of_an_agent_node_under_load_loses_no_conversation(self):
         redis = self.track(RedisServer())
         sim = self.track(SimLlm(tokens_per_s=60, slots=64))
         a = self.track(ClusterNode("gw", ["gateway"], redis))
@@ -487,7 +487,11 @@ class ClusterDurability(TroupeTestCase):
         self.track(ClusterNode("agents-2", ["agents"], redis))
         self.track(ClusterNode("gpu", ["inference"], redis, sim_backend_yaml([sim], slots=64)))
         wait_members(a, ["agents-1", "agents-2", "gpu"])
-        n = 100
+        # Under ThreadSanitizer every process runs 5-15x slower: 100 streams
+        # through four nodes and the model server overload two cores and turn
+        # this into a load test (turns time out waiting for CPU). 30 still
+        # take every failover path under TSan's eyes.
+        n = 30 if SANITIZER == "tsan" else 100
         # Half stream a long answer; half are multi-step (a calculator call, then the answer).
         prompts = {f"q{i}": ("count to 30", counted(30)) if i % 2 == 0 else
                    (f"what is {i}*7?", f"The result is {i * 7}.") for i in range(n)}
@@ -514,7 +518,7 @@ class ClusterDurability(TroupeTestCase):
                          json.dumps({k: e.get("message") for k, e in lost.items()}))
         moved = sum(1 for h in hosts.values() if h == "agents-1")
         self.assertGreater(moved, 0)
-        print(f"\nagent node kill -9 under 100 conversations: {moved} moved, 0 lost, "
+        print(f"\nagent node kill -9 under {n} conversations: {moved} moved, 0 lost, "
               f"all done {took:.2f}s after the kill")
 
     def test_jobs_of_an_agent_node_killed_mid_run_are_claimed_again_and_finish(self):

@@ -16,7 +16,7 @@ import unittest
 
 import websockets
 
-from harness import (TROUPE, Client, Node, SimLlm, TlsFiles, TroupeTestCase, http, node_exit, run,
+from harness import (SANITIZER, TROUPE, Client, Node, SimLlm, TlsFiles, TroupeTestCase, http, node_exit, run,
                      sim_backend_yaml, wait_until)
 
 
@@ -387,7 +387,7 @@ class HostileInput(TroupeTestCase):
             ws_sock.close()
         # ASan keeps freed memory in quarantine (256 MiB by default) and TSan
         # shadows every byte several times over: their bound is looser.
-        bound = (512 if "asan" in TROUPE or "tsan" in TROUPE else 64) << 20
+        bound = (512 if SANITIZER else 64) << 20
         self.assertLess(after - before, bound, f"RSS grew from {before} to {after} bytes")
         print(f"\nhostile input: 1000 inputs, RSS {before >> 20} -> {after >> 20} MiB, node serving")
 
