@@ -11,7 +11,7 @@
 #include <chrono>
 #include <algorithm>
 #include <optional>
-#include <set>
+
 #include <variant>
 
 namespace troupe::actors {
@@ -22,6 +22,7 @@ using std::chrono::steady_clock;
 
 namespace {
 
+/// A turn as it is asked for and queued.
 struct turn {
   std::string id;
   std::string text;
@@ -30,6 +31,26 @@ struct turn {
   std::string caller;                          // ask from another agent
   bool begun = false; // written ahead to the store (a resumed turn already is)
   steady_clock::time_point received = steady_clock::now();
+};
+
+/// The running turn and what it needs while it runs, allocated when it
+/// starts: an idle agent holds none of it. An idle agent's size is what
+/// bounds how many a node keeps active (DESIGN: <= 2 KB each).
+struct running_turn : turn {
+  explicit running_turn(turn&& t) : turn(std::move(t)) {}
+  int64_t step = 0;
+  runtime::usage used;
+  uint64_t job = 0;  // current model call; 0 = none
+  caf::actor worker; // monitored while it runs our call: a crash must not hang the turn
+  std::string worker_id;
+  bool streamed = false; // the current call delivered a token
+  std::vector<std::string> exclude;
+  runtime::failure last_failure{errc::success, {}};
+  std::vector<runtime::tool_call> calls;
+  std::vector<std::optional<runtime::tool_outcome>> outcomes;
+  size_t outstanding = 0;
+  /// MCP calls in flight (client, call key): told to cancel when the turn ends.
+  std::vector<std::pair<caf::actor, std::string>> mcp_calls;
 };
 
 struct agent_metrics {
@@ -57,28 +78,16 @@ struct agent_state {
   std::shared_ptr<const runtime::agent_type> type;
   std::shared_ptr<const agent_context> ctx; // shared by every agent of the node
   std::vector<runtime::chat_message> history;
-  std::set<caf::actor> subscribers;
+  // A vector, not a set: an empty std::set is 48 bytes in every idle agent,
+  // and subscribers are few (the sessions attached to this agent).
+  std::vector<caf::actor> subscribers;
   // A vector, not a deque: libstdc++'s empty deque allocates ~600 bytes,
   // a third of an idle agent; the queue is short (max_pending_turns).
   std::vector<turn> pending;
-  std::optional<turn> current;
+  std::unique_ptr<running_turn> current;
   uint64_t turn_seq = 0;
   uint64_t ask_seq = 0;
-  // -- the running turn --------------------------------------------------------
-  int64_t step = 0;
-  runtime::usage used;
-  uint64_t job = 0; // current model call; 0 = none
   uint64_t job_seq = 0;
-  caf::actor worker; // monitored while it runs our call: a crash must not hang the turn
-  std::string worker_id;
-  bool streamed = false; // the current call delivered a token
-  std::vector<std::string> exclude;
-  runtime::failure last_failure{errc::success, {}};
-  std::vector<runtime::tool_call> calls;
-  std::vector<std::optional<runtime::tool_outcome>> outcomes;
-  size_t outstanding = 0;
-  /// MCP calls in flight (client, call key): told to cancel when the turn ends.
-  std::vector<std::pair<caf::actor, std::string>> mcp_calls;
   // -- lifecycle ---------------------------------------------------------------
   steady_clock::time_point last_activity = steady_clock::now();
   bool passivating = false;
@@ -99,41 +108,53 @@ void deliver(agent_actor* self, const turn* t, const runtime::event_ptr& sealed)
     self->send(s, event_atom::value, sealed);
   if (t)
     for (auto& r : t->requesters)
-      if (r && !st.subscribers.contains(r)) self->send(r, event_atom::value, sealed);
+      if (r && std::find(st.subscribers.begin(), st.subscribers.end(), r) == st.subscribers.end())
+        self->send(r, event_atom::value, sealed);
 }
 
 void emit(agent_actor* self, runtime::agent_event ev) {
   auto& st = self->state;
   ev.agent = st.id_str;
   if (st.current) ev.id = st.current->id;
-  deliver(self, st.current ? &*st.current : nullptr, runtime::seal(std::move(ev)));
+  deliver(self, st.current.get(), runtime::seal(std::move(ev)));
 }
 
 void release_worker(agent_actor* self) {
   auto& st = self->state;
-  if (st.worker) self->demonitor(st.worker);
-  st.worker = nullptr;
+  if (!st.current) return;
+  if (st.current->worker) self->demonitor(st.current->worker);
+  st.current->worker = nullptr;
+}
+
+/// Whether model call `job` is the running turn's current one (a reply for
+/// an earlier call, or one after its turn ended, is stale).
+bool is_current_job(const agent_state& st, uint64_t job) {
+  return st.current && st.current->job == job && job != 0;
+}
+
+/// Tells the worker running the turn's model call that nobody waits.
+void cancel_model_call(agent_actor* self) {
+  auto& st = self->state;
+  if (st.current && st.current->worker && st.current->job != 0)
+    self->send(st.current->worker, cancel_atom::value, st.current->job);
 }
 
 /// Tells the MCP servers still running this turn's calls that nobody waits.
 void cancel_tool_calls(agent_actor* self) {
   auto& st = self->state;
-  for (auto& [client, key] : st.mcp_calls)
+  if (!st.current) return;
+  for (auto& [client, key] : st.current->mcp_calls)
     self->send(client, cancel_atom::value, key);
-  st.mcp_calls.clear();
+  st.current->mcp_calls.clear();
 }
 
 void end_turn(agent_actor* self) {
   auto& st = self->state;
-  if (st.worker && st.job != 0) self->send(st.worker, cancel_atom::value, st.job);
+  cancel_model_call(self);
   cancel_tool_calls(self);
+  release_worker(self);
   st.current.reset();
   st.last_activity = steady_clock::now();
-  st.job = 0;
-  release_worker(self);
-  st.calls.clear();
-  st.outcomes.clear();
-  st.outstanding = 0;
   start_next(self);
 }
 
@@ -143,14 +164,14 @@ void finish_ok(agent_actor* self, std::string answer) {
   metrics().ok.inc();
   metrics().seconds.observe(
       std::chrono::duration<double>(steady_clock::now() - t.received).count());
-  auto steps = st.step + 1;
+  auto steps = st.current->step + 1;
   st.ctx->store->finish_turn(
       st.id, t.id, runtime::request_state::done,
-      runtime::encode_outcome(runtime::turn_outcome{answer, st.used, steps}));
-  deliver(self, &t, runtime::make_done_event(t.id, st.id_str, answer, st.used, steps));
+      runtime::encode_outcome(runtime::turn_outcome{answer, st.current->used, steps}));
+  deliver(self, &t, runtime::make_done_event(t.id, st.id_str, answer, st.current->used, steps));
   for (auto& p : t.promises)
-    p.deliver(turn_result{st.id_str, answer, st.used, steps});
-  st.job = 0; // the call is complete: nothing to cancel
+    p.deliver(turn_result{st.id_str, answer, st.current->used, steps});
+  st.current->job = 0; // the call is complete: nothing to cancel
   end_turn(self);
 }
 
@@ -207,13 +228,9 @@ void continue_turn(agent_actor* self);
 void start_next(agent_actor* self) {
   auto& st = self->state;
   if (st.current || st.pending.empty()) return;
-  st.current = std::move(st.pending.front());
+  st.current = std::make_unique<running_turn>(std::move(st.pending.front()));
   st.pending.erase(st.pending.begin());
   ++st.turn_seq;
-  st.step = 0;
-  st.used = {};
-  st.exclude.clear();
-  st.last_failure = {errc::success, {}};
   auto& t = *st.current;
   self->delayed_send(self, st.ctx->limits.turn_timeout, timeout_atom::value, st.turn_seq);
   if (t.begun) return continue_turn(self);
@@ -244,7 +261,7 @@ void run_step(agent_actor* self) {
   req.messages.push_back({"system", cfg.system, {}, {}, {}});
   req.messages.insert(req.messages.end(), st.history.begin(), st.history.end());
   // The last allowed step offers no tools, so the model has to answer.
-  if (st.step + 1 < cfg.max_steps) {
+  if (st.current->step + 1 < cfg.max_steps) {
     req.tools = st.type->specs;
     if (!st.type->mcp.empty() && st.ctx->mcp) {
       auto more = st.ctx->mcp->specs_for(st.type->mcp);
@@ -253,31 +270,32 @@ void run_step(agent_actor* self) {
     }
   }
   auto job = ++st.job_seq;
-  st.job = job;
+  st.current->job = job;
   release_worker(self);
-  st.worker_id.clear();
-  st.streamed = false;
-  infer_job j{job, std::move(req), caf::actor_cast<caf::actor>(self), st.exclude};
+  st.current->worker_id.clear();
+  st.current->streamed = false;
+  infer_job j{job, std::move(req), caf::actor_cast<caf::actor>(self), st.current->exclude};
   self->request(st.ctx->router, std::chrono::seconds(30), infer_atom::value, std::move(j))
       .then(
           [=](caf::actor& worker, std::string& worker_id) {
             auto& st = self->state;
-            if (st.job != job) { // cancelled meanwhile: release the slot
+            if (!is_current_job(st, job)) { // cancelled meanwhile: release the slot
               self->send(worker, cancel_atom::value, job);
               return;
             }
-            st.worker = std::move(worker);
-            st.worker_id = std::move(worker_id);
-            self->monitor(st.worker);
+            st.current->worker = std::move(worker);
+            st.current->worker_id = std::move(worker_id);
+            self->monitor(st.current->worker);
           },
           [=](caf::error& err) {
             auto& st = self->state;
-            if (st.job != job) return;
+            if (!is_current_job(st, job)) return;
             auto f = to_failure(err);
             // After a retry, the first worker's failure is the real story.
-            if (!st.exclude.empty() && st.last_failure.code != errc::success)
-              f = {st.last_failure.code,
-                   st.last_failure.message + " (no other worker could take it: " + f.message + ")"};
+            if (!st.current->exclude.empty() && st.current->last_failure.code != errc::success)
+              f = {st.current->last_failure.code,
+                   st.current->last_failure.message +
+                       " (no other worker could take it: " + f.message + ")"};
             finish_error(self, f.code, f.message);
           });
 }
@@ -300,18 +318,18 @@ std::string bounded_tool_output(std::string text, size_t limit) {
 
 void after_tools(agent_actor* self) {
   auto& st = self->state;
-  for (size_t i = 0; i < st.calls.size(); ++i) {
-    auto& out = *st.outcomes[i];
+  for (size_t i = 0; i < st.current->calls.size(); ++i) {
+    auto& out = *st.current->outcomes[i];
     append(self, {"tool",
                   bounded_tool_output(out.is_error ? "error: " + out.result : out.result,
                                       st.ctx->limits.max_tool_output_bytes),
                   {},
-                  st.calls[i].id,
-                  st.calls[i].name});
+                  st.current->calls[i].id,
+                  st.current->calls[i].name});
   }
-  st.calls.clear();
-  st.outcomes.clear();
-  ++st.step;
+  st.current->calls.clear();
+  st.current->outcomes.clear();
+  ++st.current->step;
   run_step(self);
 }
 
@@ -319,19 +337,19 @@ void tool_finished(agent_actor* self, size_t index, runtime::tool_outcome out) {
   auto& st = self->state;
   runtime::agent_event ev;
   ev.kind = event_kind::tool_result;
-  ev.name = st.calls[index].name;
+  ev.name = st.current->calls[index].name;
   ev.result = out.result;
   ev.is_error = out.is_error;
   emit(self, std::move(ev));
-  st.outcomes[index] = std::move(out);
-  if (--st.outstanding == 0) after_tools(self);
+  st.current->outcomes[index] = std::move(out);
+  if (--st.current->outstanding == 0) after_tools(self);
 }
 
 void run_tools(agent_actor* self) {
   auto& st = self->state;
-  st.outcomes.assign(st.calls.size(), std::nullopt);
-  st.outstanding = st.calls.size();
-  for (auto& call : st.calls) {
+  st.current->outcomes.assign(st.current->calls.size(), std::nullopt);
+  st.current->outstanding = st.current->calls.size();
+  for (auto& call : st.current->calls) {
     runtime::agent_event ev;
     ev.kind = event_kind::tool_call;
     ev.name = call.name;
@@ -339,7 +357,7 @@ void run_tools(agent_actor* self) {
     emit(self, std::move(ev));
   }
   auto seq = st.turn_seq;
-  auto calls = st.calls; // tool_finished may end the turn and clear st.calls
+  auto calls = st.current->calls; // tool_finished may end the turn and clear st.current->calls
   for (size_t i = 0; i < calls.size(); ++i) {
     metrics().tool_calls.inc();
     auto& call = calls[i];
@@ -377,11 +395,11 @@ void run_tools(agent_actor* self) {
     if (it == st.type->tools.end() && !st.type->mcp.empty() && st.ctx->mcp) {
       if (auto route = st.ctx->mcp->resolve(call.name, st.type->mcp)) {
         auto key = st.id_str + ":" + st.current->id + ":" + call.id;
-        st.mcp_calls.emplace_back(route->client, key);
+        st.current->mcp_calls.emplace_back(route->client, key);
         auto done = [=](runtime::tool_outcome out) {
           auto& st = self->state;
           if (st.turn_seq != seq || !st.current) return;
-          std::erase_if(st.mcp_calls, [&](auto& c) { return c.second == key; });
+          std::erase_if(st.current->mcp_calls, [&](auto& c) { return c.second == key; });
           tool_finished(self, i, std::move(out));
         };
         // The client answers within the call timeout; the margin covers a
@@ -433,12 +451,12 @@ void continue_turn(agent_actor* self) {
       last_assistant = i;
     }
   if (last_assistant == h.size()) {
-    st.step = 0;
+    st.current->step = 0;
     return run_step(self);
   }
   auto& a = h[last_assistant];
   if (a.tool_calls.empty() && last_assistant + 1 == h.size()) {
-    st.step = assistants - 1;
+    st.current->step = assistants - 1;
     return finish_ok(self, a.content); // answered, but the outcome was not recorded
   }
   std::vector<runtime::tool_call> missing;
@@ -449,11 +467,11 @@ void continue_turn(agent_actor* self) {
     if (!answered) missing.push_back(call);
   }
   if (missing.empty()) {
-    st.step = assistants;
+    st.current->step = assistants;
     return run_step(self);
   }
-  st.step = assistants - 1;
-  st.calls = std::move(missing);
+  st.current->step = assistants - 1;
+  st.current->calls = std::move(missing);
   run_tools(self);
 }
 
@@ -463,7 +481,7 @@ void cancel_all_turns(agent_actor* self, const std::string& why) {
   auto& st = self->state;
   cancel_tool_calls(self);
   if (st.current) {
-    if (st.worker && st.job != 0) self->send(st.worker, cancel_atom::value, st.job);
+    cancel_model_call(self);
     fail_turn(self, *st.current, errc::cancelled, why);
     st.current.reset();
   }
@@ -477,17 +495,17 @@ void cancel_all_turns(agent_actor* self, const std::string& why) {
 void model_call_failed(agent_actor* self, const runtime::failure& f, bool started,
                        const std::string& worker_id) {
   auto& st = self->state;
-  st.job = 0;
+  st.current->job = 0;
   release_worker(self);
   bool retryable = f.code == errc::backend_unavailable || f.code == errc::overloaded;
   // The failure names its worker: it may arrive before the router's reply
   // that would have told us.
-  if (!started && retryable && st.exclude.size() < 3) {
+  if (!started && retryable && st.current->exclude.size() < 3) {
     metrics().retries.inc();
     runtime::log::info("agent", "retry_inference",
                        {{"agent", st.id_str}, {"worker", worker_id}, {"reason", f.message}});
-    st.exclude.push_back(worker_id);
-    st.last_failure = f;
+    st.current->exclude.push_back(worker_id);
+    st.current->last_failure = f;
     run_step(self);
     return;
   }
@@ -524,15 +542,17 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
       // sessions watching us send them again and the new activation resumes
       // them (request ids keep that exactly-once).
       st.node_stopping = true;
-      if (st.worker && st.job != 0) self->send(st.worker, cancel_atom::value, st.job);
+      cancel_model_call(self);
       self->quit(make_error(errc::internal, "agent directory restarted"));
       return;
     }
-    if (st.worker && st.worker.address() == dm.source && st.job != 0) {
+    if (st.current && st.current->worker && st.current->worker.address() == dm.source &&
+        st.current->job != 0) {
       // The worker died holding our call; its own failure message never comes.
       model_call_failed(
-          self, {errc::backend_unavailable, "inference worker " + st.worker_id + " stopped"},
-          st.streamed, st.worker_id);
+          self,
+          {errc::backend_unavailable, "inference worker " + st.current->worker_id + " stopped"},
+          st.current->streamed, st.current->worker_id);
       return;
     }
     auto& subs = st.subscribers;
@@ -691,10 +711,13 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
       },
       [=](subscribe_atom, caf::actor& sub) {
         self->state.last_activity = steady_clock::now();
-        if (self->state.subscribers.insert(sub).second) self->monitor(sub);
+        auto& subs = self->state.subscribers;
+        if (std::find(subs.begin(), subs.end(), sub) != subs.end()) return;
+        subs.push_back(sub);
+        self->monitor(sub);
       },
       [=](unsub_atom, caf::actor& sub) {
-        self->state.subscribers.erase(sub);
+        std::erase(self->state.subscribers, sub);
         self->demonitor(sub);
       },
       [=](cancel_atom, std::string& id) {
@@ -712,8 +735,8 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
           }
       },
       [=](token_atom, uint64_t job, std::string& text) {
-        if (job != self->state.job) return;
-        self->state.streamed = true;
+        if (!is_current_job(self->state, job)) return;
+        self->state.current->streamed = true;
         runtime::agent_event ev;
         ev.kind = event_kind::token;
         ev.text = std::move(text);
@@ -721,23 +744,23 @@ caf::behavior agent_impl(agent_actor* self, runtime::agent_id id,
       },
       [=](done_atom, uint64_t job, runtime::chat_result& result) {
         auto& st = self->state;
-        if (job != st.job) return;
-        st.job = 0;
+        if (!is_current_job(st, job)) return;
+        st.current->job = 0;
         release_worker(self);
-        st.used += result.tokens;
+        st.current->used += result.tokens;
         append(self, {"assistant", result.content, result.tool_calls, {}, {}});
         if (result.tool_calls.empty()) {
           finish_ok(self, std::move(result.content));
           return;
         }
-        st.calls = std::move(result.tool_calls);
+        st.current->calls = std::move(result.tool_calls);
         run_tools(self);
       },
       [=](fail_atom, uint64_t job, runtime::failure& f, bool started, std::string& worker_id) {
-        if (job != self->state.job) return;
+        if (!is_current_job(self->state, job)) return;
         // `started` from the stream, or tokens we saw: either means the client
         // has seen part of this answer and a retry would repeat it.
-        model_call_failed(self, f, started || self->state.streamed, worker_id);
+        model_call_failed(self, f, started || self->state.current->streamed, worker_id);
       },
       [=](timeout_atom, uint64_t seq) {
         auto& st = self->state;

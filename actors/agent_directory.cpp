@@ -22,7 +22,9 @@ struct directory_state {
   agent_context ctx;
   std::shared_ptr<const agent_context> agent_ctx;
   std::unordered_map<runtime::agent_id, caf::actor> active;
-  std::unordered_map<caf::actor_addr, runtime::agent_id> by_addr;
+  /// Points at the key in `active` (node-based: it stays put), not a copy:
+  /// a second copy of every id would cost each active agent 64 bytes.
+  std::unordered_map<caf::actor_addr, const runtime::agent_id*> by_addr;
   /// Agents active on other nodes, by the node hosting them; their entry in
   /// `active` is the local proxy (cluster only).
   std::unordered_map<runtime::agent_id, std::string> remote;
@@ -67,8 +69,8 @@ caf::actor activate(directory_actor* self, const runtime::agent_id& id,
   auto hdl =
       spawn_agent(self->system(), id, type, std::move(history), std::move(resume), st.agent_ctx);
   self->monitor(hdl);
-  st.active[id] = hdl;
-  st.by_addr[hdl.address()] = id;
+  auto entry = st.active.insert_or_assign(id, hdl).first;
+  st.by_addr[hdl.address()] = &entry->first;
   st.active_gauge->set(static_cast<int64_t>(st.active.size() - st.remote.size()));
   return hdl;
 }
@@ -124,8 +126,8 @@ caf::expected<caf::actor> resolve(directory_actor* self, const std::string& text
       if (auto* r = std::get_if<agent_placement::remote>(&where)) {
         self->monitor(r->proxy);
         self->send(r->proxy, register_atom::value, caf::actor_cast<caf::actor>(self));
-        st.active[*id] = r->proxy;
-        st.by_addr[r->proxy.address()] = *id;
+        auto entry = st.active.insert_or_assign(*id, r->proxy).first;
+        st.by_addr[r->proxy.address()] = &entry->first;
         st.remote[*id] = r->node;
         return r->proxy;
       }
@@ -300,7 +302,7 @@ caf::behavior directory_impl(directory_actor* self,
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
     if (auto it = st.by_addr.find(dm.source); it != st.by_addr.end()) {
-      auto id = it->second;
+      auto id = *it->second; // a copy: forget() erases what it points at
       if (dm.reason && dm.reason != caf::exit_reason::user_shutdown &&
           dm.reason != caf::exit_reason::kill && !st.remote.contains(id))
         runtime::log::warn("agent", "agent_crashed",
@@ -394,7 +396,7 @@ caf::behavior directory_impl(directory_actor* self,
         auto addr = caf::actor_cast<caf::actor_addr>(self->current_sender());
         auto it = st.by_addr.find(addr);
         if (it == st.by_addr.end()) return false;
-        forget(self, runtime::agent_id{it->second}, addr);
+        forget(self, runtime::agent_id{*it->second}, addr);
         return true;
       },
       [=](kill_atom, std::string& agent, std::string& scope) -> caf::result<bool> {
