@@ -215,7 +215,7 @@ caf::result<std::string, std::string> spawn(directory_actor* self, const std::st
                         "agent '" + id.str() + "' belongs to another API key: pick another key");
     if (!existing) {
       if (!owner.empty() && !scope.empty() &&
-          st.ctx.store->list_owned(owner).size() >= st.ctx.limits.per_key.max_agents)
+          st.ctx.store->count_owned(owner) >= st.ctx.limits.per_key.max_agents)
         return make_error(errc::limit_exceeded,
                           "API key '" + owner + "' has " +
                               std::to_string(st.ctx.limits.per_key.max_agents) +

@@ -104,6 +104,11 @@ public:
     return out;
   }
 
+  size_t count_owned(const std::string& owner) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    return static_cast<size_t>(run({"SCARD", owned_key(owner)})->integer);
+  }
+
   bool exists(const agent_id& id) override {
     std::lock_guard<std::mutex> guard{mutex_};
     return run({"ZSCORE", agents_key, id.str()})->type != REDIS_REPLY_NIL;

@@ -130,6 +130,7 @@ public:
     select_agent_ =
         std::make_unique<statement>(db_, "SELECT owner FROM agents WHERE type=?1 AND key=?2");
     list_owned_ = std::make_unique<statement>(db_, "SELECT type, key FROM agents WHERE owner=?1");
+    count_owned_ = std::make_unique<statement>(db_, "SELECT COUNT(*) FROM agents WHERE owner=?1");
     select_messages_ = std::make_unique<statement>(
         db_, "SELECT body FROM messages WHERE type=?1 AND key=?2 ORDER BY seq");
     insert_message_ = std::make_unique<statement>(
@@ -196,6 +197,13 @@ public:
     while (list_owned_->step())
       out.push_back({list_owned_->text(0), list_owned_->text(1)});
     return out;
+  }
+
+  size_t count_owned(const std::string& owner) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    reset_on_exit r{*count_owned_};
+    count_owned_->bind(1, owner).step();
+    return static_cast<size_t>(count_owned_->integer(0));
   }
 
   std::optional<agent_record> load(const agent_id& id) override {
@@ -443,7 +451,7 @@ private:
   std::unique_ptr<statement> insert_agent_, select_agent_, select_messages_, insert_message_,
       delete_agent_, delete_messages_, delete_requests_, list_agents_, upsert_request_,
       finish_request_, find_request_, open_requests_, insert_job_, pick_job_, claim_job_,
-      finish_job_, find_job_, requeue_jobs_, insert_owned_agent_, list_owned_;
+      finish_job_, find_job_, requeue_jobs_, insert_owned_agent_, list_owned_, count_owned_;
 };
 
 } // namespace

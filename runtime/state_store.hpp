@@ -72,6 +72,9 @@ public:
   virtual std::optional<std::string> owner_of(const agent_id& id) = 0;
   /// The agents `owner` (not "") created, in no particular order.
   virtual std::vector<agent_id> list_owned(const std::string& owner) = 0;
+  /// How many agents `owner` has: checked on every spawn with a key, so
+  /// stores answer it without listing them.
+  virtual size_t count_owned(const std::string& owner) { return list_owned(owner).size(); }
   /// True when the agent is stored; cheaper than `load` where it matters.
   virtual bool exists(const agent_id& id) { return load(id).has_value(); }
   virtual std::optional<agent_record> load(const agent_id& id) = 0;

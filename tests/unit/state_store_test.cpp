@@ -128,6 +128,8 @@ TEST(StateStore, AnAgentKeepsTheOwnerThatCreatedItUntilItIsErased) {
     EXPECT_TRUE(s->erase(a));
     EXPECT_FALSE(s->owner_of(a));
     EXPECT_EQ(s->list_owned("alice").size(), 1u);
+    EXPECT_EQ(s->count_owned("alice"), 1u);
+    EXPECT_EQ(s->count_owned("bob"), 0u);
     EXPECT_TRUE(s->create(a, "bob")); // a new agent of that name is bob's
     EXPECT_EQ(s->owner_of(a), "bob");
   });
