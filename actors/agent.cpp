@@ -254,6 +254,7 @@ void run_step(agent_actor* self) {
   runtime::chat_request req;
   req.model = cfg.model;
   req.temperature = cfg.temperature;
+  req.cacheable = cfg.response_cache;
   req.max_tokens = cfg.max_tokens;
   req.affinity_key = st.id_str;
   req.prefer = cfg.prefer;

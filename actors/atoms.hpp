@@ -34,5 +34,8 @@ using passivate_atom = caf::atom_constant<caf::atom("passivate")>;
 using crash_atom = caf::atom_constant<caf::atom("crash")>;
 using job_atom = caf::atom_constant<caf::atom("job")>;
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
+using join_atom = caf::atom_constant<caf::atom("join")>;
+using worker_atom = caf::atom_constant<caf::atom("worker")>;
+using forget_atom = caf::atom_constant<caf::atom("forget")>;
 
 } // namespace troupe::actors

@@ -1,6 +1,10 @@
 #include "actors/inference_router.hpp"
 #include "actors/atoms.hpp"
+#include "actors/shared_call.hpp"
 #include "runtime/log.hpp"
+#include "runtime/metrics.hpp"
+#include "runtime/openai_codec.hpp"
+#include "runtime/response_cache.hpp"
 
 #include <caf/all.hpp>
 
@@ -60,6 +64,11 @@ struct router_state {
   size_t max_affinity = 0;
   /// affinity key -> worker id; bounded, cleared when it grows too big.
   std::unordered_map<std::string, std::string> affinity;
+  /// Cacheable requests (see `chat_request::cacheable`): answers kept, and
+  /// the call in flight for each request, which identical ones join.
+  runtime::response_cache cache{{}};
+  std::unordered_map<std::string, caf::actor> in_flight;
+  uint64_t shared_jobs = 0;
   static inline const char* name = "inference_router";
 
   /// Index of worker `id`, or `status.size()`.
@@ -75,17 +84,23 @@ using router_actor = caf::stateful_actor<router_state>;
 
 /// Offers the job to the workers in `order` until one takes it. The job is
 /// shared by the attempts: each message carries one copy, nothing more.
+/// With `shared` (a coalesced call, the job's sink) the requester gets
+/// `shared` as its worker, and `shared` learns the real one.
 void try_next(router_actor* self, caf::response_promise rp, std::shared_ptr<const infer_job> job,
-              std::vector<std::string> order, size_t pos, std::string last_error) {
+              std::vector<std::string> order, size_t pos, std::string last_error,
+              caf::actor shared = {}) {
   if (pos >= order.size()) {
-    rp.deliver(make_error(errc::overloaded,
-                          last_error.empty() ? "every worker for this model is full" : last_error));
+    auto err = make_error(errc::overloaded,
+                          last_error.empty() ? "every worker for this model is full" : last_error);
+    if (shared) self->send(shared, fail_atom::value, to_failure(err));
+    rp.deliver(std::move(err));
     return;
   }
   auto& st = self->state;
   auto i = st.find(order[pos]);
   if (i == st.status.size())
-    return try_next(self, std::move(rp), std::move(job), std::move(order), pos + 1, last_error);
+    return try_next(self, std::move(rp), std::move(job), std::move(order), pos + 1, last_error,
+                    std::move(shared));
   auto hdl = st.hdl[i];
   // Count it now: the worker's own load report arrives later, and a burst
   // of requests must not all pick the same worker meanwhile.
@@ -98,16 +113,77 @@ void try_next(router_actor* self, caf::response_promise rp, std::shared_ptr<cons
               if (aff.size() >= self->state.max_affinity) aff.clear();
               aff[job->request.affinity_key] = worker_id;
             }
-            rp.deliver(hdl, std::move(worker_id));
+            if (shared) {
+              self->send(shared, worker_atom::value, hdl);
+              rp.deliver(shared, std::move(worker_id));
+            } else {
+              rp.deliver(hdl, std::move(worker_id));
+            }
           },
           [=](caf::error& err) mutable {
             auto f = to_failure(err);
-            try_next(self, std::move(rp), std::move(job), std::move(order), pos + 1, f.message);
+            try_next(self, std::move(rp), std::move(job), std::move(order), pos + 1, f.message,
+                     std::move(shared));
           });
 }
 
-caf::behavior router_impl(router_actor* self, size_t max_affinity) {
+struct cache_metrics {
+  static runtime::metrics_registry& reg() { return runtime::metrics_registry::global(); }
+  runtime::counter& hits =
+      reg().get_counter("troupe_response_cache_total",
+                        "Cacheable model calls by how they were answered", "result=\"hit\"");
+  runtime::counter& joined =
+      reg().get_counter("troupe_response_cache_total",
+                        "Cacheable model calls by how they were answered", "result=\"coalesced\"");
+  runtime::counter& misses =
+      reg().get_counter("troupe_response_cache_total",
+                        "Cacheable model calls by how they were answered", "result=\"miss\"");
+  runtime::gauge& bytes =
+      reg().get_gauge("troupe_response_cache_bytes", "Bytes held by the response cache");
+};
+
+cache_metrics& metrics() {
+  static cache_metrics m;
+  return m;
+}
+
+/// A cacheable request: the stored answer, replayed as if streamed; or the
+/// identical call in flight, joined; or a new shared call, dispatched.
+void share(router_actor* self, infer_job& job, const std::vector<std::string>& order) {
+  auto& st = self->state;
+  auto key = runtime::encode_chat_request(job.request, true);
+  if (auto* a = st.cache.find(key, runtime::response_cache::clock::now())) {
+    metrics().hits.inc();
+    auto rp = self->make_response_promise();
+    // The reply first, then the answer: one sender, one order.
+    rp.deliver(caf::actor_cast<caf::actor>(self), std::string{"cache"});
+    for (auto& t : a->tokens)
+      self->send(job.sink, token_atom::value, job.job, t);
+    self->send(job.sink, done_atom::value, job.job, a->result);
+    return;
+  }
+  if (auto it = st.in_flight.find(key); it != st.in_flight.end()) {
+    metrics().joined.inc();
+    self->send(it->second, join_atom::value, job.sink, job.job);
+    auto rp = self->make_response_promise();
+    rp.deliver(it->second, std::string{"shared"});
+    return;
+  }
+  metrics().misses.inc();
+  auto id = ++st.shared_jobs;
+  auto call = spawn_shared_call(self->system(), caf::actor_cast<caf::actor>(self), key, id);
+  st.in_flight.emplace(std::move(key), call);
+  self->send(call, join_atom::value, job.sink, job.job);
+  job.sink = call;
+  job.job = id;
+  try_next(self, self->make_response_promise(), std::make_shared<const infer_job>(std::move(job)),
+           order, 0, {}, call);
+}
+
+caf::behavior router_impl(router_actor* self, size_t max_affinity,
+                          runtime::response_cache_limits cache_limits) {
   self->state.max_affinity = max_affinity;
+  self->state.cache = runtime::response_cache{cache_limits};
   self->set_exception_handler(
       [](caf::scheduled_actor*, std::exception_ptr& eptr) { return exception_to_error(eptr); });
   self->set_down_handler([self](caf::down_msg& dm) {
@@ -165,6 +241,10 @@ caf::behavior router_impl(router_actor* self, size_t max_affinity) {
           order.push_back(st.status[i].info.id);
         // Only now take the promise: returning an error after taking it would
         // leave the requester waiting for its timeout.
+        if (job.request.cacheable) {
+          share(self, job, order);
+          return caf::delegated<caf::actor, std::string>{};
+        }
         auto rp = self->make_response_promise();
         try_next(self, rp, std::make_shared<const infer_job>(std::move(job)), std::move(order), 0,
                  {});
@@ -184,6 +264,22 @@ caf::behavior router_impl(router_actor* self, size_t max_affinity) {
           return make_error(errc::backend_unavailable, "no worker '" + id + "' on this node");
         return st.hdl[i];
       },
+      [=](done_atom, std::string& key, std::vector<std::string>& tokens, runtime::chat_result& r) {
+        // A shared call ended well: identical requests from now on get it.
+        auto& st = self->state;
+        st.in_flight.erase(key);
+        st.cache.put(key, {std::move(tokens), std::move(r)}, runtime::response_cache::clock::now());
+        metrics().bytes.set(static_cast<int64_t>(st.cache.bytes()));
+      },
+      [=](forget_atom, std::string& key) {
+        auto& st = self->state;
+        if (auto it = st.in_flight.find(key);
+            it != st.in_flight.end() && it->second.address() == self->current_sender())
+          st.in_flight.erase(it);
+      },
+      [=](cancel_atom, uint64_t) {
+        // An agent cancelling an answer the cache already gave: nothing runs.
+      },
       [=](stats_atom) {
         auto out = self->state.status;
         std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.info.id < b.info.id; });
@@ -194,8 +290,9 @@ caf::behavior router_impl(router_actor* self, size_t max_affinity) {
 
 } // namespace
 
-caf::actor spawn_inference_router(caf::actor_system& sys, size_t max_affinity_entries) {
-  return sys.spawn(router_impl, max_affinity_entries);
+caf::actor spawn_inference_router(caf::actor_system& sys, size_t max_affinity_entries,
+                                  runtime::response_cache_limits cache) {
+  return sys.spawn(router_impl, max_affinity_entries, cache);
 }
 
 } // namespace troupe::actors

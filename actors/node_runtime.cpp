@@ -64,14 +64,15 @@ struct node_runtime::impl {
     // Everyone talks to the router, the directory and the job runner through
     // stable addresses, so their supervisors can restart them unnoticed.
     router = spawn_stable_address(system, router_cell, "inference router");
-    routing = spawn_supervisor(system, "routing",
-                               {{"router",
-                                 [cell = router_cell](caf::actor_system& sys) {
-                                   auto r = spawn_inference_router(sys);
-                                   cell->set(r); // workers re-register at their next report
-                                   return r;
-                                 }}},
-                               policy, status);
+    routing =
+        spawn_supervisor(system, "routing",
+                         {{"router",
+                           [cell = router_cell, cache = c.response_cache](caf::actor_system& sys) {
+                             auto r = spawn_inference_router(sys, size_t{1} << 20, cache);
+                             cell->set(r); // workers re-register at their next report
+                             return r;
+                           }}},
+                         policy, status);
     router_cell->wait_for_first(std::chrono::seconds(5));
     if (cfg.has_role("inference")) {
       // The inference subtree: one supervised worker per accelerator. A

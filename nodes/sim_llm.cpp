@@ -11,6 +11,7 @@
 #include <boost/asio/strand.hpp>
 #include <nlohmann/json.hpp>
 
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <deque>
@@ -159,6 +160,8 @@ int run_sim_llm(const sim_llm_options& opts) {
   actors::io_threads io{1};
   auto slots = std::make_shared<slot_pool>(opts.slots, opts.max_queue);
   auto* ctx = &io.context();
+  // Completions asked for, for tests that check what reached the server.
+  auto completions = std::make_shared<std::atomic<uint64_t>>(0);
   http_server_options server_opts;
   server_opts.host = opts.host;
   server_opts.port = opts.port;
@@ -167,7 +170,8 @@ int run_sim_llm(const sim_llm_options& opts) {
   server_opts.max_connections = 100000;
   server_opts.server_name = "troupe-sim-llm";
   http_server server{
-      io, server_opts, [&opts, slots, ctx](http_request req, std::shared_ptr<http_exchange> ex) {
+      io, server_opts,
+      [&opts, slots, ctx, completions](http_request req, std::shared_ptr<http_exchange> ex) {
         auto path = req.path;
         if (path.rfind("/api/v1", 0) == 0) path = "/v1" + path.substr(7); // Lemonade's prefix
         if (req.method == "GET" && (path == "/health" || path == "/v1/health"))
@@ -176,9 +180,12 @@ int run_sim_llm(const sim_llm_options& opts) {
           return ex->reply(json_reply(
               200, {{"object", "list"},
                     {"data", json::array({{{"id", opts.model}, {"object", "model"}}})}}));
+        if (req.method == "GET" && path == "/stats")
+          return ex->reply(json_reply(200, {{"chat_completions", completions->load()}}));
         if (req.method == "POST" && path == "/v1/load")
           return ex->reply(json_reply(200, {{"status", "success"}}));
         if (req.method == "POST" && path == "/v1/chat/completions") {
+          completions->fetch_add(1);
           bool stream = false;
           std::string err;
           auto creq = runtime::decode_chat_request(req.body, stream, err);

@@ -433,6 +433,16 @@ node_config parse(const YAML::Node& root, const std::string& file) {
         cfg.accelerators.push_back(std::move(acc));
       }
     }
+    if (auto rc = r.get("response_cache")) {
+      map_reader c{*rc, "inference.response_cache", file};
+      uint64_t entries = cfg.response_cache.max_entries, bytes = cfg.response_cache.max_bytes;
+      c.read("max_entries", entries, 0, 100000000);
+      c.read("max_bytes", bytes, 0, uint64_t{1} << 40);
+      c.read("ttl", cfg.response_cache.ttl);
+      cfg.response_cache.max_entries = entries;
+      cfg.response_cache.max_bytes = bytes;
+      c.finish();
+    }
     r.finish();
   }
 
@@ -474,6 +484,15 @@ node_config parse(const YAML::Node& root, const std::string& file) {
           a.read("max_steps", t.max_steps, 1, 1000);
           a.read("temperature", t.temperature, 0, 2);
           a.read("max_tokens", t.max_tokens, 0, 10000000);
+          if (auto rc = a.get("response_cache")) {
+            check_one_of(a, *rc, "response_cache", a.scalar(*rc, "response_cache"),
+                         {"true", "false"});
+            t.response_cache = rc->Scalar() == "true";
+            if (t.response_cache && t.temperature != 0)
+              a.fail(*rc, "'" + path +
+                              ".response_cache' needs 'temperature: 0': only a deterministic "
+                              "answer can be given to an identical request");
+          }
           a.finish();
         }
         cfg.agent_types[name] = std::move(t);

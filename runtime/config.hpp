@@ -43,6 +43,18 @@ struct agent_type_config {
   int64_t max_steps = 8;
   double temperature = 0.7;
   int64_t max_tokens = 0;
+  /// Identical model calls share one answer: concurrent ones wait for the
+  /// same call, later ones get it from `inference.response_cache`. Only
+  /// with `temperature: 0`, where the answer is the same anyway.
+  bool response_cache = false;
+};
+
+/// `inference.response_cache`: how much the router keeps of answers to
+/// deterministic model calls (agent types with `response_cache: true`).
+struct response_cache_limits {
+  size_t max_entries = 10000;
+  size_t max_bytes = 64 << 20;
+  std::chrono::milliseconds ttl{600000};
 };
 
 /// `gateway.tls`: PEM certificate (chain) and private key.
@@ -147,6 +159,7 @@ struct node_config {
   /// `redis://host:port/db`: the shared Redis store instead of SQLite.
   std::string state_redis;
   std::vector<accelerator_config> accelerators;
+  response_cache_limits response_cache;
   /// True when no accelerator was configured and the embedded simulated
   /// backend stands in; the node says so loudly at start.
   bool simulated_default = false;

@@ -58,6 +58,9 @@ struct chat_request {
   /// Routing hints: session affinity and accelerator preference.
   std::string affinity_key;
   std::vector<std::string> prefer;
+  /// An identical request may get the same answer (the agent type's
+  /// `response_cache`): the router shares and caches it. Not sent anywhere.
+  bool cacheable = false;
 };
 
 /// The end of one model call: the full text, tool calls and usage.

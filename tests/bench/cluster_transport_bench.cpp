@@ -157,8 +157,8 @@ struct endpoint_pair {
           }
         },
         [](const std::string&, uint64_t, bool) {});
-    a->set_peers({{"node-b", {b_ep, 2}}});
-    b->set_peers({{"node-a", {a_ep, 1}}});
+    a->set_peers({{"node-b", {b_ep, 2, {}}}});
+    b->set_peers({{"node-a", {a_ep, 1, {}}}});
     // Wait until both have heard each other (a peer gets frames only then).
     auto ping = encode_payload({});
     for (int i = 0; i < 200; ++i) {

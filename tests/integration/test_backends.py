@@ -3,7 +3,8 @@ import json
 import time
 import unittest
 
-from harness import Client, Node, SimLlm, TroupeTestCase, free_port, run, sim_backend_yaml, wait_until
+from harness import (Client, Node, SimLlm, TroupeTestCase, free_port, http, node_exit, run, sim_backend_yaml,
+                     wait_until)
 
 
 class Backends(TroupeTestCase):
@@ -150,3 +151,85 @@ agents:
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ResponseCache(TroupeTestCase):
+    """Agent types with `response_cache: true` (and temperature 0) share one
+    model call among identical requests, and reuse its answer later."""
+
+    def completions(self, sim):
+        return json.loads(http("GET", f"http://127.0.0.1:{sim.port}/stats")[1])["chat_completions"]
+
+    def test_identical_requests_share_one_model_call_and_later_ones_its_answer(self):
+        sim = self.track(SimLlm(tokens_per_s=40))  # ~0.5 s per answer: the five overlap
+        node = self.track(Node(sim_backend_yaml([sim]) + """agents:
+  types:
+    faq: {temperature: 0, response_cache: true}
+    chat: {temperature: 0}
+"""))
+        answer = " ".join(str(i) for i in range(1, 21))
+
+        async def go():
+            c = await Client.connect(node.ws_url)
+            for i in range(8):
+                await c.send(op="spawn", type="faq" if i < 6 else "chat", key=f"a{i}", id=f"s{i}")
+            await c.until(lambda e: e.get("id") == "s7")
+            # Five agents ask the same at once: one model call, five streams.
+            for i in range(5):
+                await c.send(op="send", agent=f"faq/a{i}", text="count to 20", id=f"q{i}")
+            ends = {}
+            evs = await c.until(lambda e: e["ev"] in ("done", "error") and
+                                (ends.__setitem__(e["id"], e) or len(ends) == 5), timeout=30)
+            for i in range(5):
+                self.assertEqual((ends[f"q{i}"]["ev"], ends[f"q{i}"].get("answer")), ("done", answer),
+                                 ends[f"q{i}"])
+                tokens = "".join(e["text"] for e in evs if e.get("id") == f"q{i}" and e["ev"] == "token")
+                self.assertEqual(tokens, answer)  # each saw the whole stream, in order
+            self.assertEqual(self.completions(sim), 1)
+            # Later, a sixth asks the same: the stored answer, streamed again.
+            evs = await c.turn("faq/a5", "count to 20", "q5")
+            self.assertEqual((evs[-1]["ev"], evs[-1].get("answer")), ("done", answer))
+            self.assertEqual("".join(e["text"] for e in evs if e["ev"] == "token"), answer)
+            self.assertEqual(self.completions(sim), 1)
+            # A type without the cache asks the server every time.
+            for i in (6, 7):
+                evs = await c.turn(f"chat/a{i}", "count to 20", f"q{i}")
+                self.assertEqual(evs[-1].get("answer"), answer)
+            self.assertEqual(self.completions(sim), 3)
+            # A different question is a different request.
+            evs = await c.turn("faq/a0", "count to 3", "q8")
+            self.assertEqual(evs[-1].get("answer"), "1 2 3")
+            self.assertEqual(self.completions(sim), 4)
+        run(go())
+        metrics = node.get("/metrics")[1]
+        self.assertIn('troupe_response_cache_total{result="hit"} 1', metrics)
+        self.assertIn('troupe_response_cache_total{result="coalesced"} 4', metrics)
+        self.assertIn('troupe_response_cache_total{result="miss"} 2', metrics)
+
+    def test_an_agent_that_stops_waiting_does_not_stop_the_others(self):
+        sim = self.track(SimLlm(tokens_per_s=40))
+        node = self.track(Node(sim_backend_yaml([sim]) +
+                               "agents:\n  types:\n    faq: {temperature: 0, response_cache: true}\n"))
+        answer = " ".join(str(i) for i in range(1, 21))
+
+        async def go():
+            c = await Client.connect(node.ws_url)
+            for i in range(3):
+                await c.send(op="spawn", type="faq", key=f"b{i}", id=f"s{i}")
+            await c.until(lambda e: e.get("id") == "s2")
+            for i in range(3):
+                await c.send(op="send", agent=f"faq/b{i}", text="count to 20", id=f"q{i}")
+            await c.until(lambda e: e["ev"] == "token" and e["id"] == "q0")
+            await c.send(op="kill", agent="faq/b0", id="k")  # the leader's agent goes away
+            ends = {}
+            await c.until(lambda e: e["ev"] in ("done", "error") and e["id"] in ("q1", "q2") and
+                          (ends.__setitem__(e["id"], e) or len(ends) == 2), timeout=30)
+            for q in ("q1", "q2"):
+                self.assertEqual((ends[q]["ev"], ends[q].get("answer")), ("done", answer), ends[q])
+            self.assertEqual(self.completions(sim), 1)
+        run(go())
+
+    def test_the_cache_needs_temperature_0(self):
+        p = node_exit("agents:\n  types:\n    faq: {temperature: 0.7, response_cache: true}\n", "--check")
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertRegex(p.stderr, r"\.yaml:3:\d+: 'agents\.types\.faq\.response_cache' needs 'temperature: 0'")

@@ -173,3 +173,22 @@ agents:
 )");
   EXPECT_TRUE(cfg.mcp_servers.empty());
 }
+
+TEST(Config, ReadsTheResponseCacheAndItsAgentTypes) {
+  auto c = ok("inference:\n  response_cache: {max_entries: 5, max_bytes: 1000, ttl: 2s}\n"
+              "agents:\n  types:\n    faq: {temperature: 0, response_cache: true}\n"
+              "    chat: {}\n");
+  EXPECT_EQ(c.response_cache.max_entries, 5u);
+  EXPECT_EQ(c.response_cache.max_bytes, 1000u);
+  EXPECT_EQ(c.response_cache.ttl, std::chrono::seconds(2));
+  EXPECT_TRUE(c.agent_types.at("faq").response_cache);
+  EXPECT_FALSE(c.agent_types.at("chat").response_cache);
+  EXPECT_EQ(ok("").response_cache.max_entries, 10000u); // the default
+  EXPECT_EQ(bad("inference: {response_cache: {size: 1}}"),
+            "t.yaml:1:30: unknown key 'inference.response_cache.size'");
+  EXPECT_NE(
+      bad("agents: {types: {faq: {temperature: 0, response_cache: maybe}}}").find("must be one of"),
+      std::string::npos);
+  EXPECT_NE(bad("agents: {types: {faq: {response_cache: true}}}").find("needs 'temperature: 0'"),
+            std::string::npos);
+}
