@@ -116,6 +116,8 @@ private:
     if (ec)
       return finish_error(errc::backend_unavailable,
                           "cannot connect to " + be_->cfg.url + ": " + ec.message());
+    // A request longer than a segment must not wait for the server's ACK.
+    stream_->socket().set_option(tcp::no_delay(true), ec);
     do_write();
   }
 
