@@ -10,6 +10,9 @@ Figures (one JSON object per line on stdout, for scripts/bench):
          runtime's work on the path rather than queueing behind a full CPU;
   connections  the gateway's RSS per open WebSocket client with 10,000 open
          (needs a file limit over 11,000);
+  cache  time to first token at 100 streams when the answer comes from the
+         response cache (an agent type with `response_cache: true`), against
+         the model server's own, direct;
   tokens tokens/s delivered at saturation (closed loop, 200 clients).
 
 usage: gateway_load.py [--quick]
@@ -46,7 +49,9 @@ def main():
     direct = SimLlm(**slow)
     backing = SimLlm(**slow)
     node = Node(sim_backend_yaml([backing], slots=2000))
-    procs = [direct, backing, node]
+    cached = Node(sim_backend_yaml([backing], slots=2000) +
+                  "agents:\n  types:\n    faq: {temperature: 0, response_cache: true}\n")
+    procs = [direct, backing, node, cached]
     try:
         # One stream: short answers, so a run holds many first tokens.
         for streams, rate, count in ((1, 0, 2), (100, 50, 20), (500, 250, 20)):
@@ -58,6 +63,11 @@ def main():
             g = load("--gateway", node.base, *common)
             print(json.dumps({"figure": "ttft", "streams": streams, "direct": d, "gateway": g}),
                   flush=True)
+            if streams == 100:
+                # Every client asks the same: all but the first get the stored answer.
+                c = load("--gateway", cached.base, "--type", "faq", *common)
+                print(json.dumps({"figure": "cache", "streams": streams, "direct": d, "gateway": c}),
+                      flush=True)
         # 10,000 clients connected at once (each spawned its agent), 100 of
         # them talking per second: what one connection costs the gateway.
         if resource.getrlimit(resource.RLIMIT_NOFILE)[1] >= 10000 + 1000:
