@@ -16,6 +16,8 @@
 #include <caf/all.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <mutex>
 #include <random>
@@ -24,9 +26,48 @@
 
 namespace troupe::actors {
 
+/// A call from the callback API to run on a bridge actor (see `in_actor`).
+struct bridge_call {
+  std::function<void(caf::event_based_actor*)> run;
+};
+
+} // namespace troupe::actors
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::actors::bridge_call)
+
+namespace troupe::actors {
+
 using runtime::errc;
 
 namespace {
+
+/// Runs the calls it is sent, each making its requests and handing the
+/// answers to their callbacks. Nothing they do may end it: every call of
+/// the node's API passes one of these. (`index` only names it; an
+/// argument-less function actor makes CAF 0.17 read a null argument tuple.)
+caf::behavior bridge_impl(caf::event_based_actor* self, size_t /*index*/) {
+  return {[=](bridge_call& c) {
+    try {
+      c.run(self);
+    } catch (const std::exception& e) {
+      runtime::log::error("node", "api_call_failed", {{"reason", e.what()}});
+    } catch (...) {
+      runtime::log::error("node", "api_call_failed", {{"reason", "unknown exception"}});
+    }
+  }};
+}
+
+/// Hands an answer to a caller's callback on a bridge actor; an exception
+/// from it is logged, never allowed to end the bridge.
+template <class F, class... Ts> void call_back(const F& cb, Ts&&... xs) noexcept {
+  try {
+    cb(std::forward<Ts>(xs)...);
+  } catch (const std::exception& e) {
+    runtime::log::error("node", "api_callback_failed", {{"reason", e.what()}});
+  } catch (...) {
+    runtime::log::error("node", "api_callback_failed", {{"reason", "unknown exception"}});
+  }
+}
 
 caf::actor_system_config& configure(caf::actor_system_config& cfg) {
   auto threads = std::max(2u, std::thread::hardware_concurrency());
@@ -61,6 +102,8 @@ struct node_runtime::impl {
        std::shared_ptr<cluster_hooks> cl)
       : cfg(c), types(std::move(t)), system(configure(caf_cfg)), cluster(std::move(cl)) {
     restart_policy policy{static_cast<int>(cfg.max_restarts), cfg.restart_window};
+    for (unsigned i = 0; i < std::max(2u, std::thread::hardware_concurrency()); ++i)
+      bridges.push_back(system.spawn(bridge_impl, size_t{i}));
     // Everyone talks to the router, the directory and the job runner through
     // stable addresses, so their supervisors can restart them unnoticed.
     router = spawn_stable_address(system, router_cell, "inference router");
@@ -150,6 +193,13 @@ struct node_runtime::impl {
     mcp = spawn_supervisor(system, "mcp", std::move(children), policy, status);
   }
 
+  // The bridges outlive `shutdown()` (a late call gets its error answer) and
+  // stop here, before the actor system waits for every actor to end.
+  ~impl() {
+    for (auto& b : bridges)
+      caf::anon_send_exit(b, caf::exit_reason::user_shutdown);
+  }
+
   /// Agents resumed at start must find the workers: wait (briefly) until
   /// every local worker has registered with the router.
   void wait_for_workers(size_t expected) {
@@ -190,6 +240,17 @@ struct node_runtime::impl {
   std::mutex sessions_mutex;
   std::set<caf::actor> sessions;
   bool stopped = false;
+  /// Long-lived actors that bridge the callback API to request/response;
+  /// calls go round-robin. (A helper actor spawned per call was a third of
+  /// an activation's cost.)
+  std::vector<caf::actor> bridges;
+  std::atomic<size_t> next_bridge{0};
+
+  /// Runs `f(self)` on a bridge actor: `f` makes its requests from there.
+  void in_actor(std::function<void(caf::event_based_actor*)> f) {
+    auto i = next_bridge.fetch_add(1, std::memory_order_relaxed) % bridges.size();
+    caf::anon_send(bridges[i], bridge_call{std::move(f)});
+  }
 };
 
 node_runtime::node_runtime(const runtime::node_config& cfg,
@@ -237,17 +298,6 @@ node_runtime::open_session(std::shared_ptr<frame_sink> sink, std::string fixed_t
     im->sessions.erase(hdl);
   });
 }
-
-namespace {
-
-/// Runs `f(self)` in a short-lived actor, the bridge from a callback API to
-/// request/response. `f` travels as a spawn argument: CAF 0.17 dereferences
-/// a null argument tuple for argument-less function actors (UBSan).
-template <class F> void in_actor(caf::actor_system& sys, F f) {
-  sys.spawn([](caf::event_based_actor* self, F fn) { fn(self); }, std::move(f));
-}
-
-} // namespace
 
 void node_runtime::execute(std::string type, std::string key, std::string message,
                            std::function<void(execute_result)> cb, const runtime::principal& who) {
@@ -324,11 +374,11 @@ void node_runtime::spawn_agent(std::string type, std::string key,
                                std::function<void(std::optional<runtime::failure>, std::string)> cb,
                                const runtime::principal& who) {
   auto dir = impl_->directory;
-  in_actor(impl_->system, [=](caf::event_based_actor* self) {
+  impl_->in_actor([=](caf::event_based_actor* self) {
     self->request(dir, std::chrono::seconds(10), spawn_atom::value, type, key, who.name,
                   who.scope())
-        .then([=](std::string& agent, std::string&) { cb(std::nullopt, agent); },
-              [=](caf::error& err) { cb(to_failure(err), {}); });
+        .then([=](std::string& agent, std::string&) { call_back(cb, std::nullopt, agent); },
+              [=](caf::error& err) { call_back(cb, to_failure(err), std::string{}); });
   });
 }
 
@@ -336,28 +386,29 @@ void node_runtime::kill_agent(std::string agent,
                               std::function<void(std::optional<runtime::failure>)> cb,
                               const runtime::principal& who) {
   auto dir = impl_->directory;
-  in_actor(impl_->system, [=](caf::event_based_actor* self) {
+  impl_->in_actor([=](caf::event_based_actor* self) {
     self->request(dir, std::chrono::seconds(10), kill_atom::value, agent, who.scope())
-        .then([=](bool) { cb(std::nullopt); }, [=](caf::error& err) { cb(to_failure(err)); });
+        .then([=](bool) { call_back(cb, std::nullopt); },
+              [=](caf::error& err) { call_back(cb, to_failure(err)); });
   });
 }
 
 void node_runtime::list_agents(std::function<void(std::vector<std::string>)> cb,
                                const runtime::principal& who) {
   auto dir = impl_->directory;
-  in_actor(impl_->system, [=](caf::event_based_actor* self) {
+  impl_->in_actor([=](caf::event_based_actor* self) {
     self->request(dir, std::chrono::seconds(10), list_atom::value, who.scope())
-        .then([=](std::vector<std::string>& agents) { cb(std::move(agents)); },
-              [=](caf::error&) { cb({}); });
+        .then([=](std::vector<std::string>& agents) { call_back(cb, std::move(agents)); },
+              [=](caf::error&) { call_back(cb, std::vector<std::string>{}); });
   });
 }
 
 void node_runtime::workers(std::function<void(std::vector<worker_status>)> cb) {
   auto router = impl_->router;
-  in_actor(impl_->system, [=](caf::event_based_actor* self) {
+  impl_->in_actor([=](caf::event_based_actor* self) {
     self->request(router, std::chrono::seconds(10), stats_atom::value)
-        .then([=](std::vector<worker_status>& ws) { cb(std::move(ws)); },
-              [=](caf::error&) { cb({}); });
+        .then([=](std::vector<worker_status>& ws) { call_back(cb, std::move(ws)); },
+              [=](caf::error&) { call_back(cb, std::vector<worker_status>{}); });
   });
 }
 

@@ -15,12 +15,16 @@ server.registerTool(
   { description: "Waits the given seconds, then says so.", inputSchema: { seconds: z.number() } },
   async ({ seconds }, extra) => {
     await new Promise((resolve) => {
-      const timer = setTimeout(resolve, seconds * 1000);
-      extra.signal.addEventListener("abort", () => {
+      const abort = () => {
         clearTimeout(timer);
         console.error(`probe: call ${extra.requestId} aborted: ${extra.signal.reason}`);
         resolve();
-      });
+      };
+      const timer = setTimeout(resolve, seconds * 1000);
+      // A cancel can arrive before this handler runs: the signal is then
+      // aborted already and would never fire again.
+      if (extra.signal.aborted) return abort();
+      extra.signal.addEventListener("abort", abort);
     });
     return { content: [{ type: "text", text: `slept ${seconds} s` }] };
   },
