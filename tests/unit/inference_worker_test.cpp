@@ -243,3 +243,111 @@ TEST_F(worker_fixture, repeated_backend_failures_open_the_circuit_until_a_probe_
   self->send_exit(w, caf::exit_reason::user_shutdown);
   sched.run();
 }
+
+namespace {
+
+infer_job cacheable(uint64_t job, const caf::scoped_actor& sink, std::string text = "hi") {
+  infer_job j{job, {}, caf::actor_cast<caf::actor>(sink), {}};
+  j.request.temperature = 0;
+  j.request.cacheable = true;
+  j.request.messages.push_back({"user", std::move(text), {}, {}, {}});
+  return j;
+}
+
+/// What `sink` received for model calls: "job:token" and "job:done:content" lines.
+std::vector<std::string> stream_of(caf::scoped_actor& sink) {
+  std::vector<std::string> out;
+  bool more = true;
+  while (more)
+    sink->receive([&](token_atom, uint64_t job,
+                      std::string& t) { out.push_back(std::to_string(job) + ":" + t); },
+                  [&](done_atom, uint64_t job, runtime::chat_result& r) {
+                    out.push_back(std::to_string(job) + ":done:" + r.content);
+                  },
+                  [&](fail_atom, uint64_t job, runtime::failure& f, bool started, std::string&) {
+                    out.push_back(std::to_string(job) +
+                                  ":fail:" + std::string{runtime::to_string(f.code)} +
+                                  (started ? ":started" : ""));
+                  },
+                  caf::after(std::chrono::seconds(0)) >> [&] { more = false; });
+  return out;
+}
+
+} // namespace
+
+TEST_F(worker_fixture, identical_cacheable_calls_share_one_stream_and_later_ones_its_answer) {
+  auto w = start_worker(4, 4);
+  caf::scoped_actor other{sys};
+  auto lead = self->request(router, caf::infinite, infer_atom::value, cacheable(1, self));
+  auto join = other->request(router, caf::infinite, infer_atom::value, cacheable(2, other));
+  sched.run();
+  std::string lead_worker, join_worker;
+  lead.receive([&](caf::actor&, std::string& id) { lead_worker = id; }, [](caf::error&) {});
+  join.receive([&](caf::actor&, std::string& id) { join_worker = id; }, [](caf::error&) {});
+  EXPECT_EQ(lead_worker, "w0");
+  EXPECT_EQ(join_worker, "shared");
+  ASSERT_EQ(be->streams.size(), 1u); // one model call for both
+  be->streams[0]->cb.on_token("hel");
+  be->streams[0]->cb.on_token("lo");
+  be->streams[0]->cb.on_done({"hello", {}, {}, "stop"});
+  sched.run();
+  EXPECT_EQ(stream_of(self), (std::vector<std::string>{"1:hel", "1:lo", "1:done:hello"}));
+  EXPECT_EQ(stream_of(other), (std::vector<std::string>{"2:hel", "2:lo", "2:done:hello"}));
+  // Later: the stored answer, the router standing in for the worker.
+  auto later = self->request(router, caf::infinite, infer_atom::value, cacheable(3, self));
+  sched.run();
+  later.receive(
+      [&](caf::actor& a, std::string& id) {
+        EXPECT_EQ(a, router);
+        EXPECT_EQ(id, "cache");
+      },
+      [](caf::error&) { ADD_FAILURE() << "no cached answer"; });
+  EXPECT_EQ(stream_of(self), (std::vector<std::string>{"3:hel", "3:lo", "3:done:hello"}));
+  EXPECT_EQ(be->streams.size(), 1u);
+  // A different request is not the cached one.
+  auto different =
+      self->request(router, caf::infinite, infer_atom::value, cacheable(4, self, "ho"));
+  sched.run();
+  different.receive([](caf::actor&, std::string& id) { EXPECT_EQ(id, "w0"); },
+                    [](caf::error&) { ADD_FAILURE(); });
+  EXPECT_EQ(be->streams.size(), 2u);
+  be->streams[1]->cb.on_done({"x", {}, {}, "stop"});
+  sched.run();
+  stream_of(self);
+  self->send_exit(w, caf::exit_reason::user_shutdown);
+  self->send_exit(router, caf::exit_reason::user_shutdown);
+  sched.run();
+}
+
+TEST_F(worker_fixture,
+       when_no_worker_takes_a_shared_call_the_leader_gets_the_error_and_joiners_retry) {
+  auto w = start_worker(1, 0);
+  ASSERT_TRUE(std::holds_alternative<std::string>(submit(w, 9))); // its only slot is taken
+  caf::scoped_actor other{sys};
+  auto lead = self->request(router, caf::infinite, infer_atom::value, cacheable(1, self));
+  auto join = other->request(router, caf::infinite, infer_atom::value, cacheable(2, other));
+  sched.run();
+  std::string lead_out, join_out;
+  lead.receive(
+      [&](caf::actor&, std::string& id) { lead_out = id; },
+      [&](caf::error& err) { lead_out = std::string{runtime::to_string(to_failure(err).code)}; });
+  join.receive(
+      [&](caf::actor&, std::string& id) { join_out = id; },
+      [&](caf::error& err) { join_out = std::string{runtime::to_string(to_failure(err).code)}; });
+  EXPECT_EQ(lead_out, "overloaded");
+  EXPECT_EQ(join_out, "shared");
+  // The joiner hears it as a failure before any token: it may retry.
+  EXPECT_EQ(stream_of(other), (std::vector<std::string>{"2:fail:overloaded"}));
+  // The failed call is forgotten: the next identical request is dispatched anew.
+  auto again = other->request(router, caf::infinite, infer_atom::value, cacheable(3, other));
+  sched.run();
+  std::string again_out;
+  again.receive(
+      [&](caf::actor&, std::string& id) { again_out = id; },
+      [&](caf::error& err) { again_out = std::string{runtime::to_string(to_failure(err).code)}; });
+  EXPECT_EQ(again_out, "overloaded");
+  failures();
+  self->send_exit(w, caf::exit_reason::user_shutdown);
+  self->send_exit(router, caf::exit_reason::user_shutdown);
+  sched.run();
+}
