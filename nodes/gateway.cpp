@@ -197,7 +197,7 @@ struct gateway::impl {
     if (seg.size() == 3 && seg[0] == "debug" && seg[1] == "crash" && req.method == "POST" &&
         admin && rt.crash(seg[2]))
       return ex->reply(json_response(202, {{"crashing", seg[2]}}));
-    if (req.path == "/mcp") return mcp.handle(req, std::move(ex), *who);
+    if (req.path == "/mcp") return mcp.handle(req, std::move(ex), *who, quotas);
     if (req.path == "/metrics" && req.method == "GET") {
       runtime::metrics_registry::global().sample_process();
       return ex->reply(

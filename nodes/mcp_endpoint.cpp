@@ -1,6 +1,7 @@
 #include "nodes/mcp_endpoint.hpp"
 #include "nodes/mcp_server.hpp"
 #include "runtime/log.hpp"
+#include "runtime/metrics.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -20,6 +21,7 @@ constexpr size_t max_sessions = 10000;
 // JSON-RPC error codes.
 constexpr int parse_error = -32700;
 constexpr int invalid_request = -32600;
+constexpr int server_limit = -32000; // implementation-defined server error: a per-key limit
 
 http_response rpc(int status, const json& body,
                   std::vector<std::pair<std::string, std::string>> h = {}) {
@@ -85,7 +87,8 @@ mcp_endpoint::mcp_endpoint(actors::node_runtime& rt) : impl_(std::make_unique<im
 mcp_endpoint::~mcp_endpoint() = default;
 
 void mcp_endpoint::handle(const http_request& req, std::shared_ptr<http_exchange> ex,
-                          const runtime::principal& who) {
+                          const runtime::principal& who,
+                          const std::shared_ptr<runtime::key_quotas>& quotas) {
   auto& im = *impl_;
   json null_id = nullptr;
   auto fail = [&](int status, int code, const std::string& message, const json& id = nullptr) {
@@ -145,13 +148,21 @@ void mcp_endpoint::handle(const http_request& req, std::shared_ptr<http_exchange
   if (sid.empty())
     return fail(400, invalid_request, "missing Mcp-Session-Id: call initialize first", id);
   if (!im.has_session(sid)) return fail(404, invalid_request, "unknown or ended session", id);
+  // A tool call is a turn: it holds one of the key's turn slots until answered.
+  runtime::key_quotas::lease slot;
+  if (method == "tools/call" && quotas && !(slot = quotas->begin_turn(who.name))) {
+    static runtime::counter& limited = runtime::metrics_registry::global().get_counter(
+        "troupe_key_limited_total", "Requests refused by a per-key limit (limits.per_key)");
+    limited.inc();
+    return fail(429, server_limit, "limit_exceeded: " + quotas->over_turns(who.name), id);
+  }
   auto& params = msg["params"];
   bool wants_progress = method == "tools/call" && params.is_object() && params.contains("_meta") &&
                         params["_meta"].is_object() && params["_meta"].contains("progressToken") &&
                         req.header("accept").find("text/event-stream") != std::string::npos;
   if (!wants_progress)
     return im.server.dispatch(
-        msg, [ex](json reply) { ex->reply(rpc(200, reply)); }, nullptr, who);
+        msg, [ex, slot](json reply) { ex->reply(rpc(200, reply)); }, nullptr, who);
   // Progress while the agent works: the reply becomes an SSE stream of
   // progress notifications ending with the response.
   ex->start_stream(200, "text/event-stream");
@@ -161,7 +172,7 @@ void mcp_endpoint::handle(const http_request& req, std::shared_ptr<http_exchange
   };
   im.server.dispatch(
       msg,
-      [ex, event](json reply) {
+      [ex, event, slot](json reply) {
         ex->write_chunk(event(reply));
         ex->end_stream();
       },

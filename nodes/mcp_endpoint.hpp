@@ -1,6 +1,7 @@
 #pragma once
 
 #include "nodes/http_server.hpp"
+#include "runtime/key_quotas.hpp"
 #include "runtime/principal.hpp"
 
 #include <memory>
@@ -30,9 +31,13 @@ public:
   explicit mcp_endpoint(actors::node_runtime& rt);
   ~mcp_endpoint();
 
-  /// Serves one request for `who`: agent tools run as its turns.
+  /// Serves one request for `who`: agent tools run as its turns. With
+  /// `quotas` (API keys), a `tools/call` holds one of the key's turn slots
+  /// until it is answered; without a free one it gets HTTP 429 and a
+  /// JSON-RPC error (-32000) naming `limits.per_key.max_turns`.
   void handle(const http_request& req, std::shared_ptr<http_exchange> ex,
-              const runtime::principal& who = {});
+              const runtime::principal& who = {},
+              const std::shared_ptr<runtime::key_quotas>& quotas = nullptr);
 
 private:
   struct impl;

@@ -1,6 +1,7 @@
 """Who gets in, and what a hostile client can do: API keys, TLS, per-key
 scoping and limits, hostile input over the real gateway."""
 import asyncio
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -13,6 +14,8 @@ import ssl
 import tempfile
 import time
 import unittest
+import urllib.error
+import urllib.request
 
 import websockets
 
@@ -208,6 +211,45 @@ class PerKeyLimits(TroupeTestCase):
         self.assertEqual(again["ev"], "done", again)  # the slot came back
         metrics = http("GET", n.base + "/metrics", headers={"Authorization": "Bearer bob-secret"})[1]
         self.assertRegex(metrics, r"(?m)^troupe_key_limited_total [1-9]")
+
+    def test_an_mcp_tool_call_holds_one_of_the_keys_turn_slots(self):
+        sim = self.track(SimLlm(ttft_ms=5, tokens_per_s=40))
+        keys = keys_file("alice-secret name=alice\n")
+        n = self.track(Node(sim_backend_yaml([sim]) + "limits: {per_key: {max_turns: 1}}\n",
+                            auth_keys_file=keys))
+        headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+                   "Authorization": "Bearer alice-secret"}
+
+        def post(body, sid=None):
+            h = dict(headers, **({"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-06-18"} if sid else {}))
+            req = urllib.request.Request(n.base + "/mcp", json.dumps(body).encode(), headers=h, method="POST")
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    return r.status, r.headers.get("Mcp-Session-Id"), json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                return e.code, None, json.loads(e.read())
+
+        _, sid, _ = post({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                          "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                                     "clientInfo": {"name": "t", "version": "1"}}})
+
+        def call(i, text):
+            return post({"jsonrpc": "2.0", "id": i, "method": "tools/call",
+                         "params": {"name": "chat", "arguments": {"message": text}}}, sid)
+
+        completions = lambda: json.loads(http("GET", f"http://127.0.0.1:{sim.port}/stats")[1])["chat_completions"]
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            first = pool.submit(call, 2, "count to 40")  # ~1 s at 40 tokens/s
+            wait_until(lambda: completions() == 1, 10, "the first call to reach the model server")
+            status, _, body = call(3, "count to 3")
+            self.assertEqual(status, 429, body)
+            self.assertEqual(body["error"]["code"], -32000)
+            self.assertIn("limits.per_key.max_turns", body["error"]["message"])
+            status, _, body = first.result()
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["result"]["content"][0]["text"], " ".join(str(i) for i in range(1, 41)))
+        status, _, body = call(4, "count to 3")  # the slot came back with the answer
+        self.assertEqual((status, body["result"]["content"][0]["text"]), (200, "1 2 3"), body)
 
     def test_a_key_over_its_rate_gets_limit_exceeded_and_others_do_not(self):
         keys = keys_file("alice-secret name=alice\nbob-secret name=bob\n")
