@@ -8,7 +8,7 @@ import unittest
 
 import websockets
 
-from harness import (TROUPE, Client, Node, SimLlm, TroupeTestCase, run, sim_backend_yaml, wait_until,
+from harness import (SANITIZER, TROUPE, Client, Node, SimLlm, TroupeTestCase, run, sim_backend_yaml, wait_until,
                      write_config)
 
 
@@ -111,7 +111,7 @@ class Lifecycle(TroupeTestCase):
             await c.send(op="spawn", type="chat", key="flood", id="s")
             await c.send(op="send", agent="chat/flood", text="count to 100000", id="f")
             wait_until(lambda: "troupe_ws_slow_client_disconnects_total 1" in node.get("/metrics")[1],
-                       timeout=20, what="slow client disconnect")
+                       timeout=60 if SANITIZER else 20, what="slow client disconnect")
             c.ws.transport.abort()  # it will never read its close frame
             Client.open_clients.remove(c)
             # The node is still healthy and serves others.

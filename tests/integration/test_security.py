@@ -524,7 +524,9 @@ class Tls(TroupeTestCase):
         tls = TlsFiles()
         sim = self.track(SimLlm())
         node = self.track(Node(sim_backend_yaml([sim]), tls=tls))
-        load = [TROUPE, "load", "--gateway", node.base, "--connections", "3", "--duration", "1s", "--quiet",
+        # 3 s: conversations start only within the window, which on a loaded
+        # machine under a sanitizer can pass before the clients get to it.
+        load = [TROUPE, "load", "--gateway", node.base, "--connections", "3", "--duration", "3s", "--quiet",
                 "--json", "--message", "say hi"]
         p = subprocess.run(load + ["--cacert", tls.cert], capture_output=True, text=True, timeout=60)
         self.assertEqual(p.returncode, 0, p.stderr)
