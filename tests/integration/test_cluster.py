@@ -487,11 +487,12 @@ class ClusterDurability(TroupeTestCase):
         self.track(ClusterNode("agents-2", ["agents"], redis))
         self.track(ClusterNode("gpu", ["inference"], redis, sim_backend_yaml([sim], slots=64)))
         wait_members(a, ["agents-1", "agents-2", "gpu"])
-        # Under ThreadSanitizer every process runs 5-15x slower: 100 streams
-        # through four nodes and the model server overload two cores and turn
-        # this into a load test (turns time out waiting for CPU). 30 still
-        # take every failover path under TSan's eyes.
-        n = 30 if SANITIZER == "tsan" else 100
+        # Under a sanitizer every process runs several times slower (TSan
+        # 5-15x): 100 streams through four nodes and a sanitized model server
+        # overload two cores, more so beside another suite, and turn this into
+        # a load test (turns time out waiting for CPU). 30 still take every
+        # failover path under the sanitizer's eyes.
+        n = 30 if SANITIZER else 100
         # Half stream a long answer; half are multi-step (a calculator call, then the answer).
         prompts = {f"q{i}": ("count to 30", counted(30)) if i % 2 == 0 else
                    (f"what is {i}*7?", f"The result is {i * 7}.") for i in range(n)}
