@@ -265,9 +265,14 @@ caf::behavior router_impl(router_actor* self, size_t max_affinity,
         return st.hdl[i];
       },
       [=](done_atom, std::string& key, std::vector<std::string>& tokens, runtime::chat_result& r) {
-        // A shared call ended well: identical requests from now on get it.
+        // A shared call ended well: identical requests from now on get it,
+        // and the call, which answered whoever joined meanwhile, can go.
         auto& st = self->state;
-        st.in_flight.erase(key);
+        if (auto it = st.in_flight.find(key);
+            it != st.in_flight.end() && it->second.address() == self->current_sender())
+          st.in_flight.erase(it);
+        self->send_exit(caf::actor_cast<caf::actor>(self->current_sender()),
+                        caf::exit_reason::user_shutdown);
         st.cache.put(key, {std::move(tokens), std::move(r)}, runtime::response_cache::clock::now());
         metrics().bytes.set(static_cast<int64_t>(st.cache.bytes()));
       },

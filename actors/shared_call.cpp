@@ -5,6 +5,7 @@
 #include <caf/all.hpp>
 
 #include <algorithm>
+#include <optional>
 
 namespace troupe::actors {
 
@@ -22,6 +23,9 @@ struct shared_call_state {
   std::vector<waiting> agents;
   std::vector<std::string> tokens;
   caf::actor worker;
+  /// The answer, once done: an agent whose join crossed it gets it replayed
+  /// until the router, having cached it, ends this actor.
+  std::optional<runtime::chat_result> result;
   bool abandoned = false; // every agent cancelled before the worker was known
   static inline const char* name = "shared_call";
 };
@@ -63,7 +67,10 @@ caf::behavior shared_call_impl(shared_call_actor* self, caf::actor router, std::
         auto& st = self->state;
         for (auto& t : st.tokens)
           self->send(sink, token_atom::value, job, t);
-        st.agents.push_back({std::move(sink), job});
+        if (st.result)
+          self->send(sink, done_atom::value, job, *st.result);
+        else
+          st.agents.push_back({std::move(sink), job});
       },
       [=](worker_atom, caf::actor& worker) {
         auto& st = self->state;
@@ -83,9 +90,11 @@ caf::behavior shared_call_impl(shared_call_actor* self, caf::actor router, std::
         auto& st = self->state;
         for (auto& a : st.agents)
           self->send(a.sink, done_atom::value, a.job, r);
-        self->send(st.router, done_atom::value, std::move(st.key), std::move(st.tokens),
-                   std::move(r));
-        self->quit();
+        st.agents.clear();
+        // The router caches it, forgets this call and then ends it: joins it
+        // sent meanwhile still get the answer here.
+        self->send(st.router, done_atom::value, st.key, st.tokens, r);
+        st.result = std::move(r);
       },
       [=](fail_atom, uint64_t, runtime::failure& f, bool started, std::string& worker) {
         auto& st = self->state;

@@ -12,8 +12,9 @@ namespace troupe::actors {
 /// is the call's sink: every token and the end go to each waiting agent
 /// under that agent's own job id, and an agent that joins late gets the
 /// tokens so far first. The finished answer goes to `router` for its cache:
-/// `(done_atom, key, tokens, chat_result)`; a failed or abandoned call sends
-/// `(forget_atom, key)`.
+/// `(done_atom, key, tokens, chat_result)`, and the router then ends this
+/// actor (a join that crossed the answer still gets it); a failed or
+/// abandoned call sends `(forget_atom, key)` and ends itself.
 ///
 /// Messages: `(join_atom, sink, job)` adds a waiting agent (the first is
 /// the leader, whose request the router dispatches); `(worker_atom, worker)`
