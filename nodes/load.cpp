@@ -405,7 +405,8 @@ private:
   uint64_t seq_ = 0;
   bool open_ = false;
   bool started_ = false;
-  bool finished_ = false;
+  // Read by the main thread's progress loop (`running()`), written on the strand.
+  std::atomic<bool> finished_{false};
   bool quiet_fail_ = false;
 };
 
@@ -525,7 +526,8 @@ private:
   runtime::sse_parser sse_;
   bool ended_ = false;
   bool open_ = false;
-  bool finished_ = false;
+  // Read by the main thread's progress loop (`running()`), written on the strand.
+  std::atomic<bool> finished_{false};
 };
 
 /// The gateway's resident memory from its `/metrics`, in bytes; -1 if unknown.
