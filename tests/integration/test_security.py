@@ -373,7 +373,10 @@ class HostileInput(TroupeTestCase):
         def conversation():
             async def go():
                 cl = await Client.connect(node.ws_url)
-                return await cl.turn("chat/probe", "what is 6*7?", f"p{time.monotonic_ns()}", timeout=20)
+                # Under TSan the turn after the barrage took 15-25 s (the node
+                # is still working through what the barrage queued).
+                return await cl.turn("chat/probe", "what is 6*7?", f"p{time.monotonic_ns()}",
+                                     timeout=90 if SANITIZER else 20)
             return run(go())[-1]
 
         self.assertEqual(node.post("/api/agents", {"type": "chat", "key": "probe"})[0], 201)
