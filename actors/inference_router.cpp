@@ -180,6 +180,15 @@ void share(router_actor* self, infer_job& job, const std::vector<std::string>& o
            order, 0, {}, call);
 }
 
+/// The shared call that sent this no longer takes joiners (a newer call for
+/// the same request, if any, stays).
+void forget_call(router_actor* self, const std::string& key) {
+  auto& in_flight = self->state.in_flight;
+  if (auto it = in_flight.find(key);
+      it != in_flight.end() && it->second.address() == self->current_sender())
+    in_flight.erase(it);
+}
+
 caf::behavior router_impl(router_actor* self, size_t max_affinity,
                           runtime::response_cache_limits cache_limits) {
   self->state.max_affinity = max_affinity;
@@ -268,20 +277,13 @@ caf::behavior router_impl(router_actor* self, size_t max_affinity,
         // A shared call ended well: identical requests from now on get it,
         // and the call, which answered whoever joined meanwhile, can go.
         auto& st = self->state;
-        if (auto it = st.in_flight.find(key);
-            it != st.in_flight.end() && it->second.address() == self->current_sender())
-          st.in_flight.erase(it);
+        forget_call(self, key);
         self->send_exit(caf::actor_cast<caf::actor>(self->current_sender()),
                         caf::exit_reason::user_shutdown);
         st.cache.put(key, {std::move(tokens), std::move(r)}, runtime::response_cache::clock::now());
         metrics().bytes.set(static_cast<int64_t>(st.cache.bytes()));
       },
-      [=](forget_atom, std::string& key) {
-        auto& st = self->state;
-        if (auto it = st.in_flight.find(key);
-            it != st.in_flight.end() && it->second.address() == self->current_sender())
-          st.in_flight.erase(it);
-      },
+      [=](forget_atom, std::string& key) { forget_call(self, key); },
       [=](cancel_atom, uint64_t) {
         // An agent cancelling an answer the cache already gave: nothing runs.
       },

@@ -32,6 +32,14 @@ struct shared_call_state {
 
 using shared_call_actor = caf::stateful_actor<shared_call_state>;
 
+/// No answer will come: every agent but the leader (which hears it from the
+/// router) gets a failure before any token, and retries on its own.
+void fail_joiners(shared_call_actor* self, const runtime::failure& f) {
+  auto& st = self->state;
+  for (size_t i = 1; i < st.agents.size(); ++i)
+    self->send(st.agents[i].sink, fail_atom::value, st.agents[i].job, f, false, std::string{});
+}
+
 /// Nobody waits any more: the call stops, the router forgets it.
 void abandon(shared_call_actor* self) {
   auto& st = self->state;
@@ -54,12 +62,8 @@ caf::behavior shared_call_impl(shared_call_actor* self, caf::actor router, std::
   // went: the waiting agents retry (the leader's own request fails).
   self->monitor(st.router);
   self->set_down_handler([self](caf::down_msg&) {
-    auto& st = self->state;
-    if (st.worker) return; // the worker still ends the call
-    for (size_t i = 1; i < st.agents.size(); ++i)
-      self->send(st.agents[i].sink, fail_atom::value, st.agents[i].job,
-                 runtime::failure{runtime::errc::overloaded, "inference router restarted"}, false,
-                 std::string{});
+    if (self->state.worker) return; // the worker still ends the call
+    fail_joiners(self, {runtime::errc::overloaded, "inference router restarted"});
     self->quit();
   });
   return {
@@ -104,13 +108,9 @@ caf::behavior shared_call_impl(shared_call_actor* self, caf::actor router, std::
         self->quit();
       },
       [=](fail_atom, runtime::failure& f) {
-        // No worker took it. The leader has that as the router's reply; the
-        // others get a failure before any token, and retry on their own.
-        auto& st = self->state;
-        for (size_t i = 1; i < st.agents.size(); ++i)
-          self->send(st.agents[i].sink, fail_atom::value, st.agents[i].job, f, false,
-                     std::string{});
-        self->send(st.router, forget_atom::value, st.key);
+        // No worker took it.
+        fail_joiners(self, f);
+        self->send(self->state.router, forget_atom::value, self->state.key);
         self->quit();
       },
       [=](cancel_atom, uint64_t job) {

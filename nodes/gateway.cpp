@@ -134,9 +134,7 @@ struct gateway::impl {
   }
 
   static void limited(const std::shared_ptr<http_exchange>& ex, std::string why) {
-    static runtime::counter& count = runtime::metrics_registry::global().get_counter(
-        "troupe_key_limited_total", "Requests refused by a per-key limit (limits.per_key)");
-    count.inc();
+    runtime::key_quotas::count_refusal();
     ex->reply(error_response(errc::limit_exceeded, std::move(why)));
   }
 

@@ -1,7 +1,6 @@
 #include "nodes/mcp_endpoint.hpp"
 #include "nodes/mcp_server.hpp"
 #include "runtime/log.hpp"
-#include "runtime/metrics.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -151,9 +150,7 @@ void mcp_endpoint::handle(const http_request& req, std::shared_ptr<http_exchange
   // A tool call is a turn: it holds one of the key's turn slots until answered.
   runtime::key_quotas::lease slot;
   if (method == "tools/call" && quotas && !(slot = quotas->begin_turn(who.name))) {
-    static runtime::counter& limited = runtime::metrics_registry::global().get_counter(
-        "troupe_key_limited_total", "Requests refused by a per-key limit (limits.per_key)");
-    limited.inc();
+    runtime::key_quotas::count_refusal();
     return fail(429, server_limit, "limit_exceeded: " + quotas->over_turns(who.name), id);
   }
   auto& params = msg["params"];

@@ -1,4 +1,5 @@
 #include "runtime/key_quotas.hpp"
+#include "runtime/metrics.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -22,6 +23,12 @@ bool key_quotas::take_request(const std::string& key) {
   if (u.tokens < 1) return false;
   u.tokens -= 1;
   return true;
+}
+
+void key_quotas::count_refusal() {
+  static runtime::counter& count = runtime::metrics_registry::global().get_counter(
+      "troupe_key_limited_total", "Requests refused by a per-key limit (limits.per_key)");
+  count.inc();
 }
 
 key_quotas::lease key_quotas::acquire(const std::string& key, uint64_t usage::*counter,

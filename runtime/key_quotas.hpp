@@ -34,6 +34,9 @@ public:
   std::string over_rate(const std::string& key) const;
   std::string over_turns(const std::string& key) const;
   std::string over_connections(const std::string& key) const;
+  /// Counts one refusal in `troupe_key_limited_total` (one metric for every
+  /// place that refuses: HTTP, `/mcp`).
+  static void count_refusal();
 
 private:
   struct usage {
