@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <cstring>
 #include <deque>
 #include <mutex>
 #include <optional>
@@ -259,10 +260,13 @@ struct transport::impl {
   /// Hands one frame to ZeroMQ without blocking; false if it would block.
   /// The parts of a multipart message go or fail together.
   static bool send_now(peer& p, std::string_view env, std::string_view payload) {
-    if (!p.dealer->send(zmq::buffer(env), zmq::send_flags::dontwait | zmq::send_flags::sndmore))
-      return false;
-    (void)p.dealer->send(zmq::buffer(payload), zmq::send_flags::dontwait);
-    return true;
+    // One ZeroMQ message, envelope then payload: a part costs ZeroMQ as
+    // much as a message, and the envelope says where it ends.
+    zmq::message_t msg{env.size() + payload.size()};
+    auto* out = static_cast<char*>(msg.data());
+    std::memcpy(out, env.data(), env.size());
+    if (!payload.empty()) std::memcpy(out + env.size(), payload.data(), payload.size());
+    return p.dealer->send(msg, zmq::send_flags::dontwait).has_value();
   }
 
   /// Hands queued frames to ZeroMQ until it would block.
@@ -283,21 +287,30 @@ struct transport::impl {
   }
 
   void receive_all() {
+    static runtime::counter& frames_in = frames("in");
+    zmq::message_t id, body;
     for (int n = 0; n < 1024 && parked_bytes < max_parked_bytes; ++n) {
-      std::vector<zmq::message_t> parts;
-      auto got = zmq::recv_multipart(router, std::back_inserter(parts), zmq::recv_flags::dontwait);
-      if (!got) return;
-      frames("in").inc();
-      if (parts.size() != 3) {
+      if (!router.recv(id, zmq::recv_flags::dontwait)) return;
+      frames_in.inc();
+      if (!id.more()) { // the ROUTER's routing id and nothing after it
         dropped("malformed").inc();
         continue;
       }
-      auto decoded = decode_envelope(parts[1].to_string_view());
+      (void)router.recv(body); // a message's parts arrive together
+      auto decoded = decode_frame(body.to_string_view());
+      if (body.more()) { // [routing id][frame] only; version 1 sent two parts
+        auto* err = std::get_if<decode_error>(&decoded);
+        dropped(err && *err == decode_error::version ? "version" : "malformed").inc();
+        while (body.more())
+          (void)router.recv(body);
+        continue;
+      }
       if (auto* err = std::get_if<decode_error>(&decoded)) {
         dropped(*err == decode_error::version ? "version" : "malformed").inc();
         continue;
       }
-      auto& env = std::get<envelope>(decoded);
+      auto& env = std::get<frame_view>(decoded).env;
+      auto payload = std::get<frame_view>(decoded).payload;
       auto it = peers.find(env.source);
       if (it == peers.end() || it->second.incarnation != env.incarnation) {
         drop_source(env, fenced.contains(fence_key(env.source, env.incarnation)) ? "fenced"
@@ -317,10 +330,10 @@ struct transport::impl {
         break;
       default:
         if (parked.empty() && credit()) {
-          on_frame(std::move(env), parts[2].to_string());
+          on_frame(std::move(env), std::string{payload});
         } else { // no credit: keep reading (pings must be answered), park the rest
-          parked_bytes += parts[2].size();
-          parked.emplace_back(std::move(env), parts[2].to_string());
+          parked_bytes += payload.size();
+          parked.emplace_back(std::move(env), std::string{payload});
         }
       }
     }
@@ -423,6 +436,7 @@ void transport::close() {
 }
 
 bool transport::send(const std::string& node, envelope env, std::string payload) {
+  env.version = protocol_version;
   env.source = impl_->opts.node;
   env.incarnation = impl_->opts.incarnation;
   outgoing f{node, encode_envelope(env), std::move(payload)};

@@ -179,18 +179,37 @@ std::string encode_envelope(const envelope& env) {
   return out;
 }
 
-std::variant<envelope, decode_error> decode_envelope(std::string_view bytes) {
-  reader r{bytes};
+namespace {
+
+/// The envelope at the front of `bytes`; `r.pos` ends just past it.
+std::variant<envelope, decode_error> read_envelope(reader& r) {
   uint64_t n = 0, version = 0, type = 0;
   if (!r.array(n) || n == 0 || !r.uint(version)) return decode_error::malformed;
   if (version != protocol_version) return decode_error::version;
   envelope env;
   if (n != 6 || !r.uint(type) || !r.str(env.source) || !r.uint(env.incarnation) ||
-      !r.str(env.target) || !r.uint(env.corr) || r.pos != bytes.size())
+      !r.str(env.target) || !r.uint(env.corr))
     return decode_error::malformed;
   if (!known(type) || env.source.empty()) return decode_error::malformed;
   env.type = static_cast<msg_type>(type);
   return env;
+}
+
+} // namespace
+
+std::variant<envelope, decode_error> decode_envelope(std::string_view bytes) {
+  reader r{bytes};
+  auto env = read_envelope(r);
+  if (std::holds_alternative<envelope>(env) && r.pos != bytes.size())
+    return decode_error::malformed;
+  return env;
+}
+
+std::variant<frame_view, decode_error> decode_frame(std::string_view bytes) {
+  reader r{bytes};
+  auto env = read_envelope(r);
+  if (auto* err = std::get_if<decode_error>(&env)) return *err;
+  return frame_view{std::move(std::get<envelope>(env)), bytes.substr(r.pos)};
 }
 
 std::string encode_payload(const json& payload) {

@@ -13,16 +13,18 @@
 
 /// The node-to-node wire schema, the one place it is defined (versioned).
 ///
-/// A ZeroMQ message between nodes has three frames on the DEALER side:
-/// [envelope][payload] (the ROUTER adds the routing id in front). Both are
-/// MessagePack (nlohmann). The envelope is an array
+/// A ZeroMQ message between nodes is one frame on the DEALER side: the
+/// envelope, then the payload, back to back (the ROUTER adds the routing id
+/// in front; version 1 sent them as two frames, which cost ZeroMQ a second
+/// message each). Both are MessagePack (nlohmann); the envelope is
+/// self-delimiting, the payload is the rest. The envelope is an array
 ///   [version, type, source node, source incarnation, target, correlation]
 /// and the payload a map whose fields depend on `type` (below). A node
 /// drops, counts and logs (once per peer) any frame with another version, a
 /// malformed envelope, or a source that is not a live member.
 namespace troupe::cluster {
 
-inline constexpr uint64_t protocol_version = 1;
+inline constexpr uint64_t protocol_version = 2;
 
 enum class msg_type : uint8_t {
   // liveness (handled by the transport's I/O thread, payload empty)
@@ -74,6 +76,15 @@ enum class decode_error { malformed, version };
 
 /// The envelope, or why it cannot be used.
 std::variant<envelope, decode_error> decode_envelope(std::string_view bytes);
+
+/// A frame as it travels: the envelope, then the payload's bytes.
+struct frame_view {
+  envelope env;
+  std::string_view payload; // into the decoded bytes
+};
+
+/// A frame's envelope and payload, or why it cannot be used.
+std::variant<frame_view, decode_error> decode_frame(std::string_view bytes);
 
 std::string encode_payload(const nlohmann::json& payload);
 /// Nothing when the bytes are not a MessagePack map.

@@ -10,7 +10,8 @@
 // checks, bounded queues and the I/O thread hand-off (not the CAF actors
 // above it). Prints one line per figure: name, troupe, raw, ratio.
 //
-// usage: troupe_cluster_bench [--messages N] [--round-trips N]
+// usage: troupe_cluster_bench [--messages N] [--round-trips N] [--size BYTES]
+//   (--size: only that payload size, e.g. to profile one case)
 #include "cluster/transport.hpp"
 #include "cluster/wire.hpp"
 #include "tests/support/free_port.hpp"
@@ -147,7 +148,7 @@ struct endpoint_pair {
             return;
           }
           if (echo) {
-            b->send("node-a", envelope{1, msg_type::done, "", 0, env.target, env.corr},
+            b->send("node-a", envelope{protocol_version, msg_type::done, "", 0, env.target, env.corr},
                     std::move(payload));
             return;
           }
@@ -162,8 +163,8 @@ struct endpoint_pair {
     // Wait until both have heard each other (a peer gets frames only then).
     auto ping = encode_payload({});
     for (int i = 0; i < 200; ++i) {
-      a->send("node-b", envelope{1, msg_type::cancel, "", 0, "warmup", 0}, ping);
-      b->send("node-a", envelope{1, msg_type::cancel, "", 0, "warmup", 0}, ping);
+      a->send("node-b", envelope{protocol_version, msg_type::cancel, "", 0, "warmup", 0}, ping);
+      b->send("node-a", envelope{protocol_version, msg_type::cancel, "", 0, "warmup", 0}, ping);
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
       if (warm_a > 0 && warm_b > 0) break;
     }
@@ -177,7 +178,7 @@ double troupe_one_way(size_t size, int n) {
   std::string payload(size, 'x');
   auto t0 = clk::now();
   for (int i = 0; i < n; ++i)
-    while (!p.a->send("node-b", envelope{1, msg_type::token, "", 0, "w", static_cast<uint64_t>(i)},
+    while (!p.a->send("node-b", envelope{protocol_version, msg_type::token, "", 0, "w", static_cast<uint64_t>(i)},
                       payload))
       std::this_thread::yield(); // bounded queue full: back off, as a caller would
   std::unique_lock<std::mutex> lock{p.m};
@@ -191,7 +192,7 @@ latency troupe_round_trip(size_t size, int n) {
   std::vector<double> us;
   for (int i = 0; i < n; ++i) {
     auto t0 = clk::now();
-    p.a->send("node-b", envelope{1, msg_type::token, "", 0, "w", static_cast<uint64_t>(i)},
+    p.a->send("node-b", envelope{protocol_version, msg_type::token, "", 0, "w", static_cast<uint64_t>(i)},
               payload);
     std::unique_lock<std::mutex> lock{p.m};
     p.cv.wait(lock, [&] { return p.a_received > i; });
@@ -205,12 +206,15 @@ latency troupe_round_trip(size_t size, int n) {
 int main(int argc, char** argv) {
   int messages = 200000;
   int round_trips = 5000;
+  std::vector<size_t> sizes{64, 1024, 16384};
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--messages")
       messages = std::atoi(argv[i + 1]);
     else if (a == "--round-trips")
       round_trips = std::atoi(argv[i + 1]);
+    else if (a == "--size")
+      sizes = {static_cast<size_t>(std::atoll(argv[i + 1]))};
   }
   std::printf("%-40s %14s %14s %8s\n", "figure", "troupe", "raw zeromq", "ratio");
   auto label = [](const char* what, size_t size) {
@@ -218,7 +222,7 @@ int main(int argc, char** argv) {
     std::snprintf(buf, sizeof buf, "%s, %zu B", what, size);
     return std::string{buf};
   };
-  for (size_t size : {size_t{64}, size_t{1024}, size_t{16384}}) {
+  for (size_t size : sizes) {
     int n = size >= 16384 ? messages / 10 : messages;
     auto raw = raw_one_way(size, n);
     auto ours = troupe_one_way(size, n);

@@ -1,5 +1,6 @@
-// The cluster's wire codecs: one ZeroMQ frame from a peer, read as an
-// envelope and as a payload, and the payload helpers the receivers use.
+// The cluster's wire codecs: one ZeroMQ frame from a peer, read as the
+// transport reads it (envelope, then payload), as a bare envelope and as a
+// payload, and the payload helpers the receivers use.
 #include "cluster/wire.hpp"
 #include "tests/fuzz/fuzz_check.hpp"
 
@@ -32,6 +33,21 @@ void check_envelope(std::string_view bytes) {
   FUZZ_CHECK(env2 && *env2 == *env);
 }
 
+void check_payload(std::string_view bytes);
+
+void check_frame(std::string_view bytes) {
+  auto decoded = decode_frame(bytes);
+  auto* f = std::get_if<frame_view>(&decoded);
+  if (!f) return;
+  // The payload is what follows the envelope, within the frame.
+  FUZZ_CHECK(f->payload.data() >= bytes.data() &&
+             f->payload.data() + f->payload.size() == bytes.data() + bytes.size());
+  auto again = decode_frame(encode_envelope(f->env) + std::string{f->payload});
+  auto* f2 = std::get_if<frame_view>(&again);
+  FUZZ_CHECK(f2 && f2->env == f->env && f2->payload == f->payload);
+  check_payload(f->payload);
+}
+
 void check_payload(std::string_view bytes) {
   auto body = decode_payload(bytes);
   if (!body) return;
@@ -62,6 +78,7 @@ void check_payload(std::string_view bytes) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view bytes{reinterpret_cast<const char*>(data), size};
+  check_frame(bytes);
   check_envelope(bytes);
   check_payload(bytes);
   return 0;

@@ -44,6 +44,9 @@ int main(int argc, char** argv) {
   req.affinity_key = "chat/k1";
   req.prefer = {"npu", "gpu", "cpu"};
   write(dir, "pay_infer", encode_payload({{"request", to_json(req)}, {"job", 7}}));
+  // Whole frames as they travel: envelope, then payload.
+  write(dir, "frame_infer",
+        env(msg_type::infer, "gpu0", 42) + encode_payload({{"request", to_json(req)}, {"job", 7}}));
 
   runtime::chat_result res;
   res.content = "4";

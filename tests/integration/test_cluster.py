@@ -340,17 +340,19 @@ class Cluster(TroupeTestCase):
         s.setsockopt(zmq.LINGER, 0)
         s.connect(f"tcp://127.0.0.1:{a.zmq_port}")
         try:
-            s.send_multipart([b"\xff\x00garbage", b""])  # not MessagePack
-            s.send_multipart([b"\x96\x63\x0a\xa1x\x01\xa1y\x00", b"\x80"])  # version 99
-            # A well-formed envelope from a node that is not a member.
+            s.send(b"\xff\x00garbage")  # not MessagePack
+            s.send(b"\x96\x63\x0a\xa1x\x01\xa1y\x00\x80")  # version 99
+            # Version 1: envelope and payload in two parts.
             s.send_multipart([b"\x96\x01\x14\xa8stranger\x01\xa7chat/k1\x00", b"\x80"])
-            s.send(b"one part only")
+            s.send_multipart([b"\x80", b"\x80", b"\x80"])  # three parts, none an envelope
+            # A well-formed frame from a node that is not a member.
+            s.send(b"\x96\x02\x14\xa8stranger\x01\xa7chat/k1\x00\x80")
             def dropped(reason):
                 for line in a.get("/metrics")[1].splitlines():
                     if line.startswith(f'troupe_cluster_dropped_frames_total{{reason="{reason}"}}'):
                         return int(line.split()[-1])
                 return 0
-            wait_until(lambda: dropped("malformed") >= 2 and dropped("version") >= 1 and dropped("not_member") >= 1,
+            wait_until(lambda: dropped("malformed") >= 2 and dropped("version") >= 2 and dropped("not_member") >= 1,
                        5, "the frames to be counted as dropped")
         finally:
             s.close()
@@ -437,8 +439,8 @@ class ClusterCurve(TroupeTestCase):
             for s in (plain, stranger):
                 s.setsockopt(zmq.LINGER, 0)
                 s.connect(f"tcp://127.0.0.1:{gw.zmq_port}")
-                s.send_multipart([b"\xff\x00garbage", b""], zmq.NOBLOCK)
-                s.send_multipart([b"\x96\x01\x14\xa8stranger\x01\xa7chat/k1\x00", b"\x80"], zmq.NOBLOCK)
+                s.send(b"\xff\x00garbage", zmq.NOBLOCK)
+                s.send(b"\x96\x02\x14\xa8stranger\x01\xa7chat/k1\x00\x80", zmq.NOBLOCK)
             wait_until(lambda: metric(gw, "troupe_cluster_auth_denied_total") >= 1, 10,
                        "the stranger's key to be refused")
             time.sleep(0.5)

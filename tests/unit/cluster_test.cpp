@@ -46,10 +46,11 @@ TEST(Wire, an_envelope_survives_encoding) {
 }
 
 TEST(Wire, the_envelope_is_the_same_messagepack_nlohmann_writes_and_reads) {
-  for (auto& env : {envelope{1, msg_type::ping, "n", 0, "", 0},
-                    envelope{1, msg_type::token, std::string(40, 's'), 200, "w", 70000},
-                    envelope{1, msg_type::agent_event, "gpu-1", 1796013253542462,
-                             std::string(300, 't'), 1ull << 40}}) {
+  for (auto& env :
+       {envelope{protocol_version, msg_type::ping, "n", 0, "", 0},
+        envelope{protocol_version, msg_type::token, std::string(40, 's'), 200, "w", 70000},
+        envelope{protocol_version, msg_type::agent_event, "gpu-1", 1796013253542462,
+                 std::string(300, 't'), 1ull << 40}}) {
     auto theirs = nlohmann::json::to_msgpack(
         nlohmann::json::array({env.version, static_cast<uint64_t>(env.type), env.source,
                                env.incarnation, env.target, env.corr}));
@@ -61,8 +62,8 @@ TEST(Wire, the_envelope_is_the_same_messagepack_nlohmann_writes_and_reads) {
     EXPECT_EQ(std::get<envelope>(back).corr, env.corr);
   }
   // Trailing bytes after the array are not an envelope.
-  EXPECT_TRUE(std::holds_alternative<decode_error>(
-      decode_envelope(encode_envelope(envelope{1, msg_type::ping, "n", 0, "", 0}) + "x")));
+  EXPECT_TRUE(std::holds_alternative<decode_error>(decode_envelope(
+      encode_envelope(envelope{protocol_version, msg_type::ping, "n", 0, "", 0}) + "x")));
 }
 
 TEST(Wire, another_protocol_version_is_refused_as_such) {
@@ -73,18 +74,42 @@ TEST(Wire, another_protocol_version_is_refused_as_such) {
 }
 
 TEST(Wire, garbage_truncation_wrong_types_and_unknown_types_are_malformed) {
-  auto good = encode_envelope(envelope{1, msg_type::token, "n", 1, "w", 1});
+  auto good = encode_envelope(envelope{protocol_version, msg_type::token, "n", 1, "w", 1});
   for (auto& bad : std::vector<std::string>{
            "", "\xff\x00garbage", good.substr(0, good.size() - 3),
-           bytes({0x96, 0x01, 0xa1, 'x', 0xa1, 'n', 0x01, 0xa1, 'y', 0x00}), // type is a string
-           bytes({0x96, 0x01, 0x63, 0xa1, 'n', 0x01, 0xa1, 'y', 0x00}),      // type 99
-           bytes({0x96, 0x01, 0x0a, 0xa0, 0x01, 0xa1, 'y', 0x00}),           // empty source
-           bytes({0x93, 0x01, 0x0a, 0xa1, 'n'}),                             // too short
+           bytes({0x96, 0x02, 0xa1, 'x', 0xa1, 'n', 0x01, 0xa1, 'y', 0x00}), // type is a string
+           bytes({0x96, 0x02, 0x63, 0xa1, 'n', 0x01, 0xa1, 'y', 0x00}),      // type 99
+           bytes({0x96, 0x02, 0x0a, 0xa0, 0x01, 0xa1, 'y', 0x00}),           // empty source
+           bytes({0x93, 0x02, 0x0a, 0xa1, 'n'}),                             // too short
            bytes({0x81, 0xa1, 'v', 0x01})}) {                                // a map
     auto d = decode_envelope(bad);
     ASSERT_TRUE(std::holds_alternative<decode_error>(d)) << nlohmann::json(bad).dump();
     EXPECT_EQ(std::get<decode_error>(d), decode_error::malformed);
   }
+}
+
+TEST(Wire, a_frame_is_the_envelope_then_the_payload) {
+  envelope env{protocol_version, msg_type::infer, "gpu-1", 7, "gpu0", 42};
+  auto payload = encode_payload({{"job", 7}});
+  auto frame = encode_envelope(env) + payload;
+  auto d = decode_frame(frame);
+  ASSERT_TRUE(std::holds_alternative<frame_view>(d));
+  auto& f = std::get<frame_view>(d);
+  EXPECT_EQ(f.env.type, msg_type::infer);
+  EXPECT_EQ(f.env.source, "gpu-1");
+  EXPECT_EQ(f.env.target, "gpu0");
+  EXPECT_EQ(f.env.corr, 42u);
+  EXPECT_EQ(f.payload, payload);
+  EXPECT_EQ(decode_payload(f.payload).value()["job"], 7);
+  // A ping is an envelope and nothing after it.
+  auto ping =
+      decode_frame(encode_envelope(envelope{protocol_version, msg_type::ping, "n", 1, "", 0}));
+  ASSERT_TRUE(std::holds_alternative<frame_view>(ping));
+  EXPECT_TRUE(std::get<frame_view>(ping).payload.empty());
+  // A version 1 envelope is refused as such, whatever follows it.
+  auto old = decode_frame(bytes({0x96, 0x01, 0x0a, 0xa1, 'n', 0x01, 0xa1, 'y', 0x00, 0x80}));
+  ASSERT_TRUE(std::holds_alternative<decode_error>(old));
+  EXPECT_EQ(std::get<decode_error>(old), decode_error::version);
 }
 
 TEST(Wire, a_payload_must_be_a_map) {
@@ -252,8 +277,8 @@ TEST(Transport, frames_between_members_arrive_in_order_with_their_source) {
   node a{"a", 1}, b{"b", 2};
   meet(a, b);
   for (uint64_t i = 1; i <= 100; ++i)
-    ASSERT_TRUE(
-        a.net->send("b", envelope{1, msg_type::token, "", 0, "w", i}, encode_payload({{"i", i}})));
+    ASSERT_TRUE(a.net->send("b", envelope{protocol_version, msg_type::token, "", 0, "w", i},
+                            encode_payload({{"i", i}})));
   ASSERT_TRUE(b.in.wait([&] { return b.in.frames.size() == 100; }));
   for (uint64_t i = 1; i <= 100; ++i) {
     auto& [env, payload] = b.in.frames[i - 1];
@@ -267,11 +292,13 @@ TEST(Transport, frames_between_members_arrive_in_order_with_their_source) {
 TEST(Transport, without_credit_frames_wait_and_arrive_in_order_once_it_returns) {
   node a{"a", 1}, b{"b", 2};
   meet(a, b);
-  ASSERT_TRUE(a.net->send("b", envelope{1, msg_type::token, "", 0, "w", 1}, encode_payload({})));
+  ASSERT_TRUE(a.net->send("b", envelope{protocol_version, msg_type::token, "", 0, "w", 1},
+                          encode_payload({})));
   ASSERT_TRUE(b.in.wait([&] { return b.in.frames.size() == 1; })); // connected
   b.open = false;
   for (uint64_t i = 2; i <= 50; ++i)
-    ASSERT_TRUE(a.net->send("b", envelope{1, msg_type::token, "", 0, "w", i}, encode_payload({})));
+    ASSERT_TRUE(a.net->send("b", envelope{protocol_version, msg_type::token, "", 0, "w", i},
+                            encode_payload({})));
   // Held back longer than the failure detector's bound: still alive.
   std::this_thread::sleep_for(std::chrono::milliseconds(600));
   {
@@ -293,8 +320,9 @@ TEST(Transport, a_stranger_or_a_stale_incarnation_is_not_heard) {
   b.net->set_peers({{"a", {a.endpoint, 7, {}}}}); // b expects another incarnation of a
   a.net->set_peers({{"b", {b.endpoint, 2, {}}}});
   stranger.net->set_peers({{"b", {b.endpoint, 2, {}}}});
-  a.net->send("b", envelope{1, msg_type::token, "", 0, "w", 1}, encode_payload({}));
-  stranger.net->send("b", envelope{1, msg_type::token, "", 0, "w", 1}, encode_payload({}));
+  a.net->send("b", envelope{protocol_version, msg_type::token, "", 0, "w", 1}, encode_payload({}));
+  stranger.net->send("b", envelope{protocol_version, msg_type::token, "", 0, "w", 1},
+                     encode_payload({}));
   std::this_thread::sleep_for(std::chrono::milliseconds(200)); // nothing may arrive
   std::lock_guard<std::mutex> guard{b.in.m};
   EXPECT_TRUE(b.in.frames.empty());
@@ -320,7 +348,7 @@ TEST(Transport, a_silent_peer_is_declared_dead_once_and_one_that_leaves_says_so)
   a.net->set_peers({{"b", {b->endpoint, 2, {}}}});
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   b->net->set_peers({{"a", {a.endpoint, 1, {}}}});
-  b->net->send("a", envelope{1, msg_type::token, "", 0, "w", 1}, encode_payload({}));
+  b->net->send("a", envelope{protocol_version, msg_type::token, "", 0, "w", 1}, encode_payload({}));
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   std::lock_guard<std::mutex> guard{a.in.m};
   EXPECT_TRUE(a.in.frames.empty());
@@ -333,7 +361,8 @@ TEST(Transport, a_peer_that_cannot_keep_up_makes_send_refuse_instead_of_growing)
   a.net->set_peers({{"b", {"tcp://127.0.0.1:" + std::to_string(free_port()), 2, {}}}});
   std::string payload(1000, 'x');
   int accepted = 0;
-  while (accepted < 100 && a.net->send("b", envelope{1, msg_type::token, "", 0, "w", 1}, payload))
+  while (accepted < 100 &&
+         a.net->send("b", envelope{protocol_version, msg_type::token, "", 0, "w", 1}, payload))
     ++accepted;
   EXPECT_GE(accepted, 3);
   EXPECT_LE(accepted, 4);
