@@ -101,47 +101,58 @@ std::string node_of(directory_actor* self, const runtime::agent_id& id) {
   return it == self->state.remote.end() ? self->state.ctx.node : it->second;
 }
 
-/// The activation of `text` (type/key), activating it from the store. In a
-/// cluster it may be a proxy for an activation on another node; `here_only`
-/// (a peer asks this node to host the agent) never gives a proxy.
-caf::expected<caf::actor> resolve(directory_actor* self, const std::string& text,
-                                  bool here_only = false) {
+/// The activation of `id`, activating it from the store. In a cluster it
+/// may be a proxy for an activation on another node; `here_only` (a peer
+/// asks this node to host the agent) never gives a proxy. `loaded` is the
+/// agent's record when the caller has just read it (no second read).
+caf::expected<caf::actor> resolve_id(directory_actor* self, const runtime::agent_id& id,
+                                     bool here_only = false,
+                                     std::optional<runtime::agent_record> loaded = {}) {
   auto& st = self->state;
-  auto id = runtime::agent_id::parse(text);
-  if (!id) return make_error(errc::bad_request, "agent must be type/key, got '" + text + "'");
-  if (auto it = st.active.find(*id); it != st.active.end()) {
-    if (here_only && st.remote.contains(*id))
-      return make_error(errc::unknown_agent,
-                        "agent '" + text + "' is active on node " + st.remote[*id] + ", not here");
+  if (auto it = st.active.find(id); it != st.active.end()) {
+    if (here_only && st.remote.contains(id))
+      return make_error(errc::unknown_agent, "agent '" + id.str() + "' is active on node " +
+                                                 st.remote[id] + ", not here");
     return it->second;
   }
-  if (!st.types->find(id->type))
-    return make_error(errc::unknown_agent, "no agent '" + text + "' (unknown type)");
+  if (!st.types->find(id.type))
+    return make_error(errc::unknown_agent, "no agent '" + id.str() + "' (unknown type)");
   try {
     if (st.ctx.placement) {
-      if (!st.ctx.store->exists(*id))
-        return make_error(errc::unknown_agent, "no agent '" + text + "'");
-      auto where = st.ctx.placement->place(self->system(), *id, here_only);
+      // What another node's activation wrote counts from the claim on: read
+      // after it, not before.
+      loaded.reset();
+      if (!st.ctx.store->exists(id))
+        return make_error(errc::unknown_agent, "no agent '" + id.str() + "'");
+      auto where = st.ctx.placement->place(self->system(), id, here_only);
       if (auto* f = std::get_if<runtime::failure>(&where)) return make_error(f->code, f->message);
       if (auto* r = std::get_if<agent_placement::remote>(&where)) {
         self->monitor(r->proxy);
         self->send(r->proxy, register_atom::value, caf::actor_cast<caf::actor>(self));
-        auto entry = st.active.insert_or_assign(*id, r->proxy).first;
+        auto entry = st.active.insert_or_assign(id, r->proxy).first;
         st.by_addr[r->proxy.address()] = &entry->first;
-        st.remote[*id] = r->node;
+        st.remote[id] = r->node;
         return r->proxy;
       }
     }
     if (st.draining) return make_error(errc::unknown_agent, "node " + st.ctx.node + " is draining");
-    auto rec = st.ctx.store->load(*id);
+    auto rec = loaded ? std::move(loaded) : st.ctx.store->load(id);
     if (!rec) {
-      if (st.ctx.placement) st.ctx.placement->released(*id);
-      return make_error(errc::unknown_agent, "no agent '" + text + "'");
+      if (st.ctx.placement) st.ctx.placement->released(id);
+      return make_error(errc::unknown_agent, "no agent '" + id.str() + "'");
     }
-    return activate(self, *id, std::move(rec->history));
+    return activate(self, id, std::move(rec->history));
   } catch (const runtime::store_error& e) {
     return store_unavailable(e);
   }
+}
+
+/// The activation of `text` (type/key); see `resolve_id`.
+caf::expected<caf::actor> resolve(directory_actor* self, const std::string& text,
+                                  bool here_only = false) {
+  auto id = runtime::agent_id::parse(text);
+  if (!id) return make_error(errc::bad_request, "agent must be type/key, got '" + text + "'");
+  return resolve_id(self, *id, here_only);
 }
 
 /// Sends pending ask `n` to the agent's current activation. An activation
@@ -207,8 +218,17 @@ caf::result<std::string, std::string> spawn(directory_actor* self, const std::st
     return make_error(errc::unknown_type, "unknown agent type '" + type + "'");
   if (key.empty()) key = fresh_key(self);
   runtime::agent_id id{type, key};
+  // On a single node an inactive agent is read once: its owner for the
+  // checks, its history for the activation (one query, one Redis round
+  // trip). In a cluster it may be active elsewhere: only its owner is read.
+  bool active = st.active.contains(id);
+  std::optional<runtime::agent_record> rec;
   try {
-    auto existing = st.ctx.store->owner_of(id);
+    std::optional<std::string> existing;
+    if (active || st.ctx.placement)
+      existing = st.ctx.store->owner_of(id);
+    else if ((rec = st.ctx.store->load(id)))
+      existing = rec->owner;
     if (existing && !scope.empty() && *existing != scope)
       // Its name is taken; that much a client learns, nothing of its content.
       return make_error(errc::unknown_agent,
@@ -220,14 +240,18 @@ caf::result<std::string, std::string> spawn(directory_actor* self, const std::st
                           "API key '" + owner + "' has " +
                               std::to_string(st.ctx.limits.per_key.max_agents) +
                               " agents (limits.per_key.max_agents): kill some first");
-      if (st.ctx.store->create(id, owner))
+      if (st.ctx.store->create(id, owner)) {
         runtime::log::info("agent", "spawned", {{"agent", id.str()}, {"owner", owner}});
+        rec = runtime::agent_record{id, {}, owner};
+      } else {
+        rec.reset(); // created meanwhile by another node: read it when activating
+      }
     }
   } catch (const runtime::store_error& e) {
     return store_unavailable(e);
   }
-  if (!st.active.contains(id))
-    if (auto r = resolve(self, id.str()); !r) return r.error();
+  if (!active)
+    if (auto r = resolve_id(self, id, false, std::move(rec)); !r) return r.error();
   return {id.str(), node_of(self, id)};
 }
 

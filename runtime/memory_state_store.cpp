@@ -13,7 +13,7 @@ class memory_state_store final : public state_store {
 public:
   bool create(const agent_id& id, const std::string& owner) override {
     std::lock_guard<std::mutex> guard{mutex_};
-    if (!records_.emplace(id, agent_record{id, {}}).second) return false;
+    if (!records_.emplace(id, agent_record{id, {}, owner}).second) return false;
     if (!owner.empty()) owners_[id] = owner;
     return true;
   }

@@ -116,9 +116,14 @@ public:
 
   std::optional<agent_record> load(const agent_id& id) override {
     std::lock_guard<std::mutex> guard{mutex_};
-    if (run({"ZSCORE", agents_key, id.str()})->type == REDIS_REPLY_NIL) return std::nullopt;
-    agent_record rec{id, {}};
-    auto h = run({"LRANGE", "troupe:h:" + id.str(), "0", "-1"});
+    auto a = id.str();
+    // One round trip: whether it exists, its owner and its history.
+    auto r = transaction({{"ZSCORE", agents_key, a},
+                          {"HGET", owners_key, a},
+                          {"LRANGE", "troupe:h:" + a, "0", "-1"}});
+    if (r->elements != 3 || r->element[0]->type == REDIS_REPLY_NIL) return std::nullopt;
+    agent_record rec{id, {}, str(r->element[1])};
+    auto* h = r->element[2];
     for (size_t i = 0; i < h->elements; ++i)
       rec.history.push_back(decode_stored_message(str(h->element[i])));
     return rec;

@@ -208,11 +208,12 @@ public:
 
   std::optional<agent_record> load(const agent_id& id) override {
     std::lock_guard<std::mutex> guard{mutex_};
+    agent_record rec{id, {}, {}};
     {
       reset_on_exit r{*select_agent_};
       if (!select_agent_->bind(1, id.type).bind(2, id.key).step()) return std::nullopt;
+      rec.owner = select_agent_->text(0);
     }
-    agent_record rec{id, {}};
     reset_on_exit r{*select_messages_};
     select_messages_->bind(1, id.type).bind(2, id.key);
     while (select_messages_->step())

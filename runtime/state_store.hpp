@@ -18,6 +18,9 @@ namespace troupe::runtime {
 struct agent_record {
   agent_id id;
   std::vector<chat_message> history;
+  /// The principal that created it ("" = nobody's), as `owner_of` says:
+  /// one read gives an activation both.
+  std::string owner;
 };
 
 enum class request_state { running, done, failed };

@@ -120,6 +120,9 @@ TEST(StateStore, AnAgentKeepsTheOwnerThatCreatedItUntilItIsErased) {
     EXPECT_EQ(s->owner_of({"chat", "k3"}), "");
     s->append(a, {"user", "hi", {}, {}, {}});
     EXPECT_EQ(s->owner_of(a), "alice"); // writing history does not touch it
+    EXPECT_EQ(s->load(a)->owner, "alice");
+    EXPECT_EQ(s->load(a)->history.size(), 1u);
+    EXPECT_EQ(s->load({"chat", "k3"})->owner, "");
     auto owned = s->list_owned("alice");
     std::sort(owned.begin(), owned.end());
     ASSERT_EQ(owned.size(), 2u);
@@ -132,6 +135,7 @@ TEST(StateStore, AnAgentKeepsTheOwnerThatCreatedItUntilItIsErased) {
     EXPECT_EQ(s->count_owned("bob"), 0u);
     EXPECT_TRUE(s->create(a, "bob")); // a new agent of that name is bob's
     EXPECT_EQ(s->owner_of(a), "bob");
+    EXPECT_EQ(s->load(a)->owner, "bob");
   });
 }
 
