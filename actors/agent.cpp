@@ -142,7 +142,10 @@ void deliver(agent_actor* self, const turn* t, const runtime::event_ptr& sealed)
         self->send(r, event_atom::value, sealed);
 }
 
+void write_ahead(agent_actor* self);
+
 void emit(agent_actor* self, runtime::agent_event ev) {
+  write_ahead(self);
   auto& st = self->state;
   ev.agent = st.id_str;
   if (st.current) ev.id = st.current->id;
@@ -189,6 +192,7 @@ void end_turn(agent_actor* self) {
 }
 
 void finish_ok(agent_actor* self, std::string answer) {
+  write_ahead(self);
   auto& st = self->state;
   auto& t = *st.current;
   metrics().ok.inc();
@@ -208,6 +212,7 @@ void finish_ok(agent_actor* self, std::string answer) {
 void fail_turn(agent_actor* self, turn& t, errc code, const std::string& message) {
   metrics().failed.inc();
   auto& st = self->state;
+  if (&t == st.current.get()) write_ahead(self); // a retry of its id replays this failure
   runtime::log::info("agent", "turn_failed",
                      {{"agent", st.id_str},
                       {"id", t.id},
@@ -247,6 +252,7 @@ void trim_history(agent_actor* self) {
 }
 
 void append(agent_actor* self, runtime::chat_message msg) {
+  write_ahead(self);
   auto& st = self->state;
   st.ctx->store->append(st.id, msg);
   st.history.push_back(std::move(msg));
@@ -255,6 +261,16 @@ void append(agent_actor* self, runtime::chat_message msg) {
 
 void continue_turn(agent_actor* self);
 
+/// Ends the running turn with `timeout` after `limits.turn_timeout`. A
+/// fresh turn's clock starts with its write-ahead, once its model call is
+/// out: arming a timer wakes CAF's clock thread, which on two cores delays
+/// that call. The wait before it is bounded by the router, which answers
+/// within its admission timeout.
+void arm_turn_timeout(agent_actor* self) {
+  auto& st = self->state;
+  self->delayed_send(self, st.ctx->limits.turn_timeout, timeout_atom::value, st.turn_seq);
+}
+
 void start_next(agent_actor* self) {
   auto& st = self->state;
   if (st.current || st.pending.empty()) return;
@@ -262,20 +278,31 @@ void start_next(agent_actor* self) {
   st.pending.erase(st.pending.begin());
   ++st.turn_seq;
   auto& t = *st.current;
-  self->delayed_send(self, st.ctx->limits.turn_timeout, timeout_atom::value, st.turn_seq);
-  if (t.begun) return continue_turn(self);
-  // A fresh turn: its model call goes out first and the write-ahead right
-  // after, off the path to the first token. Nothing of the turn reaches
-  // anyone before the write (this actor does both before it handles a
-  // token), so a crash in between loses only a turn nobody saw begin, and
-  // the client's retry with the same id runs it.
+  if (t.begun) {
+    arm_turn_timeout(self);
+    return continue_turn(self);
+  }
+  // A fresh turn: its model call goes out before the write-ahead (see
+  // `write_ahead`).
   st.history.push_back({"user", t.text, {}, {}, {}});
   trim_history(self);
-  t.begun = true;
-  auto id = t.id;
-  auto text = t.text;
   continue_turn(self);
-  st.ctx->store->begin_turn(st.id, id, text);
+}
+
+/// Writes a fresh turn's start (its user message and request-log entry) to
+/// the store, once. It waits until the turn's model call is on its way (the
+/// router answered) or until anything of the turn is about to reach a
+/// client or the store, whichever comes first: written at the turn's start,
+/// it would run before the model call left, since CAF runs the router and
+/// the worker on this thread after this handler. Nothing of the turn is seen
+/// before the write, so a crash in between loses only a turn nobody saw
+/// begin, and the client's retry with the same id runs it.
+void write_ahead(agent_actor* self) {
+  auto& st = self->state;
+  if (!st.current || st.current->begun) return;
+  st.current->begun = true;
+  st.ctx->store->begin_turn(st.id, st.current->id, st.current->text);
+  arm_turn_timeout(self);
 }
 
 void run_step(agent_actor* self) {
@@ -306,10 +333,15 @@ void run_step(agent_actor* self) {
   st.current->worker_id.clear();
   st.current->streamed = false;
   infer_job j{job, std::move(req), caf::actor_cast<caf::actor>(self), st.current->exclude};
-  self->request(st.ctx->router, std::chrono::seconds(30), infer_atom::value, std::move(j))
+  // No timeout of its own: the router answers within its admission timeout
+  // (10 s), a dead router at once, and the turn's timeout bounds the rest.
+  // A request timeout would wake CAF's clock thread on the path to the
+  // first token.
+  self->request(st.ctx->router, caf::infinite, infer_atom::value, std::move(j))
       .then(
           [=](caf::actor& worker, std::string& worker_id) {
             auto& st = self->state;
+            write_ahead(self);
             if (!is_current_job(st, job)) { // cancelled meanwhile: release the slot
               self->send(worker, cancel_atom::value, job);
               return;

@@ -10,6 +10,7 @@
 #include <caf/all.hpp>
 
 #include <map>
+#include <unordered_map>
 #include <set>
 
 namespace troupe::actors {
@@ -47,7 +48,13 @@ struct session_state {
     int attempts = 0;
     runtime::key_quotas::lease turn; // the key's turn slot, given back with the entry
   };
-  std::map<std::string, request> inflight;    // by client id
+  std::map<std::string, request> inflight; // by client id
+  /// Activations looked up for this session's sends, by agent name, until
+  /// they go down: a message to a known agent skips the directory (two
+  /// actor hops and a timer on the path to its first token). Cleared past
+  /// `max_known`.
+  std::unordered_map<std::string, caf::actor> known;
+  static constexpr size_t max_known = 1024;
   std::map<caf::actor, std::string> attached; // agent -> its name
   std::set<caf::actor_addr> monitored;
   std::set<std::string> watched_jobs; // attached jobs whose end was not seen yet
@@ -110,6 +117,11 @@ void dispatch(session_actor* self, const std::string& id) {
   if (it == st.inflight.end()) return;
   it->second.agent = nullptr;
   ++it->second.attempts;
+  if (auto k = st.known.find(it->second.agent_name); k != st.known.end()) {
+    it->second.agent = k->second;
+    self->send(k->second, send_atom::value, id, it->second.text, caf::actor_cast<caf::actor>(self));
+    return;
+  }
   self->request(st.directory, directory_timeout, lookup_atom::value, it->second.agent_name,
                 st.scope)
       .then(
@@ -117,6 +129,8 @@ void dispatch(session_actor* self, const std::string& id) {
             auto& st = self->state;
             auto it = st.inflight.find(id);
             if (it == st.inflight.end()) return; // cancelled while looking up
+            if (st.known.size() >= st.max_known) st.known.clear();
+            st.known[it->second.agent_name] = agent;
             it->second.agent = agent;
             watch(self, agent);
             self->send(agent, send_atom::value, id, it->second.text,
@@ -135,6 +149,7 @@ void dispatch(session_actor* self, const std::string& id) {
 void on_agent_down(session_actor* self, const caf::actor_addr& who) {
   auto& st = self->state;
   st.monitored.erase(who);
+  std::erase_if(st.known, [&](const auto& k) { return k.second.address() == who; });
   std::vector<std::string> resend;
   for (auto& [id, req] : st.inflight)
     if (req.agent && req.agent.address() == who) resend.push_back(id);
