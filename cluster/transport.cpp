@@ -340,6 +340,7 @@ struct transport::impl {
   }
 
   void run() {
+    static runtime::counter& frames_out = frames("out");
     auto next_ping = clock::now();
     last_tick = next_ping;
     while (true) {
@@ -353,14 +354,33 @@ struct transport::impl {
         stop = stopping;
       }
       if (np) apply_peers(std::move(*np));
+      // A frame for a ready peer with nothing waiting goes to ZeroMQ at once;
+      // the rest queue behind what waits. Bytes sent are released per peer,
+      // one lock per batch.
+      std::unordered_map<std::string, peer>::iterator it = peers.end();
+      std::vector<std::pair<const std::string*, size_t>> sent; // (peer, bytes)
       for (auto& f : batch) {
-        auto it = peers.find(f.node);
+        if (it == peers.end() || it->first != f.node) it = peers.find(f.node);
         if (it == peers.end()) {
           dropped("no_peer").inc();
           release(f);
           continue;
         }
-        it->second.pending.push_back(std::move(f));
+        auto& p = it->second;
+        if (p.ready && p.pending.empty() && send_now(p, f.env, f.payload)) {
+          if (sent.empty() || sent.back().first != &it->first) sent.emplace_back(&it->first, 0);
+          sent.back().second += f.env.size() + f.payload.size();
+          frames_out.inc();
+          continue;
+        }
+        p.pending.push_back(std::move(f));
+      }
+      if (!sent.empty()) {
+        std::lock_guard<std::mutex> guard{mutex};
+        for (auto& [node, bytes] : sent) {
+          auto& q = queued[*node];
+          q -= std::min(q, bytes);
+        }
       }
       if (stop) break;
       auto now = clock::now();
