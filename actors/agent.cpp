@@ -261,16 +261,6 @@ void append(agent_actor* self, runtime::chat_message msg) {
 
 void continue_turn(agent_actor* self);
 
-/// Ends the running turn with `timeout` after `limits.turn_timeout`. A
-/// fresh turn's clock starts with its write-ahead, once its model call is
-/// out: arming a timer wakes CAF's clock thread, which on two cores delays
-/// that call. The wait before it is bounded by the router, which answers
-/// within its admission timeout.
-void arm_turn_timeout(agent_actor* self) {
-  auto& st = self->state;
-  self->delayed_send(self, st.ctx->limits.turn_timeout, timeout_atom::value, st.turn_seq);
-}
-
 void start_next(agent_actor* self) {
   auto& st = self->state;
   if (st.current || st.pending.empty()) return;
@@ -278,10 +268,8 @@ void start_next(agent_actor* self) {
   st.pending.erase(st.pending.begin());
   ++st.turn_seq;
   auto& t = *st.current;
-  if (t.begun) {
-    arm_turn_timeout(self);
-    return continue_turn(self);
-  }
+  self->delayed_send(self, st.ctx->limits.turn_timeout, timeout_atom::value, st.turn_seq);
+  if (t.begun) return continue_turn(self);
   // A fresh turn: its model call goes out before the write-ahead (see
   // `write_ahead`).
   st.history.push_back({"user", t.text, {}, {}, {}});
@@ -302,7 +290,6 @@ void write_ahead(agent_actor* self) {
   if (!st.current || st.current->begun) return;
   st.current->begun = true;
   st.ctx->store->begin_turn(st.id, st.current->id, st.current->text);
-  arm_turn_timeout(self);
 }
 
 void run_step(agent_actor* self) {
@@ -333,11 +320,9 @@ void run_step(agent_actor* self) {
   st.current->worker_id.clear();
   st.current->streamed = false;
   infer_job j{job, std::move(req), caf::actor_cast<caf::actor>(self), st.current->exclude};
-  // No timeout of its own: the router answers within its admission timeout
-  // (10 s), a dead router at once, and the turn's timeout bounds the rest.
-  // A request timeout would wake CAF's clock thread on the path to the
-  // first token.
-  self->request(st.ctx->router, caf::infinite, infer_atom::value, std::move(j))
+  // A timeout of its own, though the turn has one: a router that crashes
+  // holding the call never answers (CAF 0.17 drops its promise silently).
+  self->request(st.ctx->router, std::chrono::seconds(30), infer_atom::value, std::move(j))
       .then(
           [=](caf::actor& worker, std::string& worker_id) {
             auto& st = self->state;

@@ -95,8 +95,9 @@ caf::behavior driver(caf::event_based_actor* self, bool via_router, caf::actor t
       return;
     }
     auto me = caf::actor_cast<caf::actor>(self);
-    if (via_router) // as the agent asks the router: no timer of its own (see agent.cpp)
-      self->request(target, caf::infinite, infer_atom::value, infer_job{t->calls + 1, {}, me, {}})
+    if (via_router)
+      self->request(target, std::chrono::seconds(10), infer_atom::value,
+                    infer_job{t->calls + 1, {}, me, {}})
           .then([](caf::actor&, std::string&) {}, [](caf::error&) {});
     else
       self->request(target, std::chrono::seconds(10), ping_atom::value, me, t->calls + 1)
