@@ -94,6 +94,8 @@ struct transport::impl {
   clock::time_point last_tick; // the last ping round, to notice our own pauses
 
   bool credit() const { return !opts.can_deliver || opts.can_deliver(); }
+  runtime::counter& frames_in = frames("in");
+  runtime::counter& frames_out = frames("out");
   std::thread thread;
 
   impl(options o, frame_handler f, down_handler d)
@@ -146,11 +148,14 @@ struct transport::impl {
     return encode_envelope(env);
   }
 
-  void release(const outgoing& f) {
+  /// `bytes` queued for `node` have left (sent or dropped): senders may
+  /// queue that much again.
+  void release(const std::string& node, size_t bytes) {
     std::lock_guard<std::mutex> guard{mutex};
-    auto& q = queued[f.node];
-    q -= std::min(q, f.env.size() + f.payload.size());
+    auto& q = queued[node];
+    q -= std::min(q, bytes);
   }
+  void release(const outgoing& f) { release(f.node, f.env.size() + f.payload.size()); }
 
   void drop_source(const envelope& env, const char* reason) {
     dropped(reason).inc();
@@ -280,14 +285,11 @@ struct transport::impl {
       p.pending.pop_front();
     }
     if (sent_frames == 0) return;
-    frames("out").inc(sent_frames);
-    std::lock_guard<std::mutex> guard{mutex}; // once per batch, not per frame
-    auto& q = queued[node];
-    q -= std::min(q, bytes);
+    frames_out.inc(sent_frames);
+    release(node, bytes); // once per batch, not per frame
   }
 
   void receive_all() {
-    static runtime::counter& frames_in = frames("in");
     zmq::message_t id, body;
     for (int n = 0; n < 1024 && parked_bytes < max_parked_bytes; ++n) {
       if (!router.recv(id, zmq::recv_flags::dontwait)) return;
@@ -298,15 +300,11 @@ struct transport::impl {
       }
       (void)router.recv(body); // a message's parts arrive together
       auto decoded = decode_frame(body.to_string_view());
-      if (body.more()) { // [routing id][frame] only; version 1 sent two parts
-        auto* err = std::get_if<decode_error>(&decoded);
+      auto* err = std::get_if<decode_error>(&decoded);
+      if (err || body.more()) { // [routing id][frame] only; version 1 sent two parts
         dropped(err && *err == decode_error::version ? "version" : "malformed").inc();
         while (body.more())
           (void)router.recv(body);
-        continue;
-      }
-      if (auto* err = std::get_if<decode_error>(&decoded)) {
-        dropped(*err == decode_error::version ? "version" : "malformed").inc();
         continue;
       }
       auto& env = std::get<frame_view>(decoded).env;
@@ -340,7 +338,6 @@ struct transport::impl {
   }
 
   void run() {
-    static runtime::counter& frames_out = frames("out");
     auto next_ping = clock::now();
     last_tick = next_ping;
     while (true) {
@@ -355,12 +352,21 @@ struct transport::impl {
       }
       if (np) apply_peers(std::move(*np));
       // A frame for a ready peer with nothing waiting goes to ZeroMQ at once;
-      // the rest queue behind what waits. Bytes sent are released per peer,
-      // one lock per batch.
-      std::unordered_map<std::string, peer>::iterator it = peers.end();
-      std::vector<std::pair<const std::string*, size_t>> sent; // (peer, bytes)
+      // the rest queue behind what waits. Bytes sent are released per run of
+      // frames to one peer, not per frame.
+      auto it = peers.end();
+      size_t sent_bytes = 0, sent_frames = 0;
+      auto settle = [&] {
+        if (sent_frames == 0) return;
+        frames_out.inc(sent_frames);
+        release(it->first, sent_bytes);
+        sent_bytes = sent_frames = 0;
+      };
       for (auto& f : batch) {
-        if (it == peers.end() || it->first != f.node) it = peers.find(f.node);
+        if (it == peers.end() || it->first != f.node) {
+          settle();
+          it = peers.find(f.node);
+        }
         if (it == peers.end()) {
           dropped("no_peer").inc();
           release(f);
@@ -368,20 +374,13 @@ struct transport::impl {
         }
         auto& p = it->second;
         if (p.ready && p.pending.empty() && send_now(p, f.env, f.payload)) {
-          if (sent.empty() || sent.back().first != &it->first) sent.emplace_back(&it->first, 0);
-          sent.back().second += f.env.size() + f.payload.size();
-          frames_out.inc();
+          sent_bytes += f.env.size() + f.payload.size();
+          ++sent_frames;
           continue;
         }
         p.pending.push_back(std::move(f));
       }
-      if (!sent.empty()) {
-        std::lock_guard<std::mutex> guard{mutex};
-        for (auto& [node, bytes] : sent) {
-          auto& q = queued[*node];
-          q -= std::min(q, bytes);
-        }
-      }
+      settle();
       if (stop) break;
       auto now = clock::now();
       if (now >= next_ping) {

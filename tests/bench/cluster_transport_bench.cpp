@@ -16,6 +16,7 @@
 #include "cluster/transport.hpp"
 #include "cluster/wire.hpp"
 #include "tests/support/free_port.hpp"
+#include "tests/support/median_round.hpp"
 
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
@@ -229,11 +230,6 @@ int main(int argc, char** argv) {
   };
   // Three rounds per size, each ours right after raw; the round with the
   // median ratio is reported (a shared machine's hiccup hits one round).
-  auto median = [](std::vector<std::pair<double, double>> v) { // (ours, raw)
-    std::sort(v.begin(), v.end(),
-              [](auto& a, auto& b) { return a.first / a.second < b.first / b.second; });
-    return v[v.size() / 2];
-  };
   for (size_t size : sizes) {
     int n = size >= 16384 ? messages / 10 : messages;
     std::vector<std::pair<double, double>> one_way, p50, p99;
@@ -245,11 +241,11 @@ int main(int argc, char** argv) {
       p50.emplace_back(our_rt.p50_us, raw_rt.p50_us);
       p99.emplace_back(our_rt.p99_us, raw_rt.p99_us);
     }
-    auto [ours, raw] = median(one_way);
+    auto [ours, raw] = troupe::test::median_round(one_way);
     std::printf("%-40s %12.0f/s %12.0f/s %8.2f\n", label("one-way msgs/s", size).c_str(), ours, raw,
                 ours / raw);
     for (auto [what, v] : {std::pair{"round trip p50", &p50}, std::pair{"round trip p99", &p99}}) {
-      auto [o, r] = median(*v);
+      auto [o, r] = troupe::test::median_round(*v);
       std::printf("%-40s %12.1fus %12.1fus %8.2f\n", label(what, size).c_str(), o, r, o / r);
     }
     std::fflush(stdout);

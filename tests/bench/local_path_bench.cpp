@@ -14,6 +14,7 @@
 #include "actors/io_threads.hpp"
 #include "actors/messages.hpp"
 #include "runtime/log.hpp"
+#include "tests/support/median_round.hpp"
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
@@ -177,13 +178,8 @@ int main(int argc, char** argv) {
     auto raw_tokens = rr(rawN, calls / 10).tokens_per_s;
     by_tokens.emplace_back(tr(router_n, calls / 10).tokens_per_s, raw_tokens);
   }
-  auto median = [](std::vector<std::pair<double, double>> v) {
-    std::sort(v.begin(), v.end(),
-              [](auto& a, auto& b) { return a.first / a.second < b.first / b.second; });
-    return v[v.size() / 2];
-  };
-  auto [troupe_calls, raw_calls] = median(by_calls);
-  auto [troupe_tokens, raw_tokens] = median(by_tokens);
+  auto [troupe_calls, raw_calls] = troupe::test::median_round(by_calls);
+  auto [troupe_tokens, raw_tokens] = troupe::test::median_round(by_tokens);
 
   std::printf("%-52s %12s %12s %8s\n", "figure", "troupe", "raw CAF", "ratio");
   std::printf("%-52s %11.0f/s %11.0f/s %8.2f\n", "model calls/s, no tokens (agent->router->worker)",
