@@ -1,5 +1,6 @@
 #include "actors/agent.hpp"
 #include "actors/atoms.hpp"
+#include "actors/deadline_clock.hpp"
 #include "actors/mcp_catalog.hpp"
 #include "actors/messages.hpp"
 #include "runtime/log.hpp"
@@ -38,6 +39,10 @@ struct turn {
 /// bounds how many a node keeps active (DESIGN: <= 2 KB each).
 struct running_turn : turn {
   explicit running_turn(turn&& t) : turn(std::move(t)) {}
+  running_turn(const running_turn&) = delete;
+  running_turn& operator=(const running_turn&) = delete;
+  ~running_turn() { deadline_clock::instance().cancel(deadline); }
+  deadline_clock::token deadline; // the turn's time limit, spent with it
   int64_t step = 0;
   runtime::usage used;
   uint64_t job = 0;  // current model call; 0 = none
@@ -268,7 +273,9 @@ void start_next(agent_actor* self) {
   st.pending.erase(st.pending.begin());
   ++st.turn_seq;
   auto& t = *st.current;
-  self->delayed_send(self, st.ctx->limits.turn_timeout, timeout_atom::value, st.turn_seq);
+  t.deadline = deadline_clock::instance().add(
+      deadline_clock::clock::now() + st.ctx->limits.turn_timeout, self->ctrl(),
+      caf::make_message_id(), caf::make_message(timeout_atom::value, st.turn_seq));
   if (t.begun) return continue_turn(self);
   // A fresh turn: its model call goes out before the write-ahead (see
   // `write_ahead`).
@@ -322,9 +329,14 @@ void run_step(agent_actor* self) {
   infer_job j{job, std::move(req), caf::actor_cast<caf::actor>(self), st.current->exclude};
   // A timeout of its own, though the turn has one: a router that crashes
   // holding the call never answers (CAF 0.17 drops its promise silently).
-  self->request(st.ctx->router, std::chrono::seconds(30), infer_atom::value, std::move(j))
+  // Kept by the deadline clock, as the turn's: CAF's own timers cost the
+  // call two cross-core wake-ups before the model server sees it.
+  deadline_clock::token deadline;
+  request_with_deadline(self, deadline, std::chrono::seconds(30), st.ctx->router, infer_atom::value,
+                        std::move(j))
       .then(
           [=](caf::actor& worker, std::string& worker_id) {
+            deadline_clock::instance().cancel(deadline);
             auto& st = self->state;
             write_ahead(self);
             if (!is_current_job(st, job)) { // cancelled meanwhile: release the slot
@@ -336,6 +348,7 @@ void run_step(agent_actor* self) {
             self->monitor(st.current->worker);
           },
           [=](caf::error& err) {
+            deadline_clock::instance().cancel(deadline);
             auto& st = self->state;
             if (!is_current_job(st, job)) return;
             auto f = to_failure(err);

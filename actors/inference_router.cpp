@@ -1,5 +1,6 @@
 #include "actors/inference_router.hpp"
 #include "actors/atoms.hpp"
+#include "actors/deadline_clock.hpp"
 #include "actors/shared_call.hpp"
 #include "runtime/log.hpp"
 #include "runtime/metrics.hpp"
@@ -105,9 +106,11 @@ void try_next(router_actor* self, caf::response_promise rp, std::shared_ptr<cons
   // Count it now: the worker's own load report arrives later, and a burst
   // of requests must not all pick the same worker meanwhile.
   st.status[i].load.queued += 1;
-  self->request(hdl, std::chrono::seconds(10), infer_atom::value, *job)
+  deadline_clock::token deadline; // see `request_with_deadline`
+  request_with_deadline(self, deadline, std::chrono::seconds(10), hdl, infer_atom::value, *job)
       .then(
           [=](std::string& worker_id) mutable {
+            deadline_clock::instance().cancel(deadline);
             if (!job->request.affinity_key.empty()) {
               auto& aff = self->state.affinity;
               if (aff.size() >= self->state.max_affinity) aff.clear();
@@ -121,6 +124,7 @@ void try_next(router_actor* self, caf::response_promise rp, std::shared_ptr<cons
             }
           },
           [=](caf::error& err) mutable {
+            deadline_clock::instance().cancel(deadline);
             auto f = to_failure(err);
             try_next(self, std::move(rp), std::move(job), std::move(order), pos + 1, f.message,
                      std::move(shared));

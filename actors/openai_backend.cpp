@@ -10,6 +10,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
@@ -55,30 +56,73 @@ private:
 struct backend_shared {
   backend_shared(runtime::backend_config c, net::io_context& x, bool lem)
       : cfg(std::move(c)), ep(runtime::http_url::parse(cfg.url)), ctx(x), lemonade(lem) {}
+  /// A whole `POST /chat/completions` carrying `body`: one buffer, written
+  /// without Beast's serializer.
+  std::string request(std::string_view body) const {
+    std::string r;
+    r.reserve(fixed_head.size() + 32 + body.size());
+    r += fixed_head;
+    r += "Content-Length: ";
+    r += std::to_string(body.size());
+    r += "\r\n\r\n";
+    r += body;
+    return r;
+  }
+
   runtime::backend_config cfg;
   runtime::http_url ep;
   net::io_context& ctx;
   connection_pool pool;
   bool lemonade = false;
+
+private:
+  /// Header values come from the config; a CR or LF in one would end the
+  /// header early, so they are dropped.
+  static std::string header_value(std::string v) {
+    std::erase_if(v, [](char c) { return c == '\r' || c == '\n'; });
+    return v;
+  }
+
+  std::string fixed_head = [this] {
+    std::string h = "POST " + ep.path + "/chat/completions HTTP/1.1\r\nHost: " + ep.authority() +
+                    "\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\n"
+                    "User-Agent: troupe\r\n";
+    if (!cfg.api_key.empty()) h += "Authorization: Bearer " + header_value(cfg.api_key) + "\r\n";
+    return h;
+  }();
 };
 
 /// One streamed `POST /chat/completions`. Everything runs on `strand_`.
 class openai_call final : public stream_handle, public std::enable_shared_from_this<openai_call> {
 public:
-  openai_call(std::shared_ptr<backend_shared> be, std::string body, stream_callbacks cb)
+  openai_call(std::shared_ptr<backend_shared> be, std::string_view body, stream_callbacks cb)
       : be_(std::move(be)), strand_(net::make_strand(be_->ctx)), resolver_(strand_),
-        body_(std::move(body)), cb_(std::move(cb)),
+        request_(be_->request(body)), cb_(std::move(cb)),
         sse_([this](runtime::sse_event&& ev) { on_event(std::move(ev)); }) {}
 
+  /// Starts the call. On a pooled connection the request leaves from the
+  /// caller's thread: the connection is this call's alone until its first
+  /// operation is posted, and waking the I/O thread first would put its
+  /// wake-up (tens of microseconds on a VM) before the model server sees
+  /// the request. What does not fit the socket's buffer goes on from the
+  /// I/O thread.
   void run() {
-    net::post(strand_, [self = shared_from_this()] {
-      if (auto pooled = self->be_->pool.take()) {
-        self->stream_.emplace(std::move(*pooled));
-        self->reused_ = true;
-        self->do_write();
-      } else {
-        self->do_resolve();
-      }
+    auto pooled = be_->pool.take();
+    if (!pooled) {
+      net::post(strand_, [self = shared_from_this()] { self->do_resolve(); });
+      return;
+    }
+    stream_.emplace(std::move(*pooled));
+    reused_ = true;
+    beast::error_code ec;
+    auto& socket = stream_->socket();
+    socket.non_blocking(true, ec);
+    size_t sent = ec ? 0 : socket.send(net::buffer(request_), 0, ec);
+    if (ec == net::error::would_block) ec = {};
+    net::post(strand_, [self = shared_from_this(), sent, ec] {
+      if (ec) return self->on_write(ec);
+      self->sent_ = sent;
+      self->do_write();
     });
   }
 
@@ -121,23 +165,13 @@ private:
     do_write();
   }
 
+  /// Writes what of the request has not left yet (all of it on a fresh
+  /// connection).
   void do_write() {
-    req_ = {};
-    req_.method(http::verb::post);
-    req_.target(be_->ep.path + "/chat/completions");
-    req_.version(11);
-    req_.set(http::field::host, be_->ep.authority());
-    req_.set(http::field::content_type, "application/json");
-    req_.set(http::field::accept, "text/event-stream");
-    req_.set(http::field::user_agent, "troupe");
-    if (!be_->cfg.api_key.empty())
-      req_.set(http::field::authorization, "Bearer " + be_->cfg.api_key);
-    req_.body() = body_;
-    req_.prepare_payload();
     stream_->expires_after(be_->cfg.connect_timeout);
-    http::async_write(*stream_, req_, on_strand([self = shared_from_this()](auto ec, auto) {
-      self->on_write(ec);
-    }));
+    if (sent_ == request_.size()) return on_write({});
+    net::async_write(*stream_, net::buffer(request_.data() + sent_, request_.size() - sent_),
+                     on_strand([self = shared_from_this()](auto ec, auto) { self->on_write(ec); }));
   }
 
   /// A pooled connection the server closed meanwhile fails on first use;
@@ -147,6 +181,7 @@ private:
     (void)ec;
     beast::error_code ignored;
     stream_->socket().close(ignored);
+    sent_ = 0;
     do_resolve();
     return true;
   }
@@ -287,9 +322,9 @@ private:
   net::strand<net::io_context::executor_type> strand_;
   tcp::resolver resolver_;
   std::optional<beast::tcp_stream> stream_;
-  std::string body_;
+  std::string request_; // the whole HTTP request, head and body
+  size_t sent_ = 0;     // bytes of it written
   stream_callbacks cb_;
-  http::request<http::string_body> req_;
   beast::flat_buffer buffer_;
   std::optional<http::response_parser<http::buffer_body>> parser_;
   char buf_[8192];

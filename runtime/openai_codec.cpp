@@ -1,9 +1,12 @@
 #include "runtime/openai_codec.hpp"
+#include "runtime/json_text.hpp"
 
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <climits>
+#include <cmath>
 
 namespace troupe::runtime {
 
@@ -59,35 +62,89 @@ json usage_to_json(const usage& u) {
 }
 
 std::string encode_chat_request(const chat_request& req, bool stream) {
-  json j{{"model", req.model}, {"temperature", req.temperature}};
-  json msgs = json::array();
+  // Written directly, not through a json tree: this runs on every model call,
+  // on the path to its first token. Keys in nlohmann's (sorted) order, so
+  // the text stays what the tree would have printed.
+  size_t guess = 256;
   for (auto& m : req.messages)
-    msgs.push_back(to_json(m));
-  j["messages"] = std::move(msgs);
-  if (req.max_tokens > 0) j["max_tokens"] = req.max_tokens;
-  if (stream) {
-    j["stream"] = true;
-    j["stream_options"] = {{"include_usage", true}};
+    guess += m.content.size() + 48;
+  for (auto& t : req.tools)
+    guess += t.description.size() + t.parameters_json.size() + 64;
+  std::string out;
+  out.reserve(guess);
+  out += '{';
+  if (req.max_tokens > 0) {
+    out += "\"max_tokens\":";
+    out += std::to_string(req.max_tokens);
+    out += ',';
   }
-  auto out = j.dump();
-  if (req.tools.empty()) return out;
-  // Tool schemas are JSON text already (built-ins, MCP listings re-encoded
-  // by the client): splice them in rather than parse them on every call,
-  // which was a tenth of a node's CPU under load.
-  out.pop_back(); // the closing brace
-  out += ",\"tools\":[";
-  for (size_t i = 0; i < req.tools.size(); ++i) {
-    auto& t = req.tools[i];
+  out += "\"messages\":[";
+  for (size_t i = 0; i < req.messages.size(); ++i) {
+    auto& m = req.messages[i];
     if (i > 0) out += ',';
-    out += R"({"type":"function","function":{"name":)";
-    out += json(t.name).dump();
-    out += R"(,"description":)";
-    out += json(t.description).dump();
-    out += R"(,"parameters":)";
-    out += t.parameters_json.empty() ? std::string{R"({"type":"object"})"} : t.parameters_json;
-    out += "}}";
+    out += "{\"content\":";
+    bool calls = m.role == "assistant" && !m.tool_calls.empty();
+    if (calls && m.content.empty())
+      out += "null";
+    else
+      append_json_string(out, m.content);
+    if (m.role == "tool" && !m.name.empty()) {
+      out += ",\"name\":";
+      append_json_string(out, m.name);
+    }
+    out += ",\"role\":";
+    append_json_string(out, m.role);
+    if (m.role == "tool") {
+      out += ",\"tool_call_id\":";
+      append_json_string(out, m.tool_call_id);
+    }
+    if (calls) {
+      out += ",\"tool_calls\":[";
+      for (size_t k = 0; k < m.tool_calls.size(); ++k) {
+        auto& c = m.tool_calls[k];
+        if (k > 0) out += ',';
+        out += "{\"function\":{\"arguments\":";
+        append_json_string(out, c.arguments);
+        out += ",\"name\":";
+        append_json_string(out, c.name);
+        out += "},\"id\":";
+        append_json_string(out, c.id);
+        out += ",\"type\":\"function\"}";
+      }
+      out += ']';
+    }
+    out += '}';
   }
-  out += "]}";
+  out += "],\"model\":";
+  append_json_string(out, req.model);
+  if (stream) out += ",\"stream\":true,\"stream_options\":{\"include_usage\":true}";
+  out += ",\"temperature\":";
+  if (std::isfinite(req.temperature)) {
+    char num[32];
+    auto [end, ec] = std::to_chars(num, num + sizeof num, req.temperature);
+    out.append(num, ec == std::errc{} ? end : num);
+  } else {
+    out += "null";
+  }
+  if (!req.tools.empty()) {
+    // Tool schemas are JSON text already (built-ins, MCP listings re-encoded
+    // by the client): spliced in rather than parsed on every call.
+    out += ",\"tools\":[";
+    for (size_t i = 0; i < req.tools.size(); ++i) {
+      auto& t = req.tools[i];
+      if (i > 0) out += ',';
+      out += "{\"function\":{\"description\":";
+      append_json_string(out, t.description);
+      out += ",\"name\":";
+      append_json_string(out, t.name);
+      out += ",\"parameters\":";
+      out += t.parameters_json.empty() ? std::string_view{R"({"type":"object"})"}
+                                       : std::string_view{t.parameters_json};
+      out += "},\"type\":\"function\"}";
+    }
+    out += ']';
+  }
+  out += '}';
   return out;
 }
 

@@ -1,4 +1,5 @@
 #include "runtime/ws_protocol.hpp"
+#include "runtime/json_text.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -113,6 +114,28 @@ std::variant<client_op, protocol_error> decode_client_frame(std::string_view tex
 }
 
 event_ptr seal(agent_event ev) {
+  if (ev.kind == event_kind::token) {
+    // One per token, so written directly; the keys in the order a tree
+    // prints them, which `coalesce_tokens` relies on.
+    std::string out;
+    out.reserve(ev.agent.size() + ev.id.size() + ev.text.size() + 40);
+    out += '{';
+    if (!ev.agent.empty()) {
+      out += "\"agent\":";
+      append_json_string(out, ev.agent);
+      out += ',';
+    }
+    out += "\"ev\":\"token\"";
+    if (!ev.id.empty()) {
+      out += ",\"id\":";
+      append_json_string(out, ev.id);
+    }
+    out += ",\"text\":";
+    append_json_string(out, ev.text);
+    out += '}';
+    ev.json = std::move(out);
+    return std::make_shared<const agent_event>(std::move(ev));
+  }
   json j;
   auto put_common = [&](const char* name) {
     j["ev"] = name;

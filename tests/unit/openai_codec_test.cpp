@@ -132,3 +132,59 @@ TEST(OpenAiCodec, ImpossibleTokenCountsReadAsZero) {
   ASSERT_TRUE(c) << err;
   EXPECT_EQ(c->tokens.total_tokens(), 7);
 }
+
+TEST(OpenAiCodec, RequestTextIsWhatAJsonTreeOfItPrints) {
+  // The encoder writes text directly; a tree of the same request, printed by
+  // nlohmann, must read the same byte for byte (the response cache keys on it).
+  chat_request req;
+  req.model = "qwen \"7b\"";
+  req.temperature = 0.25;
+  req.max_tokens = 64;
+  req.messages = {
+      {"system", "be brief\n", {}, {}, {}},
+      {"user", "caf\xC3\xA9 \x01", {}, {}, {}},
+      {"assistant", "", {{"c1", "clock", "{\"tz\":\"UTC\"}"}, {"c2", "sum", "{}"}}, {}, {}},
+      {"assistant", "thinking", {{"c3", "clock", "{}"}}, {}, {}},
+      {"tool", "12:00", {}, "c1", "clock"},
+      {"tool", "3", {}, "c2", ""}};
+  // The schema text is spliced in as is: written here in the order a tree prints.
+  req.tools = {{"clock", "current time", R"({"properties":{},"type":"object"})"},
+               {"any", "takes anything", ""}};
+  json tree{{"model", req.model},
+            {"temperature", req.temperature},
+            {"max_tokens", 64},
+            {"stream", true},
+            {"stream_options", {{"include_usage", true}}}};
+  tree["messages"] = json::array();
+  for (auto& m : req.messages) {
+    json j{{"role", m.role}};
+    if (m.role == "assistant" && !m.tool_calls.empty()) {
+      j["content"] = m.content.empty() ? json(nullptr) : json(m.content);
+      for (auto& c : m.tool_calls)
+        j["tool_calls"].push_back({{"id", c.id},
+                                   {"type", "function"},
+                                   {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
+    } else {
+      j["content"] = m.content;
+    }
+    if (m.role == "tool") {
+      j["tool_call_id"] = m.tool_call_id;
+      if (!m.name.empty()) j["name"] = m.name;
+    }
+    tree["messages"].push_back(j);
+  }
+  for (auto& t : req.tools)
+    tree["tools"].push_back(
+        {{"type", "function"},
+         {"function",
+          {{"name", t.name},
+           {"description", t.description},
+           {"parameters", t.parameters_json.empty() ? json{{"type", "object"}}
+                                                    : json::parse(t.parameters_json)}}}});
+  EXPECT_EQ(encode_chat_request(req, true), tree.dump());
+  req.max_tokens = 0;
+  tree.erase("max_tokens");
+  tree.erase("stream");
+  tree.erase("stream_options");
+  EXPECT_EQ(encode_chat_request(req, false), tree.dump());
+}

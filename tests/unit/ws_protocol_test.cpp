@@ -2,6 +2,7 @@
 #include "nodes/write_queue.hpp"
 
 #include <gtest/gtest.h>
+#include <tuple>
 #include <nlohmann/json.hpp>
 
 using namespace troupe::runtime;
@@ -91,6 +92,22 @@ TEST(WsProtocol, EventsEncodeAsDocumented) {
   j = nlohmann::json::parse(make_error_event("5", errc::overloaded, "full")->json);
   EXPECT_EQ(j["code"], "overloaded");
   EXPECT_EQ(j["id"], "5");
+}
+
+TEST(WsProtocol, TokenEventsReadAsATreeOfThemPrints) {
+  // Tokens are written directly, not through a tree: the same text either way.
+  for (auto [agent, id, text] : {std::tuple{"chat/k1", "2", "Hel"}, std::tuple{"", "", "\"q\"\n"},
+                                 std::tuple{"a/\u00e9", "", "caf\xC3\xA9"}}) {
+    agent_event t;
+    t.kind = event_kind::token;
+    t.agent = agent;
+    t.id = id;
+    t.text = text;
+    nlohmann::json tree{{"ev", "token"}, {"text", text}};
+    if (*agent) tree["agent"] = agent;
+    if (*id) tree["id"] = id;
+    EXPECT_EQ(seal(t)->json, tree.dump());
+  }
 }
 
 namespace {
