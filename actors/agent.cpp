@@ -331,12 +331,10 @@ void run_step(agent_actor* self) {
   // holding the call never answers (CAF 0.17 drops its promise silently).
   // Kept by the deadline clock, as the turn's: CAF's own timers cost the
   // call two cross-core wake-ups before the model server sees it.
-  deadline_clock::token deadline;
-  request_with_deadline(self, deadline, std::chrono::seconds(30), st.ctx->router, infer_atom::value,
+  request_with_deadline(self, std::chrono::seconds(30), st.ctx->router, infer_atom::value,
                         std::move(j))
       .then(
           [=](caf::actor& worker, std::string& worker_id) {
-            deadline_clock::instance().cancel(deadline);
             auto& st = self->state;
             write_ahead(self);
             if (!is_current_job(st, job)) { // cancelled meanwhile: release the slot
@@ -348,7 +346,6 @@ void run_step(agent_actor* self) {
             self->monitor(st.current->worker);
           },
           [=](caf::error& err) {
-            deadline_clock::instance().cancel(deadline);
             auto& st = self->state;
             if (!is_current_job(st, job)) return;
             auto f = to_failure(err);

@@ -1,6 +1,7 @@
 #include "actors/agent_directory.hpp"
 #include "actors/agent_placement.hpp"
 #include "actors/atoms.hpp"
+#include "actors/deadline_clock.hpp"
 #include "actors/messages.hpp"
 #include "runtime/log.hpp"
 #include "runtime/metrics.hpp"
@@ -174,7 +175,7 @@ void attempt_ask(directory_actor* self, uint64_t n) {
   }
   ask.bound = hdl->address();
   auto timeout = st.ctx.limits.turn_timeout + std::chrono::seconds(5);
-  self->request(*hdl, timeout, ask_atom::value, ask.text, ask.caller, ask.request_id)
+  request_with_deadline(self, timeout, *hdl, ask_atom::value, ask.text, ask.caller, ask.request_id)
       .then(
           [=](turn_result& r) {
             auto it = self->state.asks.find(n);

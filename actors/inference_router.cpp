@@ -106,11 +106,9 @@ void try_next(router_actor* self, caf::response_promise rp, std::shared_ptr<cons
   // Count it now: the worker's own load report arrives later, and a burst
   // of requests must not all pick the same worker meanwhile.
   st.status[i].load.queued += 1;
-  deadline_clock::token deadline; // see `request_with_deadline`
-  request_with_deadline(self, deadline, std::chrono::seconds(10), hdl, infer_atom::value, *job)
+  request_with_deadline(self, std::chrono::seconds(10), hdl, infer_atom::value, *job)
       .then(
           [=](std::string& worker_id) mutable {
-            deadline_clock::instance().cancel(deadline);
             if (!job->request.affinity_key.empty()) {
               auto& aff = self->state.affinity;
               if (aff.size() >= self->state.max_affinity) aff.clear();
@@ -124,7 +122,6 @@ void try_next(router_actor* self, caf::response_promise rp, std::shared_ptr<cons
             }
           },
           [=](caf::error& err) mutable {
-            deadline_clock::instance().cancel(deadline);
             auto f = to_failure(err);
             try_next(self, std::move(rp), std::move(job), std::move(order), pos + 1, f.message,
                      std::move(shared));

@@ -3,6 +3,7 @@
 #include "actors/atoms.hpp"
 #include "actors/backend.hpp"
 #include "actors/cluster_hooks.hpp"
+#include "actors/deadline_clock.hpp"
 #include "actors/inference_router.hpp"
 #include "actors/inference_worker.hpp"
 #include "actors/job_runner.hpp"
@@ -326,7 +327,8 @@ void node_runtime::execute_streaming(std::string type, std::string key, std::str
         // Our request id makes the turn's events ours among everything a
         // subscription sees; it is also the idempotency key of the ask.
         auto ask = [=](const std::string& agent, caf::actor watched) {
-          self->request(dir, timeout, ask_atom::value, agent, message, std::string{}, id)
+          request_with_deadline(self, timeout, dir, ask_atom::value, agent, message, std::string{},
+                                id)
               .then(
                   [=](turn_result& r) {
                     if (watched)
@@ -337,12 +339,13 @@ void node_runtime::execute_streaming(std::string type, std::string key, std::str
                     finish({to_failure(err), agent, {}, {}, 0});
                   });
         };
-        self->request(dir, std::chrono::seconds(10), spawn_atom::value, type, key, who.name,
-                      who.scope())
+        request_with_deadline(self, std::chrono::seconds(10), dir, spawn_atom::value, type, key,
+                              who.name, who.scope())
             .then(
                 [=](std::string& agent, std::string&) {
                   if (!on_token) return ask(agent, nullptr);
-                  self->request(dir, std::chrono::seconds(10), lookup_atom::value, agent)
+                  request_with_deadline(self, std::chrono::seconds(10), dir, lookup_atom::value,
+                                        agent)
                       .then(
                           [=](caf::actor& hdl) {
                             self->send(hdl, subscribe_atom::value,
@@ -375,8 +378,8 @@ void node_runtime::spawn_agent(std::string type, std::string key,
                                const runtime::principal& who) {
   auto dir = impl_->directory;
   impl_->in_actor([=](caf::event_based_actor* self) {
-    self->request(dir, std::chrono::seconds(10), spawn_atom::value, type, key, who.name,
-                  who.scope())
+    request_with_deadline(self, std::chrono::seconds(10), dir, spawn_atom::value, type, key,
+                          who.name, who.scope())
         .then([=](std::string& agent, std::string&) { call_back(cb, std::nullopt, agent); },
               [=](caf::error& err) { call_back(cb, to_failure(err), std::string{}); });
   });
@@ -491,10 +494,16 @@ void node_runtime::complete(
           self->quit();
         };
         infer_job job{1, std::move(req), caf::actor_cast<caf::actor>(self), {}};
-        self->request(router, std::chrono::seconds(30), infer_atom::value, std::move(job))
+        request_with_deadline(self, std::chrono::seconds(30), router, infer_atom::value,
+                              std::move(job))
             .then([](caf::actor&, std::string&) {},
                   [=](caf::error& err) { fail(to_failure(err)); });
-        self->delayed_send(self, timeout, timeout_atom::value);
+        // The call's time limit, forgotten when the call ends: a CAF delayed
+        // message would hold this actor in memory until it fired.
+        auto limit = deadline_clock::instance().add(deadline_clock::clock::now() + timeout,
+                                                    self->ctrl(), caf::make_message_id(),
+                                                    caf::make_message(timeout_atom::value));
+        self->attach_functor([limit] { deadline_clock::instance().cancel(limit); });
         return {
             [=](token_atom, uint64_t, std::string& text) { on_token(std::move(text)); },
             [=](done_atom, uint64_t, runtime::chat_result& r) {

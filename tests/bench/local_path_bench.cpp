@@ -9,6 +9,7 @@
 // three rounds).
 #include "actors/atoms.hpp"
 #include "actors/backend.hpp"
+#include "actors/deadline_clock.hpp"
 #include "actors/inference_router.hpp"
 #include "actors/inference_worker.hpp"
 #include "actors/io_threads.hpp"
@@ -96,12 +97,14 @@ caf::behavior driver(caf::event_based_actor* self, bool via_router, caf::actor t
       return;
     }
     auto me = caf::actor_cast<caf::actor>(self);
+    // Through the router as the agent asks it (its timeout on the deadline
+    // clock); the plain exchange at its cheapest, with no timeout at all.
     if (via_router)
-      self->request(target, std::chrono::seconds(10), infer_atom::value,
-                    infer_job{t->calls + 1, {}, me, {}})
+      request_with_deadline(self, std::chrono::seconds(10), target, infer_atom::value,
+                            infer_job{t->calls + 1, {}, me, {}})
           .then([](caf::actor&, std::string&) {}, [](caf::error&) {});
     else
-      self->request(target, std::chrono::seconds(10), ping_atom::value, me, t->calls + 1)
+      self->request(target, caf::infinite, ping_atom::value, me, t->calls + 1)
           .then([](uint64_t) {}, [](caf::error&) {});
   };
   self->send(self, go_atom::value);

@@ -33,17 +33,9 @@ caf::behavior echo(caf::event_based_actor*, int) {
 caf::behavior ask(caf::event_based_actor* self, caf::actor callee,
                   std::chrono::milliseconds timeout, caf::actor report) {
   auto start = clock_type::now();
-  deadline_clock::token deadline;
-  request_with_deadline(self, deadline, timeout, callee, 42)
-      .then(
-          [=](int) {
-            deadline_clock::instance().cancel(deadline);
-            self->send(report, caf::error{}, clock_type::now() - start);
-          },
-          [=](caf::error& err) {
-            deadline_clock::instance().cancel(deadline);
-            self->send(report, err, clock_type::now() - start);
-          });
+  request_with_deadline(self, timeout, callee, 42)
+      .then([=](int) { self->send(report, caf::error{}, clock_type::now() - start); },
+            [=](caf::error& err) { self->send(report, err, clock_type::now() - start); });
   return {[](int) {}}; // without a behavior of its own it would not wait for the answer
 }
 
