@@ -39,10 +39,7 @@ struct turn {
 /// bounds how many a node keeps active (DESIGN: <= 2 KB each).
 struct running_turn : turn {
   explicit running_turn(turn&& t) : turn(std::move(t)) {}
-  running_turn(const running_turn&) = delete;
-  running_turn& operator=(const running_turn&) = delete;
-  ~running_turn() { deadline_clock::instance().cancel(deadline); }
-  deadline_clock::token deadline; // the turn's time limit, spent with it
+  scoped_deadline deadline; // the turn's time limit, gone with it
   int64_t step = 0;
   runtime::usage used;
   uint64_t job = 0;  // current model call; 0 = none
@@ -95,6 +92,7 @@ struct agent_state {
   uint64_t job_seq = 0;
   // -- lifecycle ---------------------------------------------------------------
   steady_clock::time_point last_activity = steady_clock::now();
+  scoped_deadline idle_check; // when to look whether to passivate
   bool passivating = false;
   bool draining = false;      // the node drains: passivate once the queued turns are done
   bool node_stopping = false; // open turns stay "running" in the store and resume at restart
@@ -273,9 +271,8 @@ void start_next(agent_actor* self) {
   st.pending.erase(st.pending.begin());
   ++st.turn_seq;
   auto& t = *st.current;
-  t.deadline = deadline_clock::instance().add(
-      deadline_clock::clock::now() + st.ctx->limits.turn_timeout, self->ctrl(),
-      caf::make_message_id(), caf::make_message(timeout_atom::value, st.turn_seq));
+  t.deadline.set(deadline_clock::clock::now() + st.ctx->limits.turn_timeout, self->ctrl(),
+                 caf::make_message(timeout_atom::value, st.turn_seq));
   if (t.begun) return continue_turn(self);
   // A fresh turn: its model call goes out before the write-ahead (see
   // `write_ahead`).
@@ -604,10 +601,13 @@ caf::behavior agent_actor::make_behavior() {
   auto* self = this;
   auto& st = state;
   if (st.ctx->idle_timeout.count() > 0)
-    self->delayed_send(self, st.ctx->idle_timeout, idle_atom::value);
+    st.idle_check.set(steady_clock::now() + st.ctx->idle_timeout, self->ctrl(),
+                      caf::make_message(idle_atom::value));
   start_next(self); // resumed turns run at once, before anyone asks
 
-  self->monitor(st.ctx->directory);
+  // No monitor on the directory: CAF 0.17 would keep one on it per
+  // activation ever made, the agent long gone. A directory that ends tells
+  // its activations itself, with the down message a monitor would send.
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
     if (dm.source == st.ctx->directory.address()) {
@@ -761,7 +761,8 @@ const caf::behavior& shared_behavior() {
                                         std::chrono::duration_cast<std::chrono::milliseconds>(
                                             st.ctx->idle_timeout - idle),
                                         std::chrono::milliseconds(100));
-          self->delayed_send(self, wait, idle_atom::value);
+          st.idle_check.set(steady_clock::now() + wait, self->ctrl(),
+                            caf::make_message(idle_atom::value));
           return;
         }
         st.passivating = true;

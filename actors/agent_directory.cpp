@@ -44,6 +44,19 @@ struct directory_state {
   std::unordered_map<uint64_t, pending_ask> asks;
   uint64_t next_ask = 0;
   static inline const char* name = "agent_directory";
+
+  /// Its local activations end with it (crash or shutdown): each hears the
+  /// down message a monitor on the directory would have sent it. Agents do
+  /// not monitor the directory: CAF 0.17 keeps a monitor on the monitored
+  /// actor until that one dies, so the directory would carry one per
+  /// activation it ever made.
+  ~directory_state() {
+    if (!agent_ctx) return;
+    caf::down_msg gone{agent_ctx->directory.address(),
+                       make_error(runtime::errc::internal, "agent directory stopped")};
+    for (auto& [id, hdl] : active)
+      if (!remote.count(id)) caf::anon_send(hdl, gone);
+  }
 };
 
 using directory_actor = caf::stateful_actor<directory_state>;

@@ -61,6 +61,26 @@ private:
   std::unique_ptr<impl> impl_;
 };
 
+/// One deadline owned by an actor's state: cancelled when replaced or
+/// destroyed, so an actor that ends (or moves on) leaves nothing pending.
+class scoped_deadline {
+public:
+  scoped_deadline() = default;
+  scoped_deadline(const scoped_deadline&) = delete;
+  scoped_deadline& operator=(const scoped_deadline&) = delete;
+  ~scoped_deadline() { deadline_clock::instance().cancel(token_); }
+
+  /// Delivers `content` to `whom` at `at`, instead of what was set before.
+  void set(deadline_clock::clock::time_point at, const caf::strong_actor_ptr& whom,
+           caf::message content) {
+    deadline_clock::instance().cancel(token_);
+    token_ = deadline_clock::instance().add(at, whom, caf::make_message_id(), std::move(content));
+  }
+
+private:
+  deadline_clock::token token_;
+};
+
 namespace detail {
 
 /// `f` with the same parameters (CAF reads a handler's message type off
