@@ -1,9 +1,9 @@
 #pragma once
 
-#include <caf/error.hpp>
-#include <caf/fwd.hpp>
 #include <caf/detail/type_traits.hpp>
 #include <caf/duration.hpp>
+#include <caf/error.hpp>
+#include <caf/fwd.hpp>
 #include <caf/make_message.hpp>
 #include <caf/message_id.hpp>
 #include <caf/sec.hpp>
@@ -15,8 +15,9 @@
 
 namespace troupe::actors {
 
-/// Coarse deadlines for the hot path's timeouts (a model call's request to
-/// the router and the router's to a worker, a turn's time limit).
+/// Coarse deadlines for the timeouts armed on every message: a model call's
+/// requests (agent to router to worker), the node API's requests to the
+/// directory, a turn's time limit, an agent's idle check.
 ///
 /// CAF 0.17's clock wakes its thread for every timeout set and again for
 /// every one cancelled: two futex calls and a cross-core wake-up per request,
@@ -50,7 +51,7 @@ public:
   /// Forgets a deadline not yet delivered; a no-op for an empty or spent one.
   void cancel(const token& t);
 
-  /// Deadlines waiting (for tests and metrics).
+  /// Deadlines waiting (for tests).
   size_t pending() const;
 
   ~deadline_clock();

@@ -59,8 +59,11 @@ caf::behavior shared_call_impl(shared_call_actor* self, caf::actor router, std::
   st.key = std::move(key);
   st.job = job;
   // A router that dies before a worker took the call never says how it
-  // went: the waiting agents retry (the leader's own request fails).
+  // went: the waiting agents retry (the leader's own request fails). The
+  // monitor goes when this call ends: CAF 0.17 would otherwise keep it on
+  // the router, and with it this actor's memory, for every call ever shared.
   self->monitor(st.router);
+  self->attach_functor([self, router = st.router.address()] { self->demonitor(router); });
   self->set_down_handler([self](caf::down_msg&) {
     if (self->state.worker) return; // the worker still ends the call
     fail_joiners(self, {runtime::errc::overloaded, "inference router restarted"});
