@@ -1,6 +1,7 @@
 #include "actors/shared_call.hpp"
 #include "actors/atoms.hpp"
 #include "actors/messages.hpp"
+#include "actors/monitor.hpp"
 
 #include <caf/all.hpp>
 
@@ -59,11 +60,8 @@ caf::behavior shared_call_impl(shared_call_actor* self, caf::actor router, std::
   st.key = std::move(key);
   st.job = job;
   // A router that dies before a worker took the call never says how it
-  // went: the waiting agents retry (the leader's own request fails). The
-  // monitor goes when this call ends: CAF 0.17 would otherwise keep it on
-  // the router, and with it this actor's memory, for every call ever shared.
-  self->monitor(st.router);
-  self->attach_functor([self, router = st.router.address()] { self->demonitor(router); });
+  // went: the waiting agents retry (the leader's own request fails).
+  monitor_while_alive(self, st.router);
   self->set_down_handler([self](caf::down_msg&) {
     if (self->state.worker) return; // the worker still ends the call
     fail_joiners(self, {runtime::errc::overloaded, "inference router restarted"});

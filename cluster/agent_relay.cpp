@@ -1,6 +1,7 @@
 #include "cluster/agent_relay.hpp"
 #include "actors/atoms.hpp"
 #include "actors/messages.hpp"
+#include "actors/monitor.hpp"
 #include "cluster/atoms.hpp"
 #include "cluster/transport.hpp"
 
@@ -139,7 +140,7 @@ caf::behavior relay_impl(relay_actor* self, std::shared_ptr<transport> net, caf:
       [=](event_atom, runtime::event_ptr& ev) { reply(self, msg_type::agent_event, to_json(*ev)); },
       [=](watch_atom, caf::actor& hub) {
         self->state.hub = hub.address();
-        self->monitor(hub);
+        monitor_while_alive(self, hub);
       },
       [=](peer_down_atom) {
         self->state.ended = true; // nobody to tell

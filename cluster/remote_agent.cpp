@@ -1,6 +1,7 @@
 #include "cluster/remote_agent.hpp"
 #include "actors/atoms.hpp"
 #include "actors/messages.hpp"
+#include "actors/monitor.hpp"
 #include "cluster/atoms.hpp"
 #include "cluster/transport.hpp"
 
@@ -147,11 +148,11 @@ caf::behavior remote_agent_impl(proxy_actor* self, std::shared_ptr<transport> ne
       [=](kill_atom) { forward(self, msg_type::agent_kill, nlohmann::json::object()); },
       [=](watch_atom, caf::actor& hub) {
         self->state.hub = hub.address();
-        self->monitor(hub);
+        monitor_while_alive(self, hub);
       },
       [=](register_atom, caf::actor& owner) {
         self->state.owner = owner.address();
-        self->monitor(owner);
+        monitor_while_alive(self, owner);
       },
       [=](shutdown_atom) {
         // This node stops; the activation on the peer lives on.

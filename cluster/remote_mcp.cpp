@@ -1,6 +1,7 @@
 #include "cluster/remote_mcp.hpp"
 #include "actors/atoms.hpp"
 #include "actors/messages.hpp"
+#include "actors/monitor.hpp"
 #include "cluster/atoms.hpp"
 #include "cluster/transport.hpp"
 
@@ -94,7 +95,7 @@ caf::behavior remote_mcp_impl(proxy_actor* self, std::shared_ptr<transport> net,
       [=](peer_down_atom) { end(self, "node " + self->state.node + " is gone"); },
       [=](watch_atom, caf::actor& hub) {
         self->state.hub = hub.address();
-        self->monitor(hub);
+        monitor_while_alive(self, hub);
       },
   };
 }

@@ -1,6 +1,7 @@
 #include "cluster/remote_worker.hpp"
 #include "actors/atoms.hpp"
 #include "actors/messages.hpp"
+#include "actors/monitor.hpp"
 #include "cluster/atoms.hpp"
 #include "cluster/transport.hpp"
 #include "runtime/log.hpp"
@@ -171,7 +172,7 @@ caf::behavior remote_worker_impl(proxy_actor* self, std::shared_ptr<transport> n
       [=](peer_down_atom) { end(self, "node " + self->state.status.info.node + " is gone"); },
       [=](watch_atom, caf::actor& hub) {
         self->state.hub = hub.address();
-        self->monitor(hub);
+        monitor_while_alive(self, hub);
       },
   };
 }

@@ -1,6 +1,7 @@
 #include "cluster/worker_relay.hpp"
 #include "actors/atoms.hpp"
 #include "actors/messages.hpp"
+#include "actors/monitor.hpp"
 #include "cluster/atoms.hpp"
 #include "cluster/transport.hpp"
 
@@ -111,7 +112,7 @@ caf::behavior relay_impl(relay_actor* self, std::shared_ptr<transport> net, caf:
       },
       [=](watch_atom, caf::actor& hub) {
         self->state.hub = hub.address();
-        self->monitor(hub);
+        monitor_while_alive(self, hub);
       },
       [=](peer_down_atom) {
         // Nobody is left to read the answer: free the slot now.
