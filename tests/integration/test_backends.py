@@ -27,6 +27,30 @@ class Backends(TroupeTestCase):
         self.assertEqual(h["status"], "degraded")
         self.assertIn("unreachable", h["workers"][0]["health"])
 
+    def test_a_request_larger_than_the_socket_buffer_goes_whole_on_a_reused_connection(self):
+        # On a pooled connection the worker's thread sends what the socket
+        # takes at once and the I/O thread the rest: each turn carries the
+        # whole history, so the last requests pass 4 MB, more than a loopback
+        # socket takes in one send.
+        sim = self.track(SimLlm())
+        # A long first-token timeout: a request cut short would stall for it.
+        node = self.track(Node(sim_backend_yaml([sim]).replace("first_token_timeout: 5s",
+                                                                "first_token_timeout: 30s")))
+
+        async def go():
+            c = await Client.connect(node.ws_url)
+            await c.send(op="spawn", type="chat", key="x", id="s")
+            await c.recv()
+            for i in range(6):
+                started = time.monotonic()
+                evs = await c.turn("chat/x", "count to 3 " + "x" * 900000, f"m{i}", timeout=60)
+                self.assertEqual(evs[-1]["ev"], "done")
+                self.assertEqual(evs[-1]["answer"], "1 2 3")
+                # Cut short, it would wait out the first-token timeout and
+                # only then go again whole on a fresh connection.
+                self.assertLess(time.monotonic() - started, 15, f"turn {i} stalled")
+        run(go())
+
     def test_backend_http_error_is_reported_with_its_reason(self):
         sim = self.track(SimLlm())
         wrong = f"http://127.0.0.1:{sim.port}/wrong/prefix"
