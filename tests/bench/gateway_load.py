@@ -13,7 +13,12 @@ Figures (one JSON object per line on stdout, for scripts/bench):
   cache  time to first token at 100 streams when the answer comes from the
          response cache (an agent type with `response_cache: true`), against
          the model server's own, direct;
-  tokens tokens/s delivered at saturation (closed loop, 200 clients).
+  tokens tokens/s delivered at saturation (closed loop, 200 clients): through
+         `troupe sim-llm` over HTTP (the whole path, model server on the same
+         two cores), and from the node's built-in simulated model (the
+         gateway's own capacity: session, agent and WebSocket writes, with no
+         model server competing for the cores, as on a gateway node whose
+         tokens come from GPU nodes).
 
 usage: gateway_load.py [--quick]
 """
@@ -86,6 +91,18 @@ def main():
         d = load("--direct", direct.url, "--model", "sim-model", *common)
         g = load("--gateway", node.base, *common)
         print(json.dumps({"figure": "tokens", "tokens_per_conversation": 200, "direct": d,
+                          "gateway": g}), flush=True)
+        # The same clients against a node whose tokens come from its built-in
+        # simulated model: one message per token from the backend's thread to
+        # the agent, as from an HTTP backend, without the model server's share.
+        backing.kill()
+        node.kill()
+        node = Node("inference:\n  accelerators:\n    - {id: sim0, kind: gpu, slots: 2000, "
+                    f"backend: {{type: simulated, ttft_ms: {fast['ttft_ms']}, "
+                    f"tokens_per_s: {fast['tokens_per_s']}}}}}\n")
+        procs = [direct, node]
+        g = load("--gateway", node.base, *common)
+        print(json.dumps({"figure": "tokens_builtin", "tokens_per_conversation": 200, "direct": d,
                           "gateway": g}), flush=True)
     finally:
         for p in procs:
