@@ -75,6 +75,21 @@ agent_metrics& metrics() {
 }
 
 struct agent_state {
+  explicit agent_state(caf::local_actor* self) : self(self) {}
+  agent_state(const agent_state&) = delete;
+  agent_state& operator=(const agent_state&) = delete;
+
+  /// Undoes the monitors on this activation's sessions and on the worker of
+  /// a call still running. CAF destroys the state when the actor ends
+  /// (passivation, kill or crash alike); the monitored outlive it, and CAF
+  /// 0.17 would keep the monitors, and this actor's memory, until they end.
+  ~agent_state() {
+    for (auto& s : subscribers)
+      self->demonitor(s);
+    if (current && current->worker) self->demonitor(current->worker);
+  }
+
+  caf::local_actor* self;
   runtime::agent_id id;
   std::string id_str;
   std::shared_ptr<const runtime::agent_type> type;

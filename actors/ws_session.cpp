@@ -1,6 +1,7 @@
 #include "actors/ws_session.hpp"
 #include "actors/atoms.hpp"
 #include "actors/messages.hpp"
+#include "actors/monitor.hpp"
 #include "runtime/key_quotas.hpp"
 #include "runtime/log.hpp"
 #include "runtime/metrics.hpp"
@@ -29,6 +30,8 @@ constexpr int max_attempts = 5;
 constexpr auto retry_backoff = std::chrono::milliseconds(250);
 
 struct session_state {
+  explicit session_state(caf::local_actor* self) : monitored(self) {}
+
   std::shared_ptr<frame_sink> sink;
   caf::actor directory;
   std::string node;
@@ -56,7 +59,7 @@ struct session_state {
   std::unordered_map<std::string, caf::actor> known;
   static constexpr size_t max_known = 1024;
   std::map<caf::actor, std::string> attached; // agent -> its name
-  std::set<caf::actor_addr> monitored;
+  monitor_set monitored;              // the agents this session watches; undone when it ends
   std::set<std::string> watched_jobs; // attached jobs whose end was not seen yet
   bool shutting_down = false;
   static inline const char* name = "ws_session";
@@ -107,7 +110,7 @@ void with_agent(session_actor* self, const std::string& id, const std::string& a
 }
 
 void watch(session_actor* self, const caf::actor& agent) {
-  if (self->state.monitored.insert(agent.address()).second) self->monitor(agent);
+  self->state.monitored.add(agent);
 }
 
 /// Looks the request's agent up (activating it if needed) and sends it.
@@ -148,7 +151,7 @@ void dispatch(session_actor* self, const std::string& id) {
 /// had not answered go to its next activation; attachments follow it.
 void on_agent_down(session_actor* self, const caf::actor_addr& who) {
   auto& st = self->state;
-  st.monitored.erase(who);
+  st.monitored.forget(who);
   std::erase_if(st.known, [&](const auto& k) { return k.second.address() == who; });
   std::vector<std::string> resend;
   for (auto& [id, req] : st.inflight)
