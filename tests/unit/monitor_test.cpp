@@ -125,12 +125,16 @@ TEST(AgentMonitors, AnAgentKilledMidCallLeavesNothingOnItsWorker) {
   // A worker that takes the call and never answers; a router that hands it out.
   auto worker = sys.spawn(long_lived, 0);
   auto called = std::make_shared<std::promise<void>>();
-  auto router = sys.spawn([worker, called](caf::event_based_actor*) -> caf::behavior {
-    return {[=](infer_atom, infer_job&) -> caf::result<caf::actor, std::string> {
-      called->set_value();
-      return {worker, std::string{"w1"}};
-    }};
-  });
+  // Spawned with arguments: see long_lived.
+  auto router = sys.spawn(
+      [](caf::event_based_actor*, caf::actor worker,
+         std::shared_ptr<std::promise<void>> called) -> caf::behavior {
+        return {[=](infer_atom, infer_job&) -> caf::result<caf::actor, std::string> {
+          called->set_value();
+          return {worker, std::string{"w1"}};
+        }};
+      },
+      worker, called);
   auto agent = spawn_test_agent(sys, router, directory);
   auto requester = sys.spawn(long_lived, 0);
   caf::anon_send(agent, send_atom::value, std::string{"r1"}, std::string{"hi"}, requester);
