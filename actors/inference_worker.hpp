@@ -16,7 +16,9 @@ class backend;
 /// on every change, and registers itself with the router on start.
 ///
 /// Protocol: `(infer_atom, infer_job)` -> worker id or error;
-/// `(cancel_atom, job)` from the job's sink aborts that job.
+/// `(cancel_atom, job)` from the job's sink aborts that job. The sink gets
+/// `(token_atom, job, text)` straight from the backend's thread, then
+/// `(done_atom, job, chat_result)` from the worker, or `(fail_atom, ...)`.
 caf::actor spawn_inference_worker(caf::actor_system& sys, runtime::accelerator_config cfg,
                                   std::shared_ptr<backend> be, caf::actor router);
 
