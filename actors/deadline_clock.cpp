@@ -1,4 +1,5 @@
 #include "actors/deadline_clock.hpp"
+#include "runtime/metrics.hpp"
 
 #include <caf/actor_control_block.hpp>
 #include <caf/mailbox_element.hpp>
@@ -33,15 +34,23 @@ struct deadline_clock::impl {
   std::thread thread;
 
   void run() {
+    // For operators: a pending count that only grows is calls nobody answers.
+    auto& reg = runtime::metrics_registry::global();
+    auto& armed = reg.get_gauge("troupe_deadlines_pending",
+                                "Request and turn deadlines armed on the deadline clock");
+    auto& fired = reg.get_counter("troupe_deadlines_fired_total",
+                                  "Deadlines delivered: request timeouts, turn limits, idle checks");
     std::vector<entry> fire;
     std::unique_lock<std::mutex> guard{mutex};
     while (!stop) {
+      armed.set(static_cast<int64_t>(due.size()));
       auto now = clock::now();
       while (!due.empty() && due.begin()->first.first <= now) {
         fire.push_back(std::move(due.begin()->second));
         due.erase(due.begin());
       }
       if (!fire.empty()) {
+        fired.inc(fire.size());
         guard.unlock();
         for (auto& e : fire)
           e.whom->enqueue(caf::make_mailbox_element(nullptr, e.mid, {}, std::move(e.content)),

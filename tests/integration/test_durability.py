@@ -86,6 +86,16 @@ class Durability(TroupeTestCase):
         run(go())
         self.assertIn("troupe_active_agents 1", node.get("/metrics")[1])
 
+        def metric(name):
+            for line in node.get("/metrics")[1].splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[1])
+            return None
+        # The idle checks are on the deadline clock, which operators can watch:
+        # the first activation's fired, the second's is armed.
+        self.assertGreaterEqual(metric("troupe_deadlines_fired_total"), 1)
+        wait_until(lambda: metric("troupe_deadlines_pending") >= 1, what="an armed idle check")
+
     def test_many_conversations_survive_a_restart(self):
         path = state_file()
         node = self.track(Node(state_path=path))
