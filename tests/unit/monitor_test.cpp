@@ -87,7 +87,7 @@ constexpr auto kill_it = [](auto& self, const caf::actor& hdl) {
 
 } // namespace
 
-TEST(MonitorWhileAlive, AnObserverThatEndsLeavesNothingOnTheActorItWatched) {
+TEST(MonitorHelpers, AnObserverThatEndsLeavesNothingOnTheActorItWatched) {
   caf::actor_system_config cfg;
   caf::actor_system sys{cfg};
   auto target = sys.spawn(long_lived, 0);
@@ -95,14 +95,7 @@ TEST(MonitorWhileAlive, AnObserverThatEndsLeavesNothingOnTheActorItWatched) {
   // memory: the reason for the helper.
   EXPECT_EQ(observer_references_left(sys, target, how::plain), 2u);
   EXPECT_EQ(observer_references_left(sys, target, how::while_alive), 1u);
-  caf::anon_send_exit(target, caf::exit_reason::user_shutdown);
-}
-
-TEST(MonitorSet, AnObserverThatEndsLeavesNothingOnTheActorsItWatched) {
-  caf::actor_system_config cfg;
-  caf::actor_system sys{cfg};
-  auto target = sys.spawn(long_lived, 0);
-  EXPECT_EQ(observer_references_left(sys, target, how::in_state), 1u);
+  EXPECT_EQ(observer_references_left(sys, target, how::in_state), 1u); // monitor_set
   caf::anon_send_exit(target, caf::exit_reason::user_shutdown);
 }
 
@@ -136,10 +129,17 @@ TEST(AgentMonitors, AnAgentKilledMidCallLeavesNothingOnItsWorker) {
       },
       worker, called);
   auto agent = spawn_test_agent(sys, router, directory);
+  auto* ctrl = caf::actor_cast<caf::actor_control_block*>(agent);
+  auto before = ctrl->weak_refs.load();
   auto requester = sys.spawn(long_lived, 0);
   caf::anon_send(agent, send_atom::value, std::string{"r1"}, std::string{"hi"}, requester);
   ASSERT_EQ(called->get_future().wait_for(10s), std::future_status::ready);
-  std::this_thread::sleep_for(50ms); // the agent takes the worker's address
+  // The agent has taken the call once its monitor on the worker (a weak
+  // reference to the agent) exists.
+  auto give_up = std::chrono::steady_clock::now() + 10s;
+  while (ctrl->weak_refs <= before && std::chrono::steady_clock::now() < give_up)
+    std::this_thread::sleep_for(1ms);
+  ASSERT_GT(ctrl->weak_refs.load(), before) << "the agent never monitored its worker";
   EXPECT_EQ(references_left(sys, std::move(agent), kill_it), 1u);
   for (auto& a : {directory, worker, router, requester})
     caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
