@@ -38,8 +38,9 @@ struct deadline_clock::impl {
     auto& reg = runtime::metrics_registry::global();
     auto& armed = reg.get_gauge("troupe_deadlines_pending",
                                 "Request and turn deadlines armed on the deadline clock");
-    auto& fired = reg.get_counter("troupe_deadlines_fired_total",
-                                  "Deadlines delivered: request timeouts, turn limits, idle checks");
+    auto& fired =
+        reg.get_counter("troupe_deadlines_fired_total",
+                        "Deadlines delivered: request timeouts, turn limits, idle checks");
     std::vector<entry> fire;
     std::unique_lock<std::mutex> guard{mutex};
     while (!stop) {
