@@ -103,7 +103,11 @@ int run_node(const std::vector<std::string>& args, bool mcp_stdio = false) {
   for (auto& r : cfg.roles)
     roles += (roles.empty() ? "" : ",") + r;
   runtime::log::info("node", "starting",
-                     {{"node", cfg.id}, {"config", config_path}, {"roles", roles}});
+                     {{"node", cfg.id},
+                      {"config", config_path},
+                      {"roles", roles},
+                      {"gateway_io_threads", std::to_string(cfg.gateway.io_threads)},
+                      {"backend_io_threads", std::to_string(cfg.backend_io_threads)}});
   if (cfg.has_role("gateway") && !cfg.gateway.loopback() && cfg.gateway.keys_file.empty())
     runtime::log::warn("gateway", "no_auth",
                        {{"listen", cfg.gateway.host},
@@ -156,8 +160,8 @@ int run_node(const std::vector<std::string>& args, bool mcp_stdio = false) {
     }
   }
 
-  actors::io_threads backend_io{1};
-  actors::io_threads gateway_io{1};
+  actors::io_threads backend_io{cfg.backend_io_threads};
+  actors::io_threads gateway_io{cfg.gateway.io_threads};
   actors::node_runtime rt{cfg, types, store, backend_io, cluster};
   std::unique_ptr<gateway::gateway> gw;
   std::unique_ptr<gateway::mcp_stdio> stdio;

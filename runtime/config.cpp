@@ -10,6 +10,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <thread>
 #include <unistd.h>
 
 namespace troupe::runtime {
@@ -240,6 +241,9 @@ node_config parse(const YAML::Node& root, const std::string& file) {
     map_reader r{*n, "gateway", file};
     if (auto listen = r.get("listen"))
       parse_listen(r, *listen, r.scalar(*listen, "listen"), cfg.gateway);
+    int64_t gw_threads = cfg.gateway.io_threads;
+    r.read("io_threads", gw_threads, 1, 256);
+    cfg.gateway.io_threads = static_cast<int>(gw_threads);
     auto auth = r.get("auth");
     if (auth) {
       if (auth->IsScalar()) {
@@ -433,6 +437,9 @@ node_config parse(const YAML::Node& root, const std::string& file) {
         cfg.accelerators.push_back(std::move(acc));
       }
     }
+    int64_t be_threads = cfg.backend_io_threads;
+    r.read("io_threads", be_threads, 1, 256);
+    cfg.backend_io_threads = static_cast<int>(be_threads);
     if (auto rc = r.get("response_cache")) {
       map_reader c{*rc, "inference.response_cache", file};
       uint64_t entries = cfg.response_cache.max_entries, bytes = cfg.response_cache.max_bytes;
@@ -527,6 +534,10 @@ node_config parse(const YAML::Node& root, const std::string& file) {
 }
 
 } // namespace
+
+int default_io_threads() {
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency() / 8));
+}
 
 bool gateway_config::loopback() const {
   return host == "localhost" || host == "::1" || host == "[::1]" || host.rfind("127.", 0) == 0;

@@ -67,6 +67,10 @@ struct tls_config {
   bool enabled() const { return !cert.empty(); }
 };
 
+/// I/O threads when the config names none: one per 8 cores, at least one.
+/// On a small machine the CAF scheduler needs the cores more.
+int default_io_threads();
+
 struct gateway_config {
   std::string host = "127.0.0.1";
   uint16_t port = 7800;
@@ -75,6 +79,10 @@ struct gateway_config {
   /// `auth: none` was written out: required to listen beyond loopback
   /// without keys (the node then warns at start).
   bool auth_none = false;
+
+  /// Threads serving the HTTP and WebSocket connections (each connection on
+  /// its own strand). Default: one per 8 cores, at least one.
+  int io_threads = default_io_threads();
 
   /// True when `host` is a loopback address (only this machine can connect).
   bool loopback() const;
@@ -159,6 +167,9 @@ struct node_config {
   /// `redis://host:port/db`: the shared Redis store instead of SQLite.
   std::string state_redis;
   std::vector<accelerator_config> accelerators;
+  /// `inference.io_threads`: threads driving the model servers' HTTP streams
+  /// (each stream on its own strand). Default as `gateway.io_threads`.
+  int backend_io_threads = default_io_threads();
   response_cache_limits response_cache;
   /// True when no accelerator was configured and the embedded simulated
   /// backend stands in; the node says so loudly at start.

@@ -159,9 +159,10 @@ class Node(Process):
     """A `troupe node` with the given YAML (the gateway address is filled in)."""
 
     def __init__(self, yaml_body="", port=None, wait=True, auth_keys_file=None, state_path=None, env=None,
-                 tls=None):
+                 tls=None, gateway_options=""):
         """`state_path`: the SQLite file, to restart a node on the same state.
-        `tls`: a TlsFiles; the node then serves https:// and wss://."""
+        `tls`: a TlsFiles; the node then serves https:// and wss://.
+        `gateway_options`: more keys of `gateway:`, e.g. "io_threads: 2"."""
         self.port = port or free_port()
         if state_path and "state:" not in yaml_body:
             yaml_body = f"state: {{path: {state_path}}}\n" + yaml_body
@@ -169,6 +170,8 @@ class Node(Process):
         auth = f", auth: {{keys_file: {auth_keys_file}}}" if auth_keys_file else ""
         if tls:
             auth += f", tls: {{cert: {tls.cert}, key: {tls.key}, allow_plain: {str(tls.allow_plain).lower()}}}"
+        if gateway_options:
+            auth += ", " + gateway_options
         self.config.write(f"node: {{id: test-node}}\ngateway: {{listen: 127.0.0.1:{self.port}{auth}}}\n" + yaml_body)
         self.config.close()
         super().__init__([TROUPE, "node", "--config", self.config.name], "node", env)

@@ -155,6 +155,39 @@ class WebSocketApi(TroupeTestCase):
         run(go())
 
 
+class ManyIoThreads(TroupeTestCase):
+    def test_conversations_stream_whole_with_several_gateway_and_backend_threads(self):
+        # Every connection and every model stream lives on its own strand, so
+        # the gateway and the backends may run several I/O threads (the
+        # default on machines of 16 cores and more).
+        sim = self.track(SimLlm(ttft_ms=5, tokens_per_s=5000))
+        node = self.track(Node(sim_backend_yaml([sim], slots=64) + "  io_threads: 3\n",
+                               gateway_options="io_threads: 3"))
+
+        async def one(i):
+            c = await Client.connect(node.ws_url)
+            await c.send(op="spawn", type="chat", key=f"t{i}", id="s")
+            await c.recv()
+            answers = []
+            for turn in range(3):
+                evs = await c.turn(f"chat/t{i}", f"count to {20 + i % 30}", f"r{turn}", timeout=60)
+                tokens = "".join(e["text"] for e in evs if e["ev"] == "token")
+                answers.append((tokens, evs[-1]))
+            await c.close()
+            return answers
+
+        async def go():
+            results = await asyncio.gather(*(one(i) for i in range(60)))
+            for i, answers in enumerate(results):
+                want = " ".join(str(n) for n in range(1, 20 + i % 30 + 1))
+                for tokens, done in answers:
+                    self.assertEqual(done["ev"], "done", done)
+                    self.assertEqual(done["answer"], want)
+                    self.assertEqual(tokens, want)
+        run(go())
+        self.assertIn("gateway_io_threads=3 backend_io_threads=3", node.output())
+
+
 class HistoryLimit(TroupeTestCase):
     def test_an_agent_keeps_only_its_newest_turns_within_the_limit(self):
         node = self.track(Node("limits: {max_history_messages: 4}\n"))

@@ -192,3 +192,16 @@ TEST(Config, ReadsTheResponseCacheAndItsAgentTypes) {
   EXPECT_NE(bad("agents: {types: {faq: {response_cache: true}}}").find("needs 'temperature: 0'"),
             std::string::npos);
 }
+
+TEST(Config, IoThreadsDefaultToOnePerEightCoresAndCanBeSet) {
+  auto d = ok("");
+  EXPECT_EQ(d.gateway.io_threads, default_io_threads());
+  EXPECT_EQ(d.backend_io_threads, default_io_threads());
+  EXPECT_GE(default_io_threads(), 1);
+  auto cfg = ok("gateway: {listen: 127.0.0.1:1, io_threads: 3}\ninference: {io_threads: 2}\n");
+  EXPECT_EQ(cfg.gateway.io_threads, 3);
+  EXPECT_EQ(cfg.backend_io_threads, 2);
+  auto err = bad("gateway:\n  io_threads: 0\n");
+  EXPECT_NE(err.find("t.yaml:2:15"), std::string::npos) << err;
+  EXPECT_NE(err.find("gateway.io_threads"), std::string::npos) << err;
+}
