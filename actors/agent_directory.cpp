@@ -3,6 +3,7 @@
 #include "actors/atoms.hpp"
 #include "actors/deadline_clock.hpp"
 #include "actors/messages.hpp"
+#include "actors/stable_address.hpp"
 #include "runtime/log.hpp"
 #include "runtime/metrics.hpp"
 
@@ -43,6 +44,7 @@ struct directory_state {
   };
   std::unordered_map<uint64_t, pending_ask> asks;
   uint64_t next_ask = 0;
+  std::shared_ptr<incarnation_cell> cell; // this incarnation's stable address reads it
   static inline const char* name = "agent_directory";
 
   /// Its local activations end with it (crash or shutdown): each hears the
@@ -52,6 +54,11 @@ struct directory_state {
   /// activation it ever made.
   ~directory_state() {
     if (!agent_ctx) return;
+    // First off the stable address: an activation that hears of this end
+    // goes down, and its sessions' lookups must wait for the next
+    // incarnation, not reach this one (the address's own down message
+    // comes later, after this runs).
+    if (cell) cell->clear_if(agent_ctx->directory.address());
     caf::down_msg gone{agent_ctx->directory.address(),
                        make_error(runtime::errc::internal, "agent directory stopped")};
     for (auto& [id, hdl] : active)
@@ -317,10 +324,11 @@ caf::result<job_view> find_job(directory_actor* self, const std::string& job_id)
 
 caf::behavior directory_impl(directory_actor* self,
                              std::shared_ptr<const runtime::agent_type_registry> types,
-                             agent_context ctx) {
+                             agent_context ctx, std::shared_ptr<incarnation_cell> cell) {
   auto& st = self->state;
   st.types = std::move(types);
   st.ctx = std::move(ctx);
+  st.cell = std::move(cell);
   st.active_gauge = &runtime::metrics_registry::global().get_gauge(
       "troupe_active_agents", "Agent activations in memory on this node");
   // A crash ends this incarnation; its supervisor starts a new one. The
@@ -506,8 +514,8 @@ caf::behavior directory_impl(directory_actor* self,
 
 caf::actor spawn_agent_directory(caf::actor_system& sys,
                                  std::shared_ptr<const runtime::agent_type_registry> types,
-                                 agent_context ctx) {
-  return sys.spawn(directory_impl, std::move(types), std::move(ctx));
+                                 agent_context ctx, std::shared_ptr<incarnation_cell> cell) {
+  return sys.spawn(directory_impl, std::move(types), std::move(ctx), std::move(cell));
 }
 
 } // namespace troupe::actors

@@ -161,7 +161,7 @@ struct node_runtime::impl {
     }
     agent_children.push_back(
         {"directory", [cell = directory_cell, t = types, ctx](caf::actor_system& sys) {
-           auto d = spawn_agent_directory(sys, t, ctx);
+           auto d = spawn_agent_directory(sys, t, ctx, cell);
            cell->set(d);
            return d;
          }});
