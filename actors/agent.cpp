@@ -83,6 +83,8 @@ struct agent_state {
   /// a call still running. CAF destroys the state when the actor ends
   /// (passivation, kill or crash alike); the monitored outlive it, and CAF
   /// 0.17 would keep the monitors, and this actor's memory, until they end.
+  /// Not a monitor_set: `subscribers` already lists them, and a second
+  /// list would cost every idle agent.
   ~agent_state() {
     for (auto& s : subscribers)
       self->demonitor(s);

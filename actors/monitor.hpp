@@ -46,14 +46,6 @@ public:
   /// Forgets `whom` after its down message: nothing is left to undo.
   void forget(const caf::actor_addr& whom) { watched_.erase(whom); }
 
-  /// Demonitors `whom` and forgets it.
-  template <class Handle> void remove(const Handle& whom) {
-    auto addr = caf::actor_cast<caf::actor_addr>(whom);
-    if (watched_.erase(addr) > 0) self_->demonitor(addr);
-  }
-
-  size_t size() const { return watched_.size(); }
-
 private:
   caf::local_actor* self_;
   std::set<caf::actor_addr> watched_;

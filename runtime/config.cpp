@@ -88,6 +88,12 @@ public:
     out = static_cast<uint64_t>(v);
   }
 
+  void read(const std::string& key, int& out, int min, int max) {
+    int64_t v = out;
+    read(key, v, min, max);
+    out = static_cast<int>(v);
+  }
+
   void read(const std::string& key, double& out, double min, double max) {
     if (auto n = get(key)) {
       auto s = scalar(*n, key);
@@ -241,9 +247,7 @@ node_config parse(const YAML::Node& root, const std::string& file) {
     map_reader r{*n, "gateway", file};
     if (auto listen = r.get("listen"))
       parse_listen(r, *listen, r.scalar(*listen, "listen"), cfg.gateway);
-    int64_t gw_threads = cfg.gateway.io_threads;
-    r.read("io_threads", gw_threads, 1, 256);
-    cfg.gateway.io_threads = static_cast<int>(gw_threads);
+    r.read("io_threads", cfg.gateway.io_threads, 1, 256);
     auto auth = r.get("auth");
     if (auth) {
       if (auth->IsScalar()) {
@@ -437,9 +441,7 @@ node_config parse(const YAML::Node& root, const std::string& file) {
         cfg.accelerators.push_back(std::move(acc));
       }
     }
-    int64_t be_threads = cfg.backend_io_threads;
-    r.read("io_threads", be_threads, 1, 256);
-    cfg.backend_io_threads = static_cast<int>(be_threads);
+    r.read("io_threads", cfg.backend_io_threads, 1, 256);
     if (auto rc = r.get("response_cache")) {
       map_reader c{*rc, "inference.response_cache", file};
       uint64_t entries = cfg.response_cache.max_entries, bytes = cfg.response_cache.max_bytes;

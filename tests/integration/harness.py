@@ -167,12 +167,12 @@ class Node(Process):
         if state_path and "state:" not in yaml_body:
             yaml_body = f"state: {{path: {state_path}}}\n" + yaml_body
         self.config = tempfile.NamedTemporaryFile("w", prefix="troupe-", suffix=".yaml", delete=False)
-        auth = f", auth: {{keys_file: {auth_keys_file}}}" if auth_keys_file else ""
+        extra = f", auth: {{keys_file: {auth_keys_file}}}" if auth_keys_file else ""
         if tls:
-            auth += f", tls: {{cert: {tls.cert}, key: {tls.key}, allow_plain: {str(tls.allow_plain).lower()}}}"
+            extra += f", tls: {{cert: {tls.cert}, key: {tls.key}, allow_plain: {str(tls.allow_plain).lower()}}}"
         if gateway_options:
-            auth += ", " + gateway_options
-        self.config.write(f"node: {{id: test-node}}\ngateway: {{listen: 127.0.0.1:{self.port}{auth}}}\n" + yaml_body)
+            extra += ", " + gateway_options
+        self.config.write(f"node: {{id: test-node}}\ngateway: {{listen: 127.0.0.1:{self.port}{extra}}}\n" + yaml_body)
         self.config.close()
         super().__init__([TROUPE, "node", "--config", self.config.name], "node", env)
         scheme = "s" if tls else ""
