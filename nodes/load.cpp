@@ -43,7 +43,9 @@ const char* load_usage =
     "usage: troupe load [--gateway URL | --direct URL] [options]\n"
     "  --gateway URL      a troupe gateway (default $TROUPE_GATEWAY or http://127.0.0.1:7800)\n"
     "  --direct URL       an OpenAI-compatible server instead (e.g. http://127.0.0.1:8080/v1):\n"
-    "                     the same load without troupe, as a baseline\n"
+    "                     the same load without troupe, as a baseline; each client sends\n"
+    "                     its whole conversation every turn, as an agent does (up to the\n"
+    "                     last 200 messages, an agent's default history)\n"
     "  --connections N    concurrent clients (default 10)\n"
     "  --rate R           conversations started per second over all clients\n"
     "                     (default 0: each client starts its next as soon as one ends)\n"
@@ -51,6 +53,7 @@ const char* load_usage =
     "  --type T           agent type (default chat)\n"
     "  --message TEXT     what each conversation sends (default \"count to 20\")\n"
     "  --model M          model for --direct (default: none)\n"
+    "  --system TEXT      system prompt --direct sends first (the agent type's, to compare)\n"
     "  --key KEY          API key (default $TROUPE_API_KEY)\n"
     "  --cacert FILE      also trust FILE for an https:// gateway (default $TROUPE_CA_FILE)\n"
     "  --threads N        client I/O threads (default 1)\n"
@@ -66,6 +69,7 @@ struct options {
   std::string type = "chat";
   std::string message = "count to 20";
   std::string model;
+  std::string system;
   std::string key;
   int threads = 1;
   bool json = false;
@@ -417,11 +421,7 @@ public:
   sse_client(stats& s, schedule& sch, net::io_context& ioc, const options& o,
              const tcp::resolver::results_type& addrs, const runtime::http_url& ep)
       : client_base(s, sch, ioc), stream_(strand_), opt_(o), addrs_(addrs), ep_(ep),
-        sse_([this](runtime::sse_event&& ev) { on_event(ev); }) {
-    json body{{"stream", true}, {"messages", {{{"role", "user"}, {"content", o.message}}}}};
-    if (!o.model.empty()) body["model"] = o.model;
-    body_ = body.dump();
-  }
+        sse_([this](runtime::sse_event&& ev) { on_event(ev); }) {}
 
   void start(std::function<void()> on_open) override {
     on_open_ = std::move(on_open);
@@ -447,8 +447,19 @@ private:
     req_.set(http::field::content_type, "application/json");
     req_.set(http::field::accept, "text/event-stream");
     if (!opt_.key.empty()) req_.set(http::field::authorization, "Bearer " + opt_.key);
-    req_.body() = body_;
+    // The conversation so far, as an agent keeps it: whole turns, oldest
+    // dropped first, so both sides of a comparison send the model the same.
+    conversation_.push_back({{"role", "user"}, {"content", opt_.message}});
+    while (conversation_.size() > max_history)
+      conversation_.erase(conversation_.begin(), conversation_.begin() + 2);
+    json messages = json::array();
+    if (!opt_.system.empty()) messages.push_back({{"role", "system"}, {"content", opt_.system}});
+    messages.insert(messages.end(), conversation_.begin(), conversation_.end());
+    json body{{"stream", true}, {"messages", std::move(messages)}};
+    if (!opt_.model.empty()) body["model"] = opt_.model;
+    req_.body() = body.dump();
     req_.prepare_payload();
+    answer_.clear();
     ended_ = false;
     http::async_write(stream_, req_,
                       net::bind_executor(strand_, [this](beast::error_code ec, size_t) {
@@ -483,6 +494,7 @@ private:
 
   void on_event(const runtime::sse_event& ev) {
     if (ev.data == "[DONE]") {
+      conversation_.push_back({{"role", "assistant"}, {"content", std::move(answer_)}});
       ended_ = true;
       stats_.done(micros(steady::now() - sent_));
       return;
@@ -492,8 +504,10 @@ private:
     if (!j.is_object() || !j.contains("choices") || j["choices"].empty()) return;
     auto& delta = j["choices"][0]["delta"];
     if (delta.is_object() && delta.contains("content") && delta["content"].is_string() &&
-        !delta["content"].get<std::string>().empty())
+        !delta["content"].get<std::string>().empty()) {
+      answer_ += delta["content"].get<std::string>();
       on_token();
+    }
   }
 
   void finish() override {
@@ -517,8 +531,12 @@ private:
   const options& opt_;
   const tcp::resolver::results_type& addrs_;
   const runtime::http_url& ep_;
+  /// An agent's default `limits.max_history_messages`.
+  static constexpr size_t max_history = 200;
+
   std::function<void()> on_open_;
-  std::string body_;
+  json conversation_ = json::array();
+  std::string answer_;
   http::request<http::string_body> req_;
   beast::flat_buffer buffer_;
   std::optional<http::response_parser<http::buffer_body>> parser_;
@@ -580,6 +598,8 @@ std::optional<options> parse_args(const std::vector<std::string>& args) {
       o.type = *s;
     } else if (a == "--message" && (s = value())) {
       o.message = *s;
+    } else if (a == "--system" && (s = value())) {
+      o.system = *s;
     } else if (a == "--model" && (s = value())) {
       o.model = *s;
     } else if (a == "--key" && (s = value())) {

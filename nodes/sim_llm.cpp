@@ -160,8 +160,10 @@ int run_sim_llm(const sim_llm_options& opts) {
   actors::io_threads io{1};
   auto slots = std::make_shared<slot_pool>(opts.slots, opts.max_queue);
   auto* ctx = &io.context();
-  // Completions asked for, for tests that check what reached the server.
+  // Completions asked for and the messages they carried, for tests that
+  // check what reached the server.
   auto completions = std::make_shared<std::atomic<uint64_t>>(0);
+  auto messages = std::make_shared<std::atomic<uint64_t>>(0);
   http_server_options server_opts;
   server_opts.host = opts.host;
   server_opts.port = opts.port;
@@ -171,7 +173,8 @@ int run_sim_llm(const sim_llm_options& opts) {
   server_opts.server_name = "troupe-sim-llm";
   http_server server{
       io, server_opts,
-      [&opts, slots, ctx, completions](http_request req, std::shared_ptr<http_exchange> ex) {
+      [&opts, slots, ctx, completions, messages](http_request req,
+                                                 std::shared_ptr<http_exchange> ex) {
         auto path = req.path;
         if (path.rfind("/api/v1", 0) == 0) path = "/v1" + path.substr(7); // Lemonade's prefix
         if (req.method == "GET" && (path == "/health" || path == "/v1/health"))
@@ -181,7 +184,8 @@ int run_sim_llm(const sim_llm_options& opts) {
               200, {{"object", "list"},
                     {"data", json::array({{{"id", opts.model}, {"object", "model"}}})}}));
         if (req.method == "GET" && path == "/stats")
-          return ex->reply(json_reply(200, {{"chat_completions", completions->load()}}));
+          return ex->reply(json_reply(
+              200, {{"chat_completions", completions->load()}, {"messages", messages->load()}}));
         if (req.method == "POST" && path == "/v1/load")
           return ex->reply(json_reply(200, {{"status", "success"}}));
         if (req.method == "POST" && path == "/v1/chat/completions") {
@@ -192,6 +196,7 @@ int run_sim_llm(const sim_llm_options& opts) {
           if (!creq)
             return ex->reply(json_reply(
                 400, {{"error", {{"message", err}, {"type", "invalid_request_error"}}}}));
+          messages->fetch_add(creq->messages.size());
           auto plan = runtime::plan_simulated_response(*creq);
           auto model = creq->model.empty() ? opts.model : creq->model;
           if (!stream) {

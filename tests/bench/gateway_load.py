@@ -33,6 +33,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "../integration"))
 from harness import TROUPE, Node, SimLlm, sim_backend_yaml  # noqa: E402
 
 
+# The agent type both sides run: no tools, and the system prompt the direct
+# clients send too. Each direct client also sends its whole conversation, as
+# the agent does, so the model server gets the same requests either way and
+# parses the same: only Troupe's own work differs.
+SYSTEM = "You are a helpful assistant."
+AGENT_TYPES = f"agents:\n  types:\n    chat: {{system: \"{SYSTEM}\"}}\n"
+
+
 def load(*args):
     out = subprocess.run([TROUPE, "load", "--json", "--quiet", *args], capture_output=True,
                          text=True, timeout=600)
@@ -53,9 +61,9 @@ def main():
     slow = dict(ttft_ms=20, tokens_per_s=10, slots=2000)
     direct = SimLlm(**slow)
     backing = SimLlm(**slow)
-    node = Node(sim_backend_yaml([backing], slots=2000))
-    cached = Node(sim_backend_yaml([backing], slots=2000) +
-                  "agents:\n  types:\n    faq: {temperature: 0, response_cache: true}\n")
+    node = Node(sim_backend_yaml([backing], slots=2000) + AGENT_TYPES)
+    cached = Node(sim_backend_yaml([backing], slots=2000) + AGENT_TYPES +
+                  "    faq: {temperature: 0, response_cache: true}\n")
     procs = [direct, backing, node, cached]
     try:
         # One stream: short answers, so a run holds many first tokens.
@@ -64,7 +72,7 @@ def main():
                       "--message", f"count to {count}"]
             if rate:
                 common += ["--rate", str(rate)]
-            d = load("--direct", direct.url, "--model", "sim-model", *common)
+            d = load("--direct", direct.url, "--model", "sim-model", "--system", SYSTEM, *common)
             g = load("--gateway", node.base, *common)
             print(json.dumps({"figure": "ttft", "streams": streams, "direct": d, "gateway": g}),
                   flush=True)
@@ -85,10 +93,10 @@ def main():
         fast = dict(ttft_ms=5, tokens_per_s=20000, slots=2000)
         direct = SimLlm(**fast)
         backing = SimLlm(**fast)
-        node = Node(sim_backend_yaml([backing], slots=2000))
+        node = Node(sim_backend_yaml([backing], slots=2000) + AGENT_TYPES)
         procs = [direct, backing, node]
         common = ["--connections", "200", "--duration", secs, "--message", "count to 200"]
-        d = load("--direct", direct.url, "--model", "sim-model", *common)
+        d = load("--direct", direct.url, "--model", "sim-model", "--system", SYSTEM, *common)
         g = load("--gateway", node.base, *common)
         print(json.dumps({"figure": "tokens", "tokens_per_conversation": 200, "direct": d,
                           "gateway": g}), flush=True)
@@ -99,7 +107,7 @@ def main():
         node.kill()
         node = Node("inference:\n  accelerators:\n    - {id: sim0, kind: gpu, slots: 2000, "
                     f"backend: {{type: simulated, ttft_ms: {fast['ttft_ms']}, "
-                    f"tokens_per_s: {fast['tokens_per_s']}}}}}\n")
+                    f"tokens_per_s: {fast['tokens_per_s']}}}}}\n" + AGENT_TYPES)
         procs = [direct, node]
         g = load("--gateway", node.base, *common)
         print(json.dumps({"figure": "tokens_builtin", "tokens_per_conversation": 200, "direct": d,
