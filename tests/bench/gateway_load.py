@@ -54,6 +54,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="short runs (a smoke test)")
     args = ap.parse_args()
     secs = "3s" if args.quick else "10s"
+    rounds, round_secs = (1, "3s") if args.quick else (3, "6s")
     # Streams of 20 tokens at 10 tokens/s last ~2 s: 500 of them in flight
     # take 250 new conversations a second, which two cores sustain.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -67,18 +68,25 @@ def main():
     procs = [direct, backing, node, cached]
     try:
         # One stream: short answers, so a run holds many first tokens.
+        # Rounds of direct then gateway; the round with the median difference
+        # is reported (a shared machine's hiccup hits one round, not both sides).
         for streams, rate, count in ((1, 0, 2), (100, 50, 20), (500, 250, 20)):
-            common = ["--connections", str(streams), "--duration", secs,
-                      "--message", f"count to {count}"]
-            if rate:
-                common += ["--rate", str(rate)]
-            d = load("--direct", direct.url, "--model", "sim-model", "--system", SYSTEM, *common)
-            g = load("--gateway", node.base, *common)
-            print(json.dumps({"figure": "ttft", "streams": streams, "direct": d, "gateway": g}),
-                  flush=True)
+            def common(duration):
+                return (["--connections", str(streams), "--duration", duration,
+                         "--message", f"count to {count}"] + (["--rate", str(rate)] if rate else []))
+            pairs = []
+            for _ in range(rounds):
+                d = load("--direct", direct.url, "--model", "sim-model", "--system", SYSTEM,
+                         *common(round_secs))
+                g = load("--gateway", node.base, *common(round_secs))
+                pairs.append((g["ttft_ms"]["p50"] - d["ttft_ms"]["p50"], d, g))
+            pairs.sort(key=lambda x: x[0])
+            _, d, g = pairs[len(pairs) // 2]
+            print(json.dumps({"figure": "ttft", "streams": streams, "direct": d, "gateway": g,
+                              "rounds": [x[0] for x in pairs]}), flush=True)
             if streams == 100:
                 # Every client asks the same: all but the first get the stored answer.
-                c = load("--gateway", cached.base, "--type", "faq", *common)
+                c = load("--gateway", cached.base, "--type", "faq", *common(secs))
                 print(json.dumps({"figure": "cache", "streams": streams, "direct": d, "gateway": c}),
                       flush=True)
         # 10,000 clients connected at once (each spawned its agent), 100 of
