@@ -12,6 +12,7 @@
 #include "nodes/sim_llm.hpp"
 #include "runtime/config.hpp"
 #include "runtime/log.hpp"
+#include "runtime/request_log_pruner.hpp"
 
 #include <csignal>
 #include <cstdio>
@@ -144,6 +145,10 @@ int run_node(const std::vector<std::string>& args, bool mcp_stdio = false) {
     return 2;
   }
   runtime::log::info("node", "state_store", {{"store", store->describe()}});
+  // Only a node that runs turns writes the request log.
+  std::unique_ptr<runtime::request_log_pruner> pruner;
+  if (cfg.request_retention.count() > 0 && cfg.has_role("agents"))
+    pruner = std::make_unique<runtime::request_log_pruner>(store, cfg.request_retention);
   if (cfg.state_redis.empty() && cfg.state_path == ":memory:" && !cfg.cluster.enabled)
     runtime::log::warn("node", "state_in_memory",
                        {{"reason", "state.path is :memory:; a restart forgets every agent"}});

@@ -358,6 +358,11 @@ node_config parse(const YAML::Node& root, const std::string& file) {
   if (auto n = top.get("state")) {
     map_reader r{*n, "state", file};
     r.read("path", cfg.state_path);
+    if (auto ret = r.get("request_retention")) {
+      r.read("request_retention", cfg.request_retention);
+      if (cfg.request_retention.count() != 0 && cfg.request_retention < std::chrono::seconds(1))
+        r.fail(*ret, "'state.request_retention' must be 0 (keep for ever) or at least 1s");
+    }
     if (auto redis = r.get("redis")) {
       cfg.state_redis = r.scalar(*redis, "redis");
       if (cfg.state_redis.rfind("redis://", 0) != 0)

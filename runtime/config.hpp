@@ -166,6 +166,10 @@ struct node_config {
   std::string state_path = "./data/troupe.db";
   /// `redis://host:port/db`: the shared Redis store instead of SQLite.
   std::string state_redis;
+  /// `state.request_retention`: how long a finished request's outcome stays
+  /// in the request log, so a retry with its id gets it again (24 h, as
+  /// Stripe and OpenAI keep idempotency keys); 0 keeps them for ever.
+  std::chrono::milliseconds request_retention{std::chrono::hours(24)};
   std::vector<accelerator_config> accelerators;
   /// `inference.io_threads`: threads driving the model servers' HTTP streams
   /// (each stream on its own strand). Default as `gateway.io_threads`.

@@ -1,5 +1,7 @@
 #include "runtime/state_store.hpp"
 
+#include <chrono>
+#include <iterator>
 #include <map>
 #include <algorithm>
 #include <mutex>
@@ -65,6 +67,7 @@ public:
                   const std::string& text) override {
     std::lock_guard<std::mutex> guard{mutex_};
     requests_[id][request_id] = {request_id, text, request_state::running, {}, ++seq_};
+    requests_[id][request_id].updated_ms = now_ms();
     append_locked(id, {"user", text, {}, {}, {}});
   }
 
@@ -75,6 +78,25 @@ public:
     e.entry.id = request_id;
     e.entry.state = state;
     e.entry.outcome = outcome;
+    e.updated_ms = now_ms();
+  }
+
+  size_t expire_requests(int64_t before_ms, size_t limit) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    size_t n = 0;
+    for (auto a = requests_.begin(); a != requests_.end() && n < limit;) {
+      auto& reqs = a->second;
+      for (auto r = reqs.begin(); r != reqs.end() && n < limit;) {
+        if (r->second.entry.state != request_state::running && r->second.updated_ms < before_ms) {
+          r = reqs.erase(r);
+          ++n;
+        } else {
+          ++r;
+        }
+      }
+      a = reqs.empty() ? requests_.erase(a) : std::next(a);
+    }
+    return n;
   }
 
   std::optional<request_entry> find_request(const agent_id& id,
@@ -159,7 +181,14 @@ private:
         : entry{std::move(id), std::move(text), s, std::move(outcome)}, seq(q) {}
     request_entry entry;
     uint64_t seq = 0;
+    int64_t updated_ms = 0;
   };
+
+  static int64_t now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
 
   void append_locked(const agent_id& id, const chat_message& msg) {
     auto& rec = records_[id];

@@ -23,6 +23,7 @@ using nlohmann::json;
 //   troupe:h:{agent}         list   history, one JSON message per element
 //   troupe:req:{agent}       hash   request id -> {"text","state","outcome"}
 //   troupe:open              zset   "{agent}\n{request id}" -> started ms
+//   troupe:finished          zset   "{agent}\n{request id}" -> finished ms (for expiry)
 //   troupe:job:{id}          hash   type key message state outcome claimed_by attempts entry
 //   troupe:jobs              stream job ids, consumer group "runners"
 constexpr const char* agents_key = "troupe:agents";
@@ -32,6 +33,20 @@ std::string owned_key(const std::string& owner) {
   return "troupe:owned:" + owner;
 }
 constexpr const char* open_key = "troupe:open";
+constexpr const char* finished_key = "troupe:finished";
+
+/// Expires finished requests atomically: a request begun again between a
+/// read of the index and its delete would otherwise lose its running entry.
+/// KEYS[1] = the finished index; ARGV = cutoff ms, limit.
+constexpr const char* expire_script = R"(
+local members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, m in ipairs(members) do
+  local nl = string.find(m, '\n', 1, true)
+  redis.call('HDEL', 'troupe:req:' .. string.sub(m, 1, nl - 1), string.sub(m, nl + 1))
+  redis.call('ZREM', KEYS[1], m)
+end
+return #members
+)";
 constexpr const char* jobs_stream = "troupe:jobs";
 constexpr const char* jobs_group = "runners";
 
@@ -145,8 +160,10 @@ public:
       cmds.push_back({"SREM", owned_key(owner), a});
     }
     auto keys = run({"HKEYS", "troupe:req:" + a});
-    for (size_t i = 0; i < keys->elements; ++i)
+    for (size_t i = 0; i < keys->elements; ++i) {
       cmds.push_back({"ZREM", open_key, a + "\n" + str(keys->element[i])});
+      cmds.push_back({"ZREM", finished_key, a + "\n" + str(keys->element[i])});
+    }
     auto r = transaction(cmds);
     return r->elements > 0 && r->element[0]->integer > 0;
   }
@@ -168,6 +185,7 @@ public:
     transaction({{"ZADD", agents_key, "NX", std::to_string(now_ms()), a},
                  {"HSET", "troupe:req:" + a, request_id, entry.dump()},
                  {"ZADD", open_key, std::to_string(now_ms()), a + "\n" + request_id},
+                 {"ZREM", finished_key, a + "\n" + request_id},
                  {"RPUSH", "troupe:h:" + a, encode_stored_message({"user", text, {}, {}, {}})}});
   }
 
@@ -180,7 +198,15 @@ public:
                {"state", static_cast<int>(state)},
                {"outcome", outcome}};
     transaction({{"HSET", "troupe:req:" + a, request_id, entry.dump()},
-                 {"ZREM", open_key, a + "\n" + request_id}});
+                 {"ZREM", open_key, a + "\n" + request_id},
+                 {"ZADD", finished_key, std::to_string(now_ms()), a + "\n" + request_id}});
+  }
+
+  size_t expire_requests(int64_t before_ms, size_t limit) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    auto r = run({"EVAL", expire_script, "1", finished_key, std::to_string(before_ms),
+                  std::to_string(limit)});
+    return r->type == REDIS_REPLY_INTEGER ? static_cast<size_t>(r->integer) : 0;
   }
 
   std::optional<request_entry> find_request(const agent_id& id,

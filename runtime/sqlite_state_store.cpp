@@ -117,6 +117,8 @@ public:
          "outcome TEXT NOT NULL DEFAULT '', updated_ms INTEGER NOT NULL, "
          "PRIMARY KEY(type, key, request_id)) WITHOUT ROWID");
     exec("CREATE INDEX IF NOT EXISTS requests_open ON requests(updated_ms) WHERE state = 0");
+    // For expiry (`state.request_retention`): finished requests by age.
+    exec("CREATE INDEX IF NOT EXISTS requests_finished ON requests(updated_ms) WHERE state != 0");
     exec("CREATE TABLE IF NOT EXISTS jobs(id TEXT PRIMARY KEY, type TEXT NOT NULL, "
          "key TEXT NOT NULL, message TEXT NOT NULL, state INTEGER NOT NULL, "
          "outcome TEXT NOT NULL DEFAULT '', claimed_by TEXT NOT NULL DEFAULT '', "
@@ -170,6 +172,9 @@ public:
              "WHERE id = ?1");
     requeue_jobs_ = std::make_unique<statement>(
         db_, "UPDATE jobs SET state = 0 WHERE state = 1 AND claimed_by = ?1");
+    expire_requests_ = std::make_unique<statement>(
+        db_, "DELETE FROM requests WHERE (type, key, request_id) IN (SELECT type, key, request_id "
+             "FROM requests WHERE state != 0 AND updated_ms < ?1 ORDER BY updated_ms LIMIT ?2)");
     open_requests_ = std::make_unique<statement>(
         db_,
         "SELECT type, key, request_id, text FROM requests WHERE state = 0 ORDER BY updated_ms");
@@ -301,6 +306,12 @@ public:
           {{open_requests_->text(0), open_requests_->text(1)},
            {open_requests_->text(2), open_requests_->text(3), request_state::running, {}}});
     return out;
+  }
+
+  size_t expire_requests(int64_t before_ms, size_t limit) override {
+    std::lock_guard<std::mutex> guard{mutex_};
+    expire_requests_->bind(1, before_ms).bind(2, static_cast<int64_t>(limit)).run();
+    return static_cast<size_t>(sqlite3_changes(db_));
   }
 
   void enqueue_job(const job_record& job) override {
@@ -451,8 +462,9 @@ private:
   std::thread checkpointer_; // last: it starts once everything else is built
   std::unique_ptr<statement> insert_agent_, select_agent_, select_messages_, insert_message_,
       delete_agent_, delete_messages_, delete_requests_, list_agents_, upsert_request_,
-      finish_request_, find_request_, open_requests_, insert_job_, pick_job_, claim_job_,
-      finish_job_, find_job_, requeue_jobs_, insert_owned_agent_, list_owned_, count_owned_;
+      finish_request_, find_request_, open_requests_, expire_requests_, insert_job_, pick_job_,
+      claim_job_, finish_job_, find_job_, requeue_jobs_, insert_owned_agent_, list_owned_,
+      count_owned_;
 };
 
 } // namespace

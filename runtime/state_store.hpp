@@ -100,6 +100,11 @@ public:
   /// Turns still marked running, oldest first: cut by a crash if no live
   /// activation is running them.
   virtual std::vector<std::pair<agent_id, request_entry>> open_turns() = 0;
+  /// Forgets up to `limit` finished requests (done or failed) last written
+  /// before `before_ms` (ms since the Unix epoch); a retry of one runs again.
+  /// Running ones stay: a cut turn resumes from its entry. Returns how many
+  /// went; fewer than `limit` means none older is left.
+  virtual size_t expire_requests(int64_t before_ms, size_t limit) = 0;
 
   // -- async jobs -------------------------------------------------------------
 

@@ -4,7 +4,7 @@ import json
 import sqlite3
 import unittest
 
-from harness import (Client, Node, SimLlm, TroupeTestCase, node_exit, run, sim_backend_yaml,
+from harness import (Client, Node, SimLlm, TroupeTestCase, http, node_exit, run, sim_backend_yaml,
                      state_file, wait_until)
 
 
@@ -71,6 +71,36 @@ class Durability(TroupeTestCase):
         metrics = node.get("/metrics")[1]
         self.assertIn('troupe_turns_total{outcome="done"} 2', metrics)
         self.assertIn("troupe_tool_calls_total 1", metrics)
+
+    def test_a_retry_after_the_request_retention_runs_the_turn_again(self):
+        sim = self.track(SimLlm())
+        node = self.track(Node(sim_backend_yaml([sim]) +
+                               f"state: {{path: {state_file()}, request_retention: 1s}}\n"))
+        completions = lambda: json.loads(http("GET", f"http://127.0.0.1:{sim.port}/stats")[1])["chat_completions"]
+
+        def expired():
+            for line in node.get("/metrics")[1].splitlines():
+                if line.startswith("troupe_request_log_expired_total "):
+                    return float(line.split()[1])
+            return 0
+
+        async def go():
+            c = await Client.connect(node.ws_url)
+            await c.send(op="spawn", type="chat", key="ret", id="s")
+            await c.recv()
+            first = await c.turn("chat/ret", "count to 3", "req-1")
+            self.assertEqual(first[-1]["answer"], "1 2 3")
+            asked = completions()
+            again = await c.turn("chat/ret", "count to 3", "req-1")
+            self.assertEqual([e["ev"] for e in again], ["done"])  # within the retention: replayed
+            self.assertEqual(completions(), asked)
+            # Past it, the id is forgotten: the same request runs as a new turn.
+            wait_until(lambda: expired() >= 1, timeout=10, what="the request to expire")
+            later = await c.turn("chat/ret", "count to 3", "req-1")
+            self.assertEqual(later[-1]["answer"], "1 2 3")
+            self.assertEqual(completions(), asked + 1)
+            self.assertIn("token", [e["ev"] for e in later])
+        run(go())
 
     def test_idle_agents_passivate_and_come_back_with_their_history(self):
         node = self.track(Node("agents:\n  idle_timeout: 300ms\n", state_path=state_file()))

@@ -205,3 +205,14 @@ TEST(Config, IoThreadsDefaultToOnePerEightCoresAndCanBeSet) {
   EXPECT_NE(err.find("t.yaml:2:15"), std::string::npos) << err;
   EXPECT_NE(err.find("gateway.io_threads"), std::string::npos) << err;
 }
+
+TEST(Config, FinishedRequestsAreKeptADayByDefaultOrAsLongAsSaid) {
+  EXPECT_EQ(ok("").request_retention, std::chrono::hours(24));
+  EXPECT_EQ(ok("state: {request_retention: 2h}\n").request_retention, std::chrono::hours(2));
+  EXPECT_EQ(ok("state: {request_retention: 0}\n").request_retention.count(), 0); // for ever
+  auto err = bad("state:\n  request_retention: 10ms\n");
+  EXPECT_NE(err.find("t.yaml:2:22"), std::string::npos) << err;
+  EXPECT_NE(err.find("state.request_retention"), std::string::npos) << err;
+  err = bad("state: {request_retention: soon}\n");
+  EXPECT_NE(err.find("state.request_retention"), std::string::npos) << err;
+}

@@ -159,6 +159,38 @@ TEST(StateStore, RequestLogTracksOpenAndFinishedTurns) {
   });
 }
 
+TEST(StateStore, FinishedRequestsExpireInBatchesAndRunningOnesStay) {
+  for_each_store("expire", [](std::shared_ptr<state_store> s) {
+    auto now = [] {
+      return std::chrono::duration_cast<std::chrono::milliseconds>(
+                 std::chrono::system_clock::now().time_since_epoch())
+          .count();
+    };
+    for (auto id : {"r1", "r2", "r3"}) {
+      s->begin_turn(a, id, "one");
+      s->finish_turn(a, id, request_state::done, R"({"answer":"x"})");
+    }
+    s->begin_turn({"chat", "k2"}, "r4", "cut by a crash");
+    EXPECT_EQ(s->expire_requests(now() - 60000, 10), 0u) << "none is a minute old";
+    auto later = now() + 1000;
+    EXPECT_EQ(s->expire_requests(later, 2), 2u);
+    EXPECT_EQ(s->expire_requests(later, 2), 1u);
+    EXPECT_EQ(s->expire_requests(later, 2), 0u);
+    for (auto id : {"r1", "r2", "r3"})
+      EXPECT_FALSE(s->find_request(a, id)) << id;
+    ASSERT_TRUE(s->find_request({"chat", "k2"}, "r4"));
+    EXPECT_EQ(s->open_turns().size(), 1u);
+    // The history stays: only the log of outcomes is forgotten.
+    EXPECT_EQ(s->load(a)->history.size(), 3u);
+    // An id used again after it expired starts a new entry, which expires again.
+    s->begin_turn(a, "r1", "again");
+    EXPECT_EQ(s->expire_requests(later, 10), 0u) << "running";
+    s->finish_turn(a, "r1", request_state::failed, R"({"code":"timeout"})");
+    EXPECT_EQ(s->find_request(a, "r1")->text, "again");
+    EXPECT_EQ(s->expire_requests(now() + 1000, 10), 1u);
+  });
+}
+
 TEST(StateStore, EraseRemovesEverything) {
   for_each_store("erase", [](std::shared_ptr<state_store> s) {
     s->begin_turn(a, "r1", "one");
