@@ -66,8 +66,9 @@ public:
   void begin_turn(const agent_id& id, const std::string& request_id,
                   const std::string& text) override {
     std::lock_guard<std::mutex> guard{mutex_};
-    requests_[id][request_id] = {request_id, text, request_state::running, {}, ++seq_};
-    requests_[id][request_id].updated_ms = now_ms();
+    auto& e = requests_[id][request_id];
+    e = {request_id, text, request_state::running, {}, ++seq_};
+    e.updated_ms = now_ms();
     append_locked(id, {"user", text, {}, {}, {}});
   }
 

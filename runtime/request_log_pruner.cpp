@@ -19,7 +19,9 @@ counter& expired_total() {
 
 request_log_pruner::request_log_pruner(std::shared_ptr<state_store> store,
                                        std::chrono::milliseconds retention)
-    : store_(std::move(store)), retention_(retention), thread_([this] { loop(); }) {}
+    : store_(std::move(store)), retention_(retention), thread_([this] { loop(); }) {
+  expired_total(); // on /metrics from the start, at 0
+}
 
 request_log_pruner::~request_log_pruner() {
   {

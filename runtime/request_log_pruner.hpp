@@ -24,14 +24,12 @@ public:
   request_log_pruner(const request_log_pruner&) = delete;
   request_log_pruner& operator=(const request_log_pruner&) = delete;
 
+private:
   /// How often it looks: a tenth of the retention, between 1 s and 1 min.
   static std::chrono::milliseconds interval_for(std::chrono::milliseconds retention);
-
   /// One pass: expires everything finished before now - retention, in
-  /// batches of `batch`. Returns how many went. Any thread.
+  /// batches of `batch`. Returns how many went.
   size_t prune_once(size_t batch = 1000);
-
-private:
   void loop();
 
   std::shared_ptr<state_store> store_;
