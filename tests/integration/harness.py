@@ -196,6 +196,13 @@ class Node(Process):
     def post(self, path, body):
         return http("POST", self.base + path, body, context=self.ssl)
 
+    def metric(self, name):
+        """An unlabelled metric's value on /metrics, or None if it is not there."""
+        for line in self.get("/metrics")[1].splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return None
+
 
 class ClusterNode(Process):
     """A `troupe node` in a cluster: its id, roles and extra YAML; the ZeroMQ

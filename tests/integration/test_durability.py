@@ -78,12 +78,6 @@ class Durability(TroupeTestCase):
                                f"state: {{path: {state_file()}, request_retention: 1s}}\n"))
         completions = lambda: json.loads(http("GET", f"http://127.0.0.1:{sim.port}/stats")[1])["chat_completions"]
 
-        def expired():
-            for line in node.get("/metrics")[1].splitlines():
-                if line.startswith("troupe_request_log_expired_total "):
-                    return float(line.split()[1])
-            return 0
-
         async def go():
             c = await Client.connect(node.ws_url)
             await c.send(op="spawn", type="chat", key="ret", id="s")
@@ -95,7 +89,8 @@ class Durability(TroupeTestCase):
             self.assertEqual([e["ev"] for e in again], ["done"])  # within the retention: replayed
             self.assertEqual(completions(), asked)
             # Past it, the id is forgotten: the same request runs as a new turn.
-            wait_until(lambda: expired() >= 1, timeout=10, what="the request to expire")
+            wait_until(lambda: node.metric("troupe_request_log_expired_total") >= 1,
+                       what="the request to expire")
             later = await c.turn("chat/ret", "count to 3", "req-1")
             self.assertEqual(later[-1]["answer"], "1 2 3")
             self.assertEqual(completions(), asked + 1)
@@ -115,16 +110,10 @@ class Durability(TroupeTestCase):
             self.assertEqual(evs[-1]["answer"], "You first said: my name is Ada")
         run(go())
         self.assertIn("troupe_active_agents 1", node.get("/metrics")[1])
-
-        def metric(name):
-            for line in node.get("/metrics")[1].splitlines():
-                if line.startswith(name + " "):
-                    return float(line.split()[1])
-            return None
         # The idle checks are on the deadline clock, which operators can watch:
         # the first activation's fired, the second's is armed.
-        self.assertGreaterEqual(metric("troupe_deadlines_fired_total"), 1)
-        wait_until(lambda: metric("troupe_deadlines_pending") >= 1, what="an armed idle check")
+        self.assertGreaterEqual(node.metric("troupe_deadlines_fired_total"), 1)
+        wait_until(lambda: node.metric("troupe_deadlines_pending") >= 1, what="an armed idle check")
 
     def test_many_conversations_survive_a_restart(self):
         path = state_file()
