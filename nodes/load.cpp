@@ -503,11 +503,11 @@ private:
     auto j = json::parse(ev.data, nullptr, false);
     if (!j.is_object() || !j.contains("choices") || j["choices"].empty()) return;
     auto& delta = j["choices"][0]["delta"];
-    if (delta.is_object() && delta.contains("content") && delta["content"].is_string() &&
-        !delta["content"].get<std::string>().empty()) {
-      answer_ += delta["content"].get<std::string>();
-      on_token();
-    }
+    if (!delta.is_object() || !delta.contains("content") || !delta["content"].is_string()) return;
+    auto& text = delta["content"].get_ref<const std::string&>();
+    if (text.empty()) return;
+    answer_ += text;
+    on_token();
   }
 
   void finish() override {
@@ -532,7 +532,7 @@ private:
   const tcp::resolver::results_type& addrs_;
   const runtime::http_url& ep_;
   /// An agent's default `limits.max_history_messages`.
-  static constexpr size_t max_history = 200;
+  const size_t max_history = runtime::limits_config{}.max_history_messages;
 
   std::function<void()> on_open_;
   json conversation_ = json::array();

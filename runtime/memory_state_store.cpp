@@ -1,6 +1,5 @@
 #include "runtime/state_store.hpp"
 
-#include <chrono>
 #include <iterator>
 #include <map>
 #include <algorithm>
@@ -68,7 +67,7 @@ public:
     std::lock_guard<std::mutex> guard{mutex_};
     auto& e = requests_[id][request_id];
     e = {request_id, text, request_state::running, {}, ++seq_};
-    e.updated_ms = now_ms();
+    e.updated_ms = store_clock_ms();
     append_locked(id, {"user", text, {}, {}, {}});
   }
 
@@ -79,7 +78,7 @@ public:
     e.entry.id = request_id;
     e.entry.state = state;
     e.entry.outcome = outcome;
-    e.updated_ms = now_ms();
+    e.updated_ms = store_clock_ms();
   }
 
   size_t expire_requests(int64_t before_ms, size_t limit) override {
@@ -184,12 +183,6 @@ private:
     uint64_t seq = 0;
     int64_t updated_ms = 0;
   };
-
-  static int64_t now_ms() {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(
-               std::chrono::system_clock::now().time_since_epoch())
-        .count();
-  }
 
   void append_locked(const agent_id& id, const chat_message& msg) {
     auto& rec = records_[id];

@@ -50,12 +50,6 @@ return #members
 constexpr const char* jobs_stream = "troupe:jobs";
 constexpr const char* jobs_group = "runners";
 
-int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 using reply_ptr = redis_client::reply;
 using command = redis_client::command;
 
@@ -91,16 +85,16 @@ public:
 
   bool create(const agent_id& id, const std::string& owner) override {
     std::lock_guard<std::mutex> guard{mutex_};
-    if (owner.empty())
-      return run({"ZADD", agents_key, "NX", std::to_string(now_ms()), id.str()})->integer > 0;
+    auto created = std::to_string(store_clock_ms());
+    if (owner.empty()) return run({"ZADD", agents_key, "NX", created, id.str()})->integer > 0;
     // The owner is written only with a new agent, atomically: one that
     // exists keeps its owner.
     static const char* script =
         "if redis.call('ZADD', KEYS[1], 'NX', ARGV[1], ARGV[2]) == 0 then return 0 end "
         "redis.call('HSET', KEYS[2], ARGV[2], ARGV[3]) redis.call('SADD', KEYS[3], ARGV[2]) "
         "return 1";
-    return run({"EVAL", script, "3", agents_key, owners_key, owned_key(owner),
-                std::to_string(now_ms()), id.str(), owner})
+    return run({"EVAL", script, "3", agents_key, owners_key, owned_key(owner), created, id.str(),
+                owner})
                ->integer > 0;
   }
 
@@ -146,7 +140,7 @@ public:
 
   void append(const agent_id& id, const chat_message& msg) override {
     std::lock_guard<std::mutex> guard{mutex_};
-    transaction({{"ZADD", agents_key, "NX", std::to_string(now_ms()), id.str()},
+    transaction({{"ZADD", agents_key, "NX", std::to_string(store_clock_ms()), id.str()},
                  {"RPUSH", "troupe:h:" + id.str(), encode_stored_message(msg)}});
   }
 
@@ -182,9 +176,9 @@ public:
     std::lock_guard<std::mutex> guard{mutex_};
     auto a = id.str();
     json entry{{"text", text}, {"state", 0}, {"outcome", ""}};
-    transaction({{"ZADD", agents_key, "NX", std::to_string(now_ms()), a},
+    transaction({{"ZADD", agents_key, "NX", std::to_string(store_clock_ms()), a},
                  {"HSET", "troupe:req:" + a, request_id, entry.dump()},
-                 {"ZADD", open_key, std::to_string(now_ms()), a + "\n" + request_id},
+                 {"ZADD", open_key, std::to_string(store_clock_ms()), a + "\n" + request_id},
                  {"ZREM", finished_key, a + "\n" + request_id},
                  {"RPUSH", "troupe:h:" + a, encode_stored_message({"user", text, {}, {}, {}})}});
   }
@@ -199,7 +193,7 @@ public:
                {"outcome", outcome}};
     transaction({{"HSET", "troupe:req:" + a, request_id, entry.dump()},
                  {"ZREM", open_key, a + "\n" + request_id},
-                 {"ZADD", finished_key, std::to_string(now_ms()), a + "\n" + request_id}});
+                 {"ZADD", finished_key, std::to_string(store_clock_ms()), a + "\n" + request_id}});
   }
 
   size_t expire_requests(int64_t before_ms, size_t limit) override {
@@ -255,7 +249,7 @@ public:
         continue;
       }
       transaction({{"HSET", "troupe:job:" + job_id, "state", "1", "claimed_by", owner, "entry",
-                    entry, "claimed_until", std::to_string(now_ms() + visibility.count())},
+                    entry, "claimed_until", std::to_string(store_clock_ms() + visibility.count())},
                    {"HINCRBY", "troupe:job:" + job_id, "attempts", "1"}});
       job->state = job_state::running;
       job->claimed_by = owner;
@@ -333,7 +327,7 @@ private:
       }
       auto job = str(rng->element[0]->element[1]->element[1]);
       auto until = run({"HGET", "troupe:job:" + job, "claimed_until"});
-      if (std::atoll(str(until.get()).c_str()) >= now_ms()) continue;
+      if (std::atoll(str(until.get()).c_str()) >= store_clock_ms()) continue;
       auto claimed = run({"XCLAIM", jobs_stream, jobs_group, owner, "0", id});
       if (take(claimed.get())) return true;
     }

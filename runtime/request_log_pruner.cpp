@@ -38,9 +38,7 @@ std::chrono::milliseconds request_log_pruner::interval_for(std::chrono::millisec
 }
 
 size_t request_log_pruner::prune_once(size_t batch) {
-  auto before = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    (std::chrono::system_clock::now() - retention_).time_since_epoch())
-                    .count();
+  auto before = store_clock_ms() - retention_.count();
   size_t total = 0;
   // Batches keep each store call short: agents wait on the same store.
   for (;;) {

@@ -17,12 +17,6 @@ namespace {
 
 using nlohmann::json;
 
-int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 /// One prepared statement, reset after each use.
 class statement {
 public:
@@ -183,7 +177,11 @@ public:
 
   bool create(const agent_id& id, const std::string& owner) override {
     std::lock_guard<std::mutex> guard{mutex_};
-    insert_owned_agent_->bind(1, id.type).bind(2, id.key).bind(3, now_ms()).bind(4, owner).run();
+    insert_owned_agent_->bind(1, id.type)
+        .bind(2, id.key)
+        .bind(3, store_clock_ms())
+        .bind(4, owner)
+        .run();
     return sqlite3_changes(db_) > 0;
   }
 
@@ -229,7 +227,7 @@ public:
   void append(const agent_id& id, const chat_message& msg) override {
     std::lock_guard<std::mutex> guard{mutex_};
     transaction tx{*this};
-    insert_agent_->bind(1, id.type).bind(2, id.key).bind(3, now_ms()).run();
+    insert_agent_->bind(1, id.type).bind(2, id.key).bind(3, store_clock_ms()).run();
     insert_message_->bind(1, id.type).bind(2, id.key).bind(3, encode_stored_message(msg)).run();
     tx.commit();
   }
@@ -258,14 +256,14 @@ public:
                   const std::string& text) override {
     std::lock_guard<std::mutex> guard{mutex_};
     transaction tx{*this};
-    insert_agent_->bind(1, id.type).bind(2, id.key).bind(3, now_ms()).run();
+    insert_agent_->bind(1, id.type).bind(2, id.key).bind(3, store_clock_ms()).run();
     upsert_request_->bind(1, id.type)
         .bind(2, id.key)
         .bind(3, request_id)
         .bind(4, text)
         .bind(5, int64_t{0})
         .bind(6, std::string{})
-        .bind(7, now_ms())
+        .bind(7, store_clock_ms())
         .run();
     insert_message_->bind(1, id.type)
         .bind(2, id.key)
@@ -282,7 +280,7 @@ public:
         .bind(3, request_id)
         .bind(4, static_cast<int64_t>(state))
         .bind(5, outcome)
-        .bind(6, now_ms())
+        .bind(6, store_clock_ms())
         .run();
   }
 
@@ -320,7 +318,7 @@ public:
         .bind(2, job.agent.type)
         .bind(3, job.agent.key)
         .bind(4, job.message)
-        .bind(5, now_ms())
+        .bind(5, store_clock_ms())
         .run();
   }
 
@@ -331,10 +329,10 @@ public:
     std::string id;
     {
       reset_on_exit r{*pick_job_};
-      if (!pick_job_->bind(1, now_ms()).step()) return std::nullopt;
+      if (!pick_job_->bind(1, store_clock_ms()).step()) return std::nullopt;
       id = pick_job_->text(0);
     }
-    claim_job_->bind(1, id).bind(2, owner).bind(3, now_ms() + visibility.count()).run();
+    claim_job_->bind(1, id).bind(2, owner).bind(3, store_clock_ms() + visibility.count()).run();
     tx.commit();
     return find_job_locked(id);
   }

@@ -123,6 +123,14 @@ public:
   virtual std::string describe() const = 0;
 };
 
+/// Now, in ms since the Unix epoch: the clock of the stores' timestamps
+/// (`updated_ms`, claims) and of `expire_requests`' cutoff. Any thread.
+inline int64_t store_clock_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 std::shared_ptr<state_store> make_memory_state_store();
 
 /// Opens (creating if needed) a SQLite store in WAL mode. A file written by
